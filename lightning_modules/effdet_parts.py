@@ -1,0 +1,389 @@
+"""EfficientDet split into the two parts the paper's stages recombine.
+
+``FeatureExtractor`` (backbone + BiFPN) gives the BiFPN levels, the paper's ``h``;
+``DetectionHead`` (effdet's class and box nets) predicts from ``k * fpn_channels`` channels,
+so Stage III can feed it two extractors' features concatenated. ``DetectionCriterion`` holds
+the anchors, the anchor labeller, the focal loss and the decoding to detections.
+
+State-dict keys are effdet's own (``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
+so an effdet checkpoint loads with ``load_pretrained``. Boxes outside this module are ``xyxy``
+pixels with 0-based classes; effdet's ``yxyx`` boxes and 1-based classes stay in here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from effdet import get_efficientdet_config
+from effdet.anchors import AnchorLabeler, Anchors
+from effdet.bench import _batch_detection, _post_process
+from effdet.config import set_config_readonly, set_config_writeable
+from effdet.efficientdet import BiFpn, HeadNet, _init_weight, get_feature_info
+from effdet.loss import DetectionLoss, new_focal_loss
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PART_PREFIXES = {"extractor": ("backbone.", "fpn."), "head": ("class_net.", "box_net.")}
+
+
+def build_config(
+    architecture: str = "tf_efficientdet_d0",
+    image_size: Sequence[int] = (512, 512),
+    num_classes: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    focal_alpha: float | None = None,
+    focal_gamma: float | None = None,
+):
+    """An effdet model config for ``architecture`` with the given input size and classes.
+
+    ``overrides`` sets any effdet config key (``backbone_name``, ``fpn_channels``,
+    ``fpn_cell_repeats``, ``box_class_repeats``, ``min_level``, ``max_level``,
+    ``anchor_scale``, ``aspect_ratios``, ``backbone_args``, ...), so a small CPU detector is a
+    config entry, not code. The returned config is read-only, as effdet leaves it.
+    """
+    config = get_efficientdet_config(architecture)
+    if config is None or not config:
+        raise ValueError(f"unknown effdet architecture {architecture!r}")
+    set_config_writeable(config)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(config.keys()))
+    if unknown:
+        raise ValueError(
+            f"unknown effdet config keys in architecture overrides: {unknown}; "
+            f"valid keys: {sorted(config.keys())}"
+        )
+    for key, value in overrides.items():
+        config[key] = value
+    if "num_levels" not in overrides:
+        config.num_levels = config.max_level - config.min_level + 1
+    # Backbone weights come from local files only (load_pretrained), never from a hub.
+    config.backbone_args = dict(config.backbone_args or {})
+    config.image_size = tuple(int(side) for side in image_size)
+    config.num_classes = int(num_classes)
+    if focal_alpha is not None:
+        config.alpha = float(focal_alpha)
+    if focal_gamma is not None:
+        config.gamma = float(focal_gamma)
+
+    stride = 2**config.max_level
+    if len(config.image_size) != 2 or any(side % stride for side in config.image_size):
+        raise ValueError(
+            f"image_size {list(config.image_size)} must be two sides (H, W) divisible by "
+            f"2**max_level = {stride} for {architecture!r}"
+        )
+    anchors_per_location = config.num_scales * len(config.aspect_ratios)
+    locations = sum(
+        (config.image_size[0] // 2**level) * (config.image_size[1] // 2**level)
+        for level in range(config.min_level, config.max_level + 1)
+    )
+    # effdet's top-k fails when it asks for more points than anchors x classes exist.
+    config.max_detection_points = min(
+        config.max_detection_points, locations * anchors_per_location * config.num_classes
+    )
+    set_config_readonly(config)
+    return config
+
+
+def input_channels(config) -> int:
+    return int((config.backbone_args or {}).get("in_chans", 3))
+
+
+class FeatureExtractor(nn.Module):
+    """Backbone + BiFPN: an image batch to the BiFPN levels P_min..P_max (the paper's h)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.backbone = timm.create_model(
+            config.backbone_name,
+            features_only=True,
+            out_indices=config.backbone_indices or (2, 3, 4),
+            pretrained=False,
+            **config.backbone_args,
+        )
+        self.fpn = BiFpn(config, get_feature_info(self.backbone))
+        for name, module in self.named_modules():
+            if "backbone" not in name:
+                _init_weight(module, name)
+        channels = input_channels(config)
+        mean = torch.tensor(IMAGENET_MEAN if channels == 3 else [sum(IMAGENET_MEAN) / 3] * channels)
+        std = torch.tensor(IMAGENET_STD if channels == 3 else [sum(IMAGENET_STD) / 3] * channels)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.config.fpn_channels)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 1|C, H, W] images in [0, 1] to the backbone's channels, ImageNet-normalised."""
+        channels = self.mean.shape[1]
+        if images.shape[1] == 1 and channels != 1:
+            images = images.expand(-1, channels, -1, -1)
+        if images.shape[1] != channels:
+            raise ValueError(
+                f"images have {images.shape[1]} channels; the backbone takes 1 or {channels}"
+            )
+        return (images - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        expected = tuple(self.config.image_size)
+        if tuple(images.shape[-2:]) != expected:
+            raise ValueError(
+                f"input images are {tuple(images.shape[-2:])} (H, W) but the model was built "
+                f"for image_size {expected}"
+            )
+        # BiFpn appends to the list it is given: the backbone returns a fresh one each call.
+        return self.fpn(self.backbone(self.normalize(images)))
+
+
+class DetectionHead(nn.Module):
+    """effdet's class and box nets over ``in_multiplier * fpn_channels`` input channels.
+
+    ``in_multiplier=1`` is a plain detector's head; ``in_multiplier=2`` predicts from two
+    extractors' features concatenated per level (Stage III, BASE_UB).
+    """
+
+    def __init__(self, config, in_multiplier: int = 1):
+        super().__init__()
+        if in_multiplier < 1:
+            raise ValueError(f"in_multiplier must be >= 1, got {in_multiplier}")
+        self.in_multiplier = in_multiplier
+        self.config = _head_config(config, in_multiplier)
+        self.class_net = HeadNet(self.config, num_outputs=self.config.num_classes)
+        self.box_net = HeadNet(self.config, num_outputs=4)
+        self.reset_parameters()
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.fpn_channels)
+
+    def reset_parameters(self, class_net_only: bool = False) -> None:
+        """effdet's initialisation, including the class-prior bias of ``class_net.predict``."""
+        nets = {"class_net": self.class_net} if class_net_only else {
+            "class_net": self.class_net, "box_net": self.box_net}
+        for prefix, net in nets.items():
+            for name, module in net.named_modules(prefix=prefix):
+                _init_weight(module, name)
+
+    def forward(self, features: Sequence[torch.Tensor]):
+        for level, feature in enumerate(features):
+            if feature.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"feature level {level} has {feature.shape[1]} channels; this head takes "
+                    f"{self.in_channels} (in_multiplier={self.in_multiplier})"
+                )
+        return self.class_net(features), self.box_net(features)
+
+
+def _head_config(config, in_multiplier: int):
+    if in_multiplier == 1:
+        return config
+    head_config = config.copy()
+    set_config_writeable(head_config)
+    head_config.fpn_channels = config.fpn_channels * in_multiplier
+    set_config_readonly(head_config)
+    return head_config
+
+
+def concat_features(*feature_lists: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-level channel concatenation: h_FUSED = h_SM (+) h'_SM."""
+    levels = {len(features) for features in feature_lists}
+    if len(levels) != 1:
+        raise ValueError(f"feature lists have different numbers of levels: {sorted(levels)}")
+    return [torch.cat(level, dim=1) for level in zip(*feature_lists)]
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float):
+    """Per-element focal loss (paper Eq. 1 for positives), effdet's own implementation.
+
+    For a positive target: ``-alpha * (1 - p)**gamma * log(p)``; for a negative:
+    ``-(1 - alpha) * p**gamma * log(1 - p)``, with ``p = sigmoid(logits)``.
+    """
+    return new_focal_loss(logits, targets, alpha=alpha, gamma=gamma, normalizer=1.0,
+                          label_smoothing=0.0)
+
+
+class DetectionCriterion(nn.Module):
+    """Anchors, anchor labelling, focal + box loss, and decoding: effdet's training bench
+    (``DetBenchTrain``/``DetBenchPredict``) without the model inside it."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.anchors = Anchors.from_config(config)
+        # Anchors are derived from the config: keep them out of checkpoints and artifacts.
+        self.anchors.register_buffer("boxes", self.anchors.boxes, persistent=False)
+        self.labeler = AnchorLabeler(self.anchors, config.num_classes, match_threshold=0.5)
+        self.loss_fn = DetectionLoss(config)
+
+    @property
+    def focal_alpha(self) -> float:
+        return float(self.loss_fn.alpha)
+
+    @property
+    def focal_gamma(self) -> float:
+        return float(self.loss_fn.gamma)
+
+    def forward(
+        self,
+        class_out: list[torch.Tensor],
+        box_out: list[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """Loss of raw head outputs against xyxy boxes (input pixels) and 0-based labels."""
+        gt_boxes, gt_classes = to_effdet_targets(boxes, labels, class_out[0].device)
+        cls_targets, box_targets, num_positives = self.labeler.batch_label_anchors(
+            gt_boxes, gt_classes
+        )
+        loss, class_loss, box_loss = self.loss_fn(
+            class_out, box_out, cls_targets, box_targets, num_positives
+        )
+        return {"loss": loss, "class_loss": class_loss, "box_loss": box_loss}
+
+    @torch.no_grad()
+    def decode(
+        self, class_out: list[torch.Tensor], box_out: list[torch.Tensor]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image after effdet's top-k and NMS: ``boxes`` [n, 4] xyxy in input
+        pixels, ``scores`` [n] in (0, 1), ``labels`` [n] 0-based; empty slots removed."""
+        config = self.config
+        class_top, box_top, indices, classes = _post_process(
+            class_out, box_out, num_levels=config.num_levels, num_classes=config.num_classes,
+            max_detection_points=config.max_detection_points,
+        )
+        detections = _batch_detection(
+            class_out[0].shape[0], class_top, box_top, self.anchors.boxes, indices, classes,
+            None, None, max_det_per_image=config.max_det_per_image, soft_nms=config.soft_nms,
+        )
+        results = []
+        for image_detections in detections:
+            # effdet pads to max_det_per_image with all-zero rows (class 0 = no detection).
+            keep = image_detections[:, 5] > 0
+            image_detections = image_detections[keep]
+            results.append({
+                "boxes": image_detections[:, :4].float(),
+                "scores": image_detections[:, 4].float(),
+                "labels": image_detections[:, 5].long() - 1,
+            })
+        return results
+
+
+def to_effdet_targets(
+    boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """xyxy boxes and 0-based labels to effdet's yxyx boxes and 1-based classes."""
+    gt_boxes, gt_classes = [], []
+    for image_boxes, image_labels in zip(boxes, labels):
+        image_boxes = torch.as_tensor(image_boxes, dtype=torch.float32, device=device)
+        gt_boxes.append(image_boxes.reshape(-1, 4)[:, [1, 0, 3, 2]])
+        gt_classes.append(torch.as_tensor(image_labels, device=device).reshape(-1).float() + 1)
+    return gt_boxes, gt_classes
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a local weight file (``.safetensors`` or a torch file read with
+    ``weights_only=True``), unwrapped from ``state_dict``/``model`` containers and the
+    ``model.``/``module.`` prefixes that training wrappers add. Never downloads."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - re-raised with the path named
+            raise ValueError(f"cannot read weights from {path}: {error}") from error
+    for container in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, Mapping) and container in state and isinstance(
+            state[container], Mapping
+        ):
+            state = state[container]
+            break
+    if not isinstance(state, Mapping) or not state:
+        raise ValueError(f"{path} holds no state dict of tensors")
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "model."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
+
+
+def load_pretrained(
+    path: str | os.PathLike, extractor: FeatureExtractor, head: DetectionHead | None = None
+) -> dict[str, list[str]]:
+    """Load local pretrained weights into the extractor (and head).
+
+    An effdet checkpoint (keys ``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
+    fills backbone, BiFPN and box net; its class net is used only when it predicts the same
+    classes, else the class net keeps a fresh effdet initialisation (effdet's ``reset_head``).
+    A timm backbone file (keys without those prefixes) fills the backbone alone; its
+    classifier keys are ignored. Returns what was loaded and what was reset, per part.
+    """
+    state = read_state_dict(path)
+    report: dict[str, list[str]] = {"loaded": [], "reset": []}
+    is_effdet = any(key.startswith(PART_PREFIXES["extractor"]) for key in state)
+    if not is_effdet:
+        _load_strict_subset(extractor.backbone, state, path, "backbone")
+        report["loaded"].append("backbone")
+        return report
+
+    for name in ("backbone", "fpn"):
+        _load_strict_subset(getattr(extractor, name), _strip(state, f"{name}."), path, name)
+        report["loaded"].append(name)
+    if head is None:
+        return report
+    if head.in_multiplier != 1:
+        raise ValueError(
+            f"{path}: an effdet checkpoint's head takes {extractor.out_channels} channels; "
+            f"this head takes {head.in_channels} (in_multiplier={head.in_multiplier})"
+        )
+    _load_strict_subset(head.box_net, _strip(state, "box_net."), path, "box_net")
+    report["loaded"].append("box_net")
+    class_state = _strip(state, "class_net.")
+    own_shapes = {key: value.shape for key, value in head.class_net.state_dict().items()}
+    if class_state and {key: value.shape for key, value in class_state.items()} == own_shapes:
+        head.class_net.load_state_dict(class_state)
+        report["loaded"].append("class_net")
+    else:
+        head.reset_parameters(class_net_only=True)
+        report["reset"].append("class_net")
+    return report
+
+
+def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def _load_strict_subset(module: nn.Module, state: Mapping[str, torch.Tensor], path, name: str):
+    """Load every tensor ``module`` has from ``state``; extra keys in the file (a timm
+    classifier, say) are ignored, missing or misshapen ones are an error naming them."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    mismatched = sorted(
+        f"{key}: file {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own if key in state and state[key].shape != own[key].shape
+    )
+    if missing or mismatched:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (first: {missing[:3]})")
+        if mismatched:
+            details.append(f"{len(mismatched)} of another shape (first: {mismatched[:3]})")
+        raise ValueError(
+            f"{path} does not fit this model's {name}: " + "; ".join(details)
+            + ". Check that the architecture (and its overrides) match the file."
+        )
+    module.load_state_dict({key: state[key] for key in own})

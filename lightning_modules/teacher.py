@@ -1,0 +1,72 @@
+"""Stage I: ``TeacherDetector``, an EfficientDet on one modality (modules A and C of Figure 3).
+
+Trained on SM it is Model_SM and module A; trained on FFDM it is Model_FFDM and module C,
+whose frozen features the Stage II student later learns to reproduce from the SM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from datamodules.batch import check_modality
+from lightning_modules.detector import DetectorModule
+from lightning_modules.effdet_parts import (
+    DetectionCriterion,
+    DetectionHead,
+    FeatureExtractor,
+    build_config,
+    load_pretrained,
+)
+
+
+class TeacherDetector(DetectorModule):
+    """An EfficientDet trained with the focal loss on the images of one modality.
+
+    Args:
+        modality: ``"sm"`` or ``"ffdm"``: the images it reads and the boxes it learns.
+        architecture: an effdet config name (``tf_efficientdet_d0`` ... ``d7``,
+            ``efficientdet_d0``, ...).
+        image_size: model input (H, W), divisible by ``2**max_level``.
+        num_classes: lesion classes (1: any lesion).
+        focal_alpha, focal_gamma: Eq. 1's alpha and gamma (paper's best: 0.9, 2.5).
+        learning_rate: AdamW learning rate (paper: 1.5e-4).
+        pretrained: a local effdet (COCO) checkpoint or timm backbone weight file;
+            nothing is downloaded.
+        architecture_overrides: effdet config keys to override (backbone, channels,
+            repeats, levels, anchors): a small CPU detector is a config entry.
+        weight_decay, warmup_steps, lr_schedule: optimiser settings.
+    """
+
+    def __init__(
+        self,
+        modality: str = "sm",
+        architecture: str = "tf_efficientdet_d0",
+        image_size: tuple[int, int] = (1280, 1024),
+        num_classes: int = 1,
+        focal_alpha: float = 0.9,
+        focal_gamma: float = 2.5,
+        learning_rate: float = 1.5e-4,
+        pretrained: str | None = None,
+        architecture_overrides: dict[str, Any] | None = None,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 0,
+        lr_schedule: str = "cosine",
+    ):
+        super().__init__(learning_rate, weight_decay, warmup_steps, lr_schedule)
+        self.save_hyperparameters()
+        self.modality = check_modality(modality)
+        self.config = build_config(
+            architecture, image_size, num_classes, architecture_overrides,
+            focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+        )
+        self.extractor = FeatureExtractor(self.config)
+        self.head = DetectionHead(self.config)
+        self.criterion = DetectionCriterion(self.config)
+        if pretrained:
+            load_pretrained(pretrained, self.extractor, self.head)
+
+    def features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """h_SM or h_FFDM: the BiFPN levels of this modality's images."""
+        return self.extractor(batch[self.modality])
