@@ -1,0 +1,605 @@
+"""FROC analysis of lesion detections: match detections to lesions once, then derive the FROC
+curve, FAUC-x, operating thresholds, per-lesion outcomes and bootstrap confidence intervals from
+the matched records, vectorised with numpy.
+
+Conventions (issue 5; public anchors: the DBTex rule of mazurowski-lab/duke-dbt-data and
+picai_eval):
+
+- A detection hits a lesion when the distance between the two box centres is below
+  ``max(half the lesion box's diagonal, min_distance)`` (``<=`` with ``inclusive=True``, as in
+  DBTex). Boxes are xyxy in the original image's pixels.
+- A detection is assigned to the nearest lesion it hits (ties: the lower lesion index). A lesion
+  is found at threshold t once a detection assigned to it scores >= t; its best assigned
+  detection is its true positive, the others are duplicates: neither true nor false positives.
+  A detection that hits no lesion is a false positive.
+- The curve has one point per distinct score of a true or false positive (tied scores enter
+  together) plus the origin. Sensitivity = found lesions / lesions; FP rate = false positives /
+  images, every image counted.
+- FAUC-x is the exact area under that curve, points joined by straight segments, from 0 to x
+  false positives per image, held flat after its last point, divided by x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+FALSE_POSITIVE = 0
+TRUE_POSITIVE = 1
+DUPLICATE = 2  # hits a lesion that a higher-scoring detection already finds: not counted
+
+# bootstrap work arrays hold about this many elements per chunk of replicates
+_CHUNK_ELEMENTS = 1_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class MatchedDetections:
+    """Detections matched to lesions, as flat arrays; every FROC quantity derives from it.
+
+    Images are indexed ``0..n_images-1``; a lesion's index is its position in the lesion arrays
+    given to :func:`match_detections` and a detection's its position in the detection arrays.
+    Treat it as immutable: the score-sorted events behind the curve are computed once and kept.
+    """
+
+    n_images: int
+    detection_image: np.ndarray  # int64 [D]
+    detection_score: np.ndarray  # float64 [D]
+    detection_lesion: np.ndarray  # int64 [D]: the lesion it is assigned to, -1 if none
+    detection_outcome: np.ndarray  # int8 [D]: FALSE_POSITIVE, TRUE_POSITIVE or DUPLICATE
+    lesion_image: np.ndarray  # int64 [L]
+    lesion_score: np.ndarray  # float64 [L]: its true positive's score, -inf if never hit
+    image_ids: np.ndarray | None = None  # str [N], when known
+
+    @property
+    def n_lesions(self) -> int:
+        return int(self.lesion_image.size)
+
+    @property
+    def n_detections(self) -> int:
+        return int(self.detection_image.size)
+
+    @cached_property
+    def _events(self) -> _CurveEvents:
+        return _CurveEvents.of(self)
+
+    def subset(self, keep_images: np.ndarray) -> MatchedDetections:
+        """The same records restricted to the images where ``keep_images`` (bool [N]) is true,
+        images, lesions and detections renumbered in their original order."""
+        keep_images = np.asarray(keep_images, dtype=bool)
+        if keep_images.shape != (self.n_images,):
+            raise ValueError(f"keep_images must have shape ({self.n_images},)")
+        new_image = np.cumsum(keep_images) - 1
+        keep_lesion = keep_images[self.lesion_image]
+        new_lesion = np.cumsum(keep_lesion) - 1
+        keep_detection = keep_images[self.detection_image]
+        lesion_of_detection = self.detection_lesion[keep_detection]
+        return MatchedDetections(
+            n_images=int(keep_images.sum()),
+            detection_image=new_image[self.detection_image[keep_detection]],
+            detection_score=self.detection_score[keep_detection],
+            detection_lesion=np.where(
+                lesion_of_detection >= 0, new_lesion[lesion_of_detection], -1
+            ),
+            detection_outcome=self.detection_outcome[keep_detection],
+            lesion_image=new_image[self.lesion_image[keep_lesion]],
+            lesion_score=self.lesion_score[keep_lesion],
+            image_ids=None if self.image_ids is None else self.image_ids[keep_images],
+        )
+
+    def positive_images(self) -> MatchedDetections:
+        """The records of the images with at least one lesion (for FAUC-x+)."""
+        has_lesion = np.bincount(self.lesion_image, minlength=self.n_images) > 0
+        return self.subset(has_lesion)
+
+
+@dataclass(frozen=True, eq=False)
+class FrocCurve:
+    """The empirical FROC curve: point k keeps the detections scoring >= ``thresholds[k]``;
+    point 0 is the origin (threshold +inf)."""
+
+    fp_rate: np.ndarray
+    sensitivity: np.ndarray
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What a model does when its detections scoring >= ``threshold`` are kept."""
+
+    threshold: float
+    fp_rate: float
+    sensitivity: float
+    n_false_positives: int
+    n_lesions_found: int
+
+
+@dataclass(frozen=True, eq=False)
+class BootstrapResult:
+    """A statistic with its percentile bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+    replicates: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class PairedBootstrapResult:
+    """FAUC-x of model a minus model b on the same images, with a percentile bootstrap CI and
+    a two-sided bootstrap p-value for "no difference"."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    fauc_a: float
+    fauc_b: float
+    replicates: np.ndarray
+
+
+def match_detections(
+    detection_image: np.ndarray,
+    detection_boxes: np.ndarray,
+    detection_scores: np.ndarray,
+    lesion_image: np.ndarray,
+    lesion_boxes: np.ndarray,
+    n_images: int,
+    *,
+    min_distance: float = 100.0,
+    inclusive: bool = False,
+    image_ids: np.ndarray | None = None,
+) -> MatchedDetections:
+    """Match detections to lesions by the centre-distance rule (see the module docstring).
+
+    ``detection_image``/``lesion_image`` are image indices in ``[0, n_images)``; boxes are
+    ``[n, 4]`` xyxy in the original image's pixels.
+    """
+    detection_image = np.asarray(detection_image, dtype=np.int64).reshape(-1)
+    lesion_image = np.asarray(lesion_image, dtype=np.int64).reshape(-1)
+    detection_boxes = np.asarray(detection_boxes, dtype=np.float64).reshape(-1, 4)
+    lesion_boxes = np.asarray(lesion_boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(detection_scores, dtype=np.float64).reshape(-1)
+    n_detections, n_lesions = detection_image.size, lesion_image.size
+    if detection_boxes.shape[0] != n_detections or scores.size != n_detections:
+        raise ValueError("detection_image, detection_boxes and detection_scores differ in length")
+    if lesion_boxes.shape[0] != n_lesions:
+        raise ValueError("lesion_image and lesion_boxes differ in length")
+    for name, index in (("detection_image", detection_image), ("lesion_image", lesion_image)):
+        if index.size and (index.min() < 0 or index.max() >= n_images):
+            raise ValueError(f"{name} holds indices outside [0, {n_images})")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("detection scores must be finite")
+    if image_ids is not None:
+        image_ids = np.asarray(image_ids, dtype=str)
+        if image_ids.shape != (n_images,):
+            raise ValueError(f"image_ids must have shape ({n_images},)")
+
+    # every (detection, lesion) pair on the same image, without a loop over images
+    lesion_order = np.argsort(lesion_image, kind="stable")
+    lesions_per_image = np.bincount(lesion_image, minlength=n_images)
+    first_lesion = np.cumsum(lesions_per_image) - lesions_per_image
+    pairs_per_detection = lesions_per_image[detection_image]
+    pair_detection = np.repeat(np.arange(n_detections), pairs_per_detection)
+    pair_start = np.cumsum(pairs_per_detection) - pairs_per_detection
+    offset = np.arange(pair_detection.size) - np.repeat(pair_start, pairs_per_detection)
+    pair_lesion = lesion_order[
+        np.repeat(first_lesion[detection_image], pairs_per_detection) + offset
+    ]
+
+    detection_centre = (detection_boxes[:, :2] + detection_boxes[:, 2:]) / 2
+    lesion_centre = (lesion_boxes[:, :2] + lesion_boxes[:, 2:]) / 2
+    lesion_size = lesion_boxes[:, 2:] - lesion_boxes[:, :2]
+    radius = np.maximum(np.hypot(lesion_size[:, 0], lesion_size[:, 1]) / 2, min_distance)
+    gap = detection_centre[pair_detection] - lesion_centre[pair_lesion]
+    distance = np.hypot(gap[:, 0], gap[:, 1])
+    hit = distance <= radius[pair_lesion] if inclusive else distance < radius[pair_lesion]
+    pair_detection, pair_lesion, distance = pair_detection[hit], pair_lesion[hit], distance[hit]
+
+    # the nearest lesion hit by each detection
+    detection_lesion = np.full(n_detections, -1, dtype=np.int64)
+    order = np.lexsort((pair_lesion, distance, pair_detection))
+    first = _first_of_runs(pair_detection[order])
+    detection_lesion[pair_detection[order][first]] = pair_lesion[order][first]
+
+    # each lesion's best-scoring assigned detection is its true positive
+    outcome = np.full(n_detections, FALSE_POSITIVE, dtype=np.int8)
+    assigned = np.flatnonzero(detection_lesion >= 0)
+    outcome[assigned] = DUPLICATE
+    order = np.lexsort((assigned, -scores[assigned], detection_lesion[assigned]))
+    best = assigned[order][_first_of_runs(detection_lesion[assigned][order])]
+    outcome[best] = TRUE_POSITIVE
+    lesion_score = np.full(n_lesions, -np.inf)
+    lesion_score[detection_lesion[best]] = scores[best]
+
+    return MatchedDetections(
+        n_images=int(n_images),
+        detection_image=detection_image,
+        detection_score=scores,
+        detection_lesion=detection_lesion,
+        detection_outcome=outcome,
+        lesion_image=lesion_image,
+        lesion_score=lesion_score,
+        image_ids=image_ids,
+    )
+
+
+def _first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first element of each run of equal keys."""
+    first = np.ones(sorted_keys.size, dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return first
+
+
+@dataclass(frozen=True, eq=False)
+class _CurveEvents:
+    """The counted detections of a MatchedDetections, sorted once by descending score.
+
+    ``group_scores`` are the distinct scores of false and true positives, descending;
+    ``*_group_end[g]`` is how many false (true) positives score >= ``group_scores[g]``.
+    """
+
+    n_images: int
+    group_scores: np.ndarray
+    fp_image: np.ndarray
+    fp_group_end: np.ndarray
+    tp_image: np.ndarray
+    tp_group_end: np.ndarray
+    lesion_image: np.ndarray
+    count_type: type  # wide enough for any resample's cumulative counts
+
+    @classmethod
+    def of(cls, matched: MatchedDetections) -> _CurveEvents:
+        is_fp = matched.detection_outcome == FALSE_POSITIVE
+        fp_score, fp_image = matched.detection_score[is_fp], matched.detection_image[is_fp]
+        found = np.isfinite(matched.lesion_score)
+        tp_score, tp_image = matched.lesion_score[found], matched.lesion_image[found]
+        group_scores = np.unique(np.concatenate([fp_score, tp_score]))[::-1]
+        fp_order = np.argsort(-fp_score, kind="stable")
+        tp_order = np.argsort(-tp_score, kind="stable")
+        # a resample holds n_images images, none with more events than the busiest image
+        busiest = max(np.bincount(fp_image).max(initial=0), np.bincount(tp_image).max(initial=0))
+        return cls(
+            n_images=matched.n_images,
+            group_scores=group_scores,
+            fp_image=fp_image[fp_order],
+            fp_group_end=_count_at_least(fp_score, group_scores),
+            tp_image=tp_image[tp_order],
+            tp_group_end=_count_at_least(tp_score, group_scores),
+            lesion_image=matched.lesion_image,
+            count_type=np.int32 if matched.n_images * int(busiest) < 2**30 else np.int64,
+        )
+
+
+def _count_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For each threshold, how many values are >= it."""
+    return values.size - np.searchsorted(np.sort(values), thresholds, side="left")
+
+
+def froc_curve(matched: MatchedDetections) -> FrocCurve:
+    """The empirical FROC curve (origin first, then one point per distinct counted score)."""
+    events = matched._events
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.concatenate([[0], events.tp_group_end]) / matched.n_lesions
+    return FrocCurve(
+        fp_rate=np.concatenate([[0], events.fp_group_end]) / matched.n_images,
+        sensitivity=sensitivity,
+        thresholds=np.concatenate([[np.inf], events.group_scores]),
+    )
+
+
+def fauc_from_curve(fp_rate: np.ndarray, sensitivity: np.ndarray, max_fp: float = 1.0):
+    """FAUC-``max_fp`` of a curve given by its points (rows, for 2-D input), which start at the
+    origin and have non-decreasing FP rate: the area from 0 to ``max_fp`` under the points
+    joined by straight segments, held flat after the last point, divided by ``max_fp``."""
+    if not max_fp > 0:
+        raise ValueError(f"max_fp must be positive, got {max_fp}")
+    x = np.asarray(fp_rate, dtype=np.float64)
+    y = np.asarray(sensitivity, dtype=np.float64)
+    x0, x1, y0, y1 = x[..., :-1], x[..., 1:], y[..., :-1], y[..., 1:]
+    width = np.minimum(x1, max_fp) - np.minimum(x0, max_fp)
+    step = x1 - x0
+    # the part of each segment left of max_fp; vertical segments have no width
+    rise = np.divide((y1 - y0) * width, step, out=np.zeros_like(width), where=step > 0)
+    area = np.sum(width * (y0 + rise / 2), axis=-1)
+    area = area + (max_fp - np.minimum(x[..., -1], max_fp)) * y[..., -1]
+    return area / max_fp
+
+
+def fauc(matched: MatchedDetections, max_fp: float = 1.0) -> float:
+    """FAUC-``max_fp`` (in [0, 1]; nan when there are no lesions)."""
+    events = matched._events
+    fp_counts = np.concatenate([[0], events.fp_group_end])[None, :]
+    tp_counts = np.concatenate([[0], events.tp_group_end])[None, :]
+    n_lesions = np.array([matched.n_lesions])
+    return float(_fauc_from_counts(fp_counts, tp_counts, matched.n_images, n_lesions, max_fp)[0])
+
+
+def threshold_at_fp(matched: MatchedDetections, target_fp: float = 1.0) -> float:
+    """The lowest score t of a true or false positive with false positives(score >= t) / images
+    <= ``target_fp`` (picai_eval's operating point); +inf when even the top score exceeds it."""
+    events = matched._events
+    within = np.flatnonzero(events.fp_group_end / matched.n_images <= target_fp)
+    return float(events.group_scores[within[-1]]) if within.size else float(np.inf)
+
+
+def operating_point(matched: MatchedDetections, threshold: float) -> OperatingPoint:
+    """FP rate and sensitivity when the detections scoring >= ``threshold`` are kept."""
+    n_false_positives = int(
+        np.count_nonzero(
+            (matched.detection_outcome == FALSE_POSITIVE) & (matched.detection_score >= threshold)
+        )
+    )
+    n_found = int(np.count_nonzero(lesions_found(matched, threshold)))
+    return OperatingPoint(
+        threshold=float(threshold),
+        fp_rate=n_false_positives / matched.n_images,
+        sensitivity=n_found / matched.n_lesions if matched.n_lesions else float("nan"),
+        n_false_positives=n_false_positives,
+        n_lesions_found=n_found,
+    )
+
+
+def sensitivity_at_fp(matched: MatchedDetections, fp_rates) -> np.ndarray:
+    """Sensitivity at the operating point of each target FP rate (:func:`threshold_at_fp`;
+    picai_eval's ``lesion_TPR_at_FPR``): a step, not an interpolation."""
+    events = matched._events
+    fp_rates = np.atleast_1d(np.asarray(fp_rates, dtype=np.float64))
+    fp_rate = events.fp_group_end / matched.n_images
+    n_within = np.searchsorted(fp_rate, fp_rates, side="right")
+    found = np.concatenate([[0], events.tp_group_end])[n_within]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return found / matched.n_lesions
+
+
+def lesions_found(matched: MatchedDetections, threshold: float) -> np.ndarray:
+    """Per lesion (in input order), whether a detection assigned to it scores >= threshold."""
+    return matched.lesion_score >= threshold
+
+
+def image_outcomes(matched: MatchedDetections, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: how many false positives score >= ``threshold`` and how many of its lesions
+    are missed there (the paper's "False Detections" and "Missed Lesions" buckets)."""
+    false_positive = (matched.detection_outcome == FALSE_POSITIVE) & (
+        matched.detection_score >= threshold
+    )
+    missed = ~lesions_found(matched, threshold)
+    return (
+        np.bincount(matched.detection_image[false_positive], minlength=matched.n_images),
+        np.bincount(matched.lesion_image[missed], minlength=matched.n_images),
+    )
+
+
+def resample_counts(
+    n_images: int, n_boot: int, seed: int = 0, chunk_size: int | None = None
+) -> Iterator[np.ndarray]:
+    """The bootstrap resamples, as chunks of per-image multiplicities ``[b, n_images]`` (int8, or
+    int32 when one exceeds 127; each row sums to ``n_images``: n images drawn with
+    replacement). The same seed gives the same rows whatever the chunk size."""
+    rng = np.random.default_rng(seed)
+    chunk_size = chunk_size or max(1, _CHUNK_ELEMENTS // max(n_images, 1))
+    draw_type = np.int32 if n_images < 2**31 else np.int64
+    for start in range(0, n_boot, chunk_size):
+        rows = min(chunk_size, n_boot - start)
+        drawn = rng.integers(0, n_images, size=(rows, n_images), dtype=draw_type)
+        # one bincount for the whole chunk: shift row r's draws by r * n_images
+        flat = drawn + np.arange(rows, dtype=np.int64)[:, None] * n_images
+        counts = np.bincount(flat.ravel(), minlength=rows * n_images).reshape(rows, n_images)
+        # an image drawn more than 127 times is astronomically rare unless n_images is tiny;
+        # int8 makes the gathers that follow several times faster
+        yield counts.astype(np.int8 if counts.size == 0 or counts.max() <= 127 else np.int32)
+
+
+def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
+    """FROC points of the resamples in ``counts`` ``[b, n_images]``, in counts: false positives
+    and found lesions, integer ``[b, K + 1]`` each with the origin first, and the lesions of each
+    resample, int64 ``[b]``. With ``max_fp``, the points past every row's first point beyond
+    ``max_fp`` are left out (they add nothing to FAUC-max_fp)."""
+    rows, n_images = counts.shape[0], events.n_images
+    n_groups, n_fp = events.group_scores.size, events.fp_image.size
+    fp_end = events.fp_group_end
+    # a margin of one false positive keeps the cut conservative against rounding
+    limit = None if max_fp is None else max_fp * n_images + 1
+    prefix = n_fp
+    if limit is not None and n_fp:
+        # most resamples cross max_fp near where the full sample does, so try a prefix first,
+        # ending on a group's end so that the group that crosses is complete
+        guess = int(min(limit, n_fp) * 1.25) + 64
+        if guess < n_fp:
+            prefix = int(fp_end[np.searchsorted(fp_end, guess)])
+    while True:
+        fp_cumulative = np.zeros((rows, prefix + 1), dtype=events.count_type)
+        weights = np.take(counts, events.fp_image[:prefix], axis=1)
+        np.cumsum(weights, axis=1, dtype=events.count_type, out=fp_cumulative[:, 1:])
+        if prefix == n_fp or fp_cumulative[:, -1].min() >= limit:
+            break
+        prefix = n_fp
+    n_known = int(np.searchsorted(fp_end, prefix, side="right"))  # groups inside the prefix
+    fp_counts = np.zeros((rows, n_known + 1), dtype=events.count_type)
+    np.take(fp_cumulative, fp_end[:n_known], axis=1, out=fp_counts[:, 1:])
+    n_keep = n_groups
+    if limit is not None:
+        below = np.count_nonzero(fp_counts[:, 1:] < limit, axis=1)
+        n_keep = min(n_groups, int(below.max()) + 1)
+        fp_counts = fp_counts[:, : n_keep + 1]
+    tp_needed = int(events.tp_group_end[n_keep - 1]) if n_keep else 0
+    tp_cumulative = np.zeros((rows, tp_needed + 1), dtype=events.count_type)
+    weights = np.take(counts, events.tp_image[:tp_needed], axis=1)
+    np.cumsum(weights, axis=1, dtype=events.count_type, out=tp_cumulative[:, 1:])
+    tp_counts = np.zeros((rows, n_keep + 1), dtype=events.count_type)
+    np.take(tp_cumulative, events.tp_group_end[:n_keep], axis=1, out=tp_counts[:, 1:])
+    n_lesions = np.take(counts, events.lesion_image, axis=1).sum(axis=1, dtype=np.int64)
+    return fp_counts, tp_counts, n_lesions
+
+
+def _fauc_from_counts(
+    fp_counts: np.ndarray,
+    tp_counts: np.ndarray,
+    n_images: int,
+    n_lesions: np.ndarray,
+    max_fp: float,
+) -> np.ndarray:
+    """FAUC-max_fp of each row of a curve given in counts (``[b, K + 1]``, origin first):
+    the trapezoids of the segments that end at or before the cut, the crossing segment's part
+    left of the cut, and the flat tail when the curve ends before it. Integer sums, so that the
+    estimate and the bootstrap replicates agree exactly."""
+    if not max_fp > 0:
+        raise ValueError(f"max_fp must be positive, got {max_fp}")
+    rows, n_points = fp_counts.shape
+    cut = max_fp * n_images
+    inside = fp_counts[:, 1:] <= cut
+    fp_step = np.diff(fp_counts, axis=1) * inside
+    tp_pair = tp_counts[:, :-1] + tp_counts[:, 1:]
+    twice_area = np.einsum("ij,ij->i", fp_step, tp_pair, dtype=np.int64)
+    # each row's last point at or before the cut, and the segment that crosses it
+    last = np.count_nonzero(inside, axis=1)
+    following = np.minimum(last + 1, n_points - 1)
+    row = np.arange(rows)
+    x0, y0 = fp_counts[row, last].astype(np.float64), tp_counts[row, last].astype(np.float64)
+    x1, y1 = fp_counts[row, following], tp_counts[row, following]
+    width = cut - x0
+    slope = np.divide(y1 - y0, x1 - x0, out=np.zeros(rows), where=following > last)
+    area = twice_area / 2 + width * (y0 + slope * width / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_lesions > 0, area / (cut * n_lesions), np.nan)
+
+
+def _bootstrap_faucs(
+    matched_models: list[MatchedDetections],
+    max_fp: float,
+    n_boot: int,
+    seed: int,
+    chunk_size: int | None,
+) -> np.ndarray:
+    """FAUC-max_fp of every model on the same resamples: ``[n_models, n_boot]``."""
+    events = [matched._events for matched in matched_models]
+    n_images = matched_models[0].n_images
+    if chunk_size is None:
+        widest = max(max(e.fp_image.size, e.tp_image.size, e.lesion_image.size) for e in events)
+        chunk_size = max(1, _CHUNK_ELEMENTS // max(n_images, widest, 1))
+    replicates = np.full((len(matched_models), n_boot), np.nan)
+    if n_images == 0:
+        return replicates
+    start = 0
+    for counts in resample_counts(n_images, n_boot, seed, chunk_size):
+        stop = start + counts.shape[0]
+        for model, model_events in enumerate(events):
+            fp_counts, tp_counts, n_lesions = _resampled_counts(model_events, counts, max_fp)
+            replicates[model, start:stop] = _fauc_from_counts(
+                fp_counts, tp_counts, n_images, n_lesions, max_fp
+            )
+        start = stop
+    return replicates
+
+
+def _percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if np.all(np.isnan(replicates)):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_fauc(
+    matched: MatchedDetections,
+    max_fp: float = 1.0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk_size: int | None = None,
+) -> BootstrapResult:
+    """FAUC-``max_fp`` with a percentile bootstrap CI over images (``n_boot`` resamples of
+    ``n_images`` images drawn with replacement; resamples without lesions are left out)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    replicates = _bootstrap_faucs([matched], max_fp, n_boot, seed, chunk_size)[0]
+    low, high = _percentile_interval(replicates, level)
+    return BootstrapResult(fauc(matched, max_fp), low, high, replicates)
+
+
+def paired_bootstrap_fauc(
+    matched_a: MatchedDetections,
+    matched_b: MatchedDetections,
+    max_fp: float = 1.0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk_size: int | None = None,
+) -> PairedBootstrapResult:
+    """FAUC-``max_fp`` of model a minus model b, both scored on the same images and resampled
+    together. The p-value is two-sided: twice the smaller share of replicate differences on
+    either side of zero, counted as ``(k + 1) / (n_boot + 1)`` so it is never 0, capped at 1."""
+    if matched_a.n_images != matched_b.n_images:
+        raise ValueError("the two models were matched on different numbers of images")
+    same_lesions = np.array_equal(matched_a.lesion_image, matched_b.lesion_image)
+    if not same_lesions:
+        raise ValueError("the two models were matched against different lesions")
+    if matched_a.image_ids is not None and matched_b.image_ids is not None:
+        if not np.array_equal(matched_a.image_ids, matched_b.image_ids):
+            raise ValueError("the two models were matched on different image ids")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    both = _bootstrap_faucs([matched_a, matched_b], max_fp, n_boot, seed, chunk_size)
+    differences = both[0] - both[1]
+    low, high = _percentile_interval(differences, level)
+    valid = differences[~np.isnan(differences)]
+    at_most_zero = np.count_nonzero(valid <= 0)
+    at_least_zero = np.count_nonzero(valid >= 0)
+    p_value = min(1.0, 2 * (min(at_most_zero, at_least_zero) + 1) / (valid.size + 1))
+    fauc_a, fauc_b = fauc(matched_a, max_fp), fauc(matched_b, max_fp)
+    return PairedBootstrapResult(
+        difference=fauc_a - fauc_b,
+        low=low,
+        high=high,
+        p_value=p_value,
+        fauc_a=fauc_a,
+        fauc_b=fauc_b,
+        replicates=differences,
+    )
+
+
+def froc_band(
+    matched: MatchedDetections,
+    fp_rates,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise percentile bootstrap band of the sensitivity on the piecewise-linear curve at
+    each of ``fp_rates`` (for plots): ``(low, high)``."""
+    fp_rates = np.asarray(fp_rates, dtype=np.float64)
+    events = matched._events
+    curves = np.empty((n_boot, fp_rates.size))
+    start = 0
+    for counts in resample_counts(matched.n_images, n_boot, seed, chunk_size):
+        fp_counts, tp_counts, n_lesions = _resampled_counts(events, counts, float(fp_rates.max()))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sensitivity = tp_counts / n_lesions[:, None]
+        fp_rate = fp_counts / matched.n_images
+        curves[start : start + counts.shape[0]] = _interpolate_rows(fp_rate, sensitivity, fp_rates)
+        start += counts.shape[0]
+    tail = (1 - level) / 2 * 100
+    with np.errstate(invalid="ignore"):
+        low, high = np.nanpercentile(curves, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def _interpolate_rows(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Each row's piecewise-linear y (held flat after its last point) at the points ``at``."""
+    rows, n_points = x.shape
+    # one searchsorted for all rows: shift each row's x past the previous row's
+    shift = (np.nanmax(x) + np.max(at) + 1) * np.arange(rows)[:, None]
+    position = np.searchsorted((x + shift).ravel(), (at[None, :] + shift).ravel(), side="right")
+    right = np.minimum(
+        position.reshape(rows, -1) - np.arange(rows)[:, None] * n_points, n_points - 1
+    )
+    left = np.maximum(right - 1, 0)
+    x0, x1 = np.take_along_axis(x, left, 1), np.take_along_axis(x, right, 1)
+    y0, y1 = np.take_along_axis(y, left, 1), np.take_along_axis(y, right, 1)
+    fraction = np.divide(at[None, :] - x0, x1 - x0, out=np.ones_like(x0), where=x1 > x0)
+    return y0 + np.clip(fraction, 0, 1) * (y1 - y0)

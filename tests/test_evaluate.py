@@ -1,0 +1,224 @@
+"""``cli.py evaluate``: CSV reading and validation (every problem named by file, row and column,
+all at once), the JSON report against the functional core, and the FROC plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from metrics.evaluate import (
+    EvaluationInputError,
+    evaluation_report,
+    main,
+    read_evaluation_tables,
+)
+from metrics.froc import bootstrap_fauc, fauc, froc_curve, operating_point, threshold_at_fp
+from metrics.plot import plot_froc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text.strip() + "\n")
+    return path
+
+
+@pytest.fixture
+def csv_files(tmp_path: Path) -> dict[str, Path]:
+    """Four images: "001" and "1" are different images; "02" has no lesion and no detection."""
+    images = write(tmp_path / "images.csv", "image_id,view\n001,CC\n1,MLO\n02,CC\n3,CC")
+    truth = write(
+        tmp_path / "truth.csv",
+        "image_id,x1,y1,x2,y2,kind\n001,100,100,200,200,mass\n1,1000,1000,1600,1400,calc\n"
+        "3,500,500,540,560,mass",
+    )
+    predictions = write(
+        tmp_path / "predictions.csv",
+        "image_id,x1,y1,x2,y2,score,label\n"
+        "001,120,120,180,180,0.9,0\n"  # hits 001's lesion
+        "001,130,110,170,150,0.4,0\n"  # a duplicate on it
+        "1,100,100,150,150,0.8,0\n"  # far from 1's lesion: FP
+        "1,1300,1450,1340,1490,0.6,0\n"  # 270 px below the large lesion's centre: hit (r=360)
+        "3,2000,2000,2050,2050,0.7,0\n"  # FP
+        "3,590,510,630,550,0.3,0",  # 90 px from 3's lesion: hit (100 px floor)
+    )
+    return {"predictions": predictions, "ground_truth": truth, "images": images}
+
+
+def run_main(files: dict[str, Path], *options: str) -> tuple[int, str, str]:
+    argv = [
+        "--predictions",
+        str(files["predictions"]),
+        "--ground-truth",
+        str(files["ground_truth"]),
+        "--images",
+        str(files["images"]),
+        *options,
+    ]
+    return main(argv)
+
+
+def test_tables_keep_ids_as_strings_and_rows_in_order(csv_files):
+    tables = read_evaluation_tables(**csv_files)
+    assert tables.image_ids.tolist() == ["001", "1", "02", "3"]
+    assert tables.ground_truth["kind"].tolist() == ["mass", "calc", "mass"]
+    assert tables.ground_truth["image_index"].tolist() == [0, 1, 3]
+    assert tables.predictions["image_index"].tolist() == [0, 0, 1, 1, 3, 3]
+    matched = tables.match()
+    assert matched.detection_outcome.tolist() == [1, 2, 0, 1, 0, 1]
+    assert matched.lesion_score.tolist() == [0.9, 0.6, 0.3]
+
+
+def test_report_values(csv_files, capsys):
+    assert run_main(csv_files, "--n-boot", "300", "--seed", "2") == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    report = json.loads(out)
+    # curve: 0.9 TP (0, 1/3); 0.8 FP (1/4, 1/3); 0.7 FP (1/2, 1/3); 0.6 TP (1/2, 2/3);
+    # 0.3 TP (1/2, 1); held flat to 1 FP/image
+    expected = (0.25 * 1 / 3 + 0.25 * 1 / 3 + 0.5 * 1.0) / 1.0
+    assert report["fauc"] == pytest.approx(expected, abs=1e-15)
+    matched = read_evaluation_tables(**csv_files).match()
+    assert report["fauc"] == fauc(matched)
+    interval = bootstrap_fauc(matched, 1.0, n_boot=300, seed=2)
+    assert report["fauc_ci95"] == [interval.low, interval.high]
+    positive = matched.positive_images()
+    assert report["fauc_positive"] == fauc(positive)
+    positive_interval = bootstrap_fauc(positive, 1.0, n_boot=300, seed=2)
+    assert report["fauc_positive_ci95"] == [positive_interval.low, positive_interval.high]
+    assert report["n_images"] == 4 and report["n_positive_images"] == 3
+    assert report["n_lesions"] == 3 and report["n_detections"] == 6
+    assert report["threshold_at_target_fp"] == 0.3 == threshold_at_fp(matched, 1.0)
+    assert report["sensitivity_at_threshold"] == 1.0
+    assert report["fp_rate_at_threshold"] == 0.5
+
+
+def test_given_threshold_and_target(csv_files, capsys):
+    assert run_main(csv_files, "--threshold", "0.65", "--target-fp", "0.25", "--n-boot", "0") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["threshold_at_target_fp"] == 0.8
+    assert report["threshold"] == 0.65 and report["threshold_source"] == "given"
+    assert report["sensitivity_at_threshold"] == pytest.approx(1 / 3)
+    assert report["fauc_ci95"] is None and report["fauc_positive_ci95"] is None
+
+
+def test_min_distance_and_inclusive_options(csv_files, capsys):
+    # at a 50 px floor the 90 px detection on image 3 misses; at 90 it hits only with <=
+    for options, found in ((("--min-distance", "50"), 2), (("--min-distance", "90"), 2)):
+        assert run_main(csv_files, *options, "--n-boot", "0", "--threshold", "0") == 0
+        assert json.loads(capsys.readouterr().out)["lesions_found_at_threshold"] == found
+    assert (
+        run_main(
+            csv_files, "--min-distance", "90", "--inclusive", "--n-boot", "0", "--threshold", "0"
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["lesions_found_at_threshold"] == 3
+
+
+def test_an_id_missing_from_the_images_file_is_named(csv_files, capsys):
+    with csv_files["predictions"].open("a") as handle:
+        handle.write("4,10,10,20,20,0.5,0\n")
+    with csv_files["ground_truth"].open("a") as handle:
+        handle.write("0001,10,10,20,20,mass\n")
+    assert run_main(csv_files, "--n-boot", "0") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = captured.err
+    not_listed = f"image_id not listed in {csv_files['images']}"
+    assert f"{csv_files['predictions']}: {not_listed}: '4' (row 7, line 8)" in error
+    assert f"{csv_files['ground_truth']}: {not_listed}: '0001' (row 4" in error
+
+
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
+    images = write(tmp_path / "I.csv", "image_id\na\nb\na")
+    truth = write(tmp_path / "G.csv", "image_id,x1,y1,x2\na,1,1,5")
+    predictions = write(
+        tmp_path / "P.csv",
+        "image_id,x1,y1,x2,y2,score\na,1,1,5,5,0.5\nb,abc,1,5,5,0.5\nb,9,1,5,5,0.5\n"
+        ",1,1,5,5,\nb,1,1,5,1,nan",
+    )
+    with pytest.raises(EvaluationInputError) as caught:
+        read_evaluation_tables(predictions, truth, images)
+    problems = caught.value.problems
+    bad_scores = "row 4 (line 5): '', row 5 (line 6): 'nan'"
+    assert problems == [
+        f"{images}: image_id listed more than once: 'a' (rows 1, 3)",
+        f"{predictions}: empty image_id: row 4 (line 5)",
+        f"{predictions}: column 'x1' is not a finite number: row 2 (line 3): 'abc'",
+        f"{predictions}: column 'score' is not a finite number: {bad_scores}",
+        f"{predictions}: column 'x2' must exceed column 'x1': row 3 (line 4): x1=9, x2=5",
+        f"{predictions}: column 'y2' must exceed column 'y1': row 5 (line 6): y1=1, y2=1",
+        f"{truth}: missing column(s) 'y2' (has 'image_id', 'x1', 'y1', 'x2')",
+    ]
+    assert str(caught.value) == "\n".join(problems)
+
+
+def test_ids_are_checked_alongside_other_problems(tmp_path):
+    images = write(tmp_path / "I.csv", "image_id\na\nb")
+    truth = write(tmp_path / "G.csv", "image_id,x1,y1,x2,y2\nc,1,1,5,5")
+    predictions = write(tmp_path / "P.csv", "image_id,x1,y1,x2,y2,score\na,1,1,5,x,0.5")
+    with pytest.raises(EvaluationInputError) as caught:
+        read_evaluation_tables(predictions, truth, images)
+    assert caught.value.problems == [
+        f"{predictions}: column 'y2' is not a finite number: row 1 (line 2): 'x'",
+        f"{truth}: image_id not listed in {images}: 'c' (row 1, line 2)",
+    ]
+
+
+def test_missing_and_empty_files_are_named(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(EvaluationInputError) as caught:
+        read_evaluation_tables(tmp_path / "nope.csv", empty, empty)
+    assert caught.value.problems == [
+        f"{empty}: empty file (no header line)",
+        f"{tmp_path / 'nope.csv'}: file not found",
+        f"{empty}: empty file (no header line)",
+    ]
+
+
+def test_cli_prints_one_json_object_and_writes_the_plot(csv_files, tmp_path):
+    plot = tmp_path / "froc.png"
+    command = [sys.executable, "cli.py", "evaluate", "--n-boot", "50", "--plot", str(plot)]
+    for name in ("predictions", "ground_truth", "images"):
+        command += [f"--{name.replace('_', '-')}", str(csv_files[name])]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["n_images"] == 4 and report["plot"] == str(plot)
+    pixels = matplotlib.image.imread(plot)
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 700
+    assert pixels[..., :3].std() > 0.05  # something is drawn
+
+
+def test_plot_of_several_models(tmp_path, csv_files):
+    matched = read_evaluation_tables(**csv_files).match()
+    weaker = read_evaluation_tables(**csv_files).match(min_distance=50)
+    path = plot_froc(
+        {"model a": matched, "model b": weaker, "bare curve": froc_curve(matched)},
+        tmp_path / "sub" / "froc.png",
+        n_boot=100,
+    )
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one curve"):
+        plot_froc({}, tmp_path / "none.png")
+
+
+def test_report_of_a_model_without_any_detection_is_json_clean(csv_files, tmp_path):
+    tables = read_evaluation_tables(**csv_files)
+    matched = tables.match().subset(np.array([False, False, True, False]))  # image "02" only
+    report = evaluation_report(matched, n_boot=20)
+    assert math.isnan(fauc(matched))
+    assert report["fauc"] is None and report["threshold_at_target_fp"] is None
+    assert operating_point(matched, math.inf).n_false_positives == 0
+    json.dumps(report, allow_nan=False)
