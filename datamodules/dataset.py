@@ -1,0 +1,159 @@
+"""PairedMammoDataset: one dict per FFDM-SM pair in the batch contract of `datamodules.batch`.
+
+Only the modalities asked for are read (a Stage I SM model never opens an FFDM file). Each
+image comes from the preprocessing cache when its entry exists, else from the DICOM.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.batch import (
+    LABEL,
+    PAIR_ID,
+    boxes_key,
+    check_modality,
+    geometry_key,
+    labels_key,
+    original_boxes_key,
+)
+from datamodules.dicom import DEFAULT_MARGIN, Geometry, load_image
+from datamodules.prepare import ImageCache
+from datamodules.transforms import PairedTransform
+
+
+def _text_array(values) -> np.ndarray:
+    # One numpy buffer of UTF-8 bytes, not a list of Python str: DataLoader workers forked from
+    # the main process would otherwise copy every page they touch through reference counts.
+    return np.array([str(value).encode() for value in values], dtype=bytes)
+
+
+def input_boxes(original: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes in input pixels clipped to the image content, mask of the boxes kept).
+
+    Boxes are clipped to the resized image (not the zero padding); boxes with no area left
+    are dropped.
+    """
+    boxes = np.asarray(geometry.to_input(np.asarray(original, dtype=np.float64)))
+    content_height, content_width = geometry.content_size
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, content_width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, content_height)
+    kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[kept].astype(np.float32), kept
+
+
+class PairedMammoDataset(Dataset):
+    """Pairs of a manifest (from `load_tables`) with their lesions.
+
+    Item i is a dict: ``pair_id`` (str), ``label`` (int), and for each modality m asked for:
+    ``m`` float32 [1, H, W] in [0, 1]; ``m_boxes`` float32 [n, 4] xyxy input pixels (clipped,
+    vanished boxes dropped); ``m_labels`` int64 [n]; ``m_geometry``; ``m_boxes_original``
+    float32 [k, 4], the lesions in the original DICOM's pixels, unclipped (the metric's ground
+    truth). With a ``transform`` (training), boxes and images are augmented; the geometry and
+    original boxes then still describe the un-augmented image.
+
+    ``pathology_classes``: None puts every lesion in class 0; a dict maps pathology to class
+    index and drops lesions of other pathologies, from the targets and the original boxes.
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        lesions: pd.DataFrame,
+        image_size: Sequence[int],
+        modalities: Sequence[str] = ("sm", "ffdm"),
+        cache_dir: str | os.PathLike | None = None,
+        window: str = "dicom",
+        margin: float = DEFAULT_MARGIN,
+        transform: PairedTransform | None = None,
+        pathology_classes: Mapping[str, int] | None = None,
+    ):
+        self.modalities = tuple(check_modality(m) for m in modalities)
+        if not self.modalities:
+            raise ValueError("at least one modality is needed")
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.window, self.margin, self.transform = window, margin, transform
+        self.cache = None
+        if cache_dir is not None:
+            self.cache = ImageCache(cache_dir, self.image_size, window, margin)
+            self.margin = self.cache.margin
+        self.pathology_classes = dict(pathology_classes) if pathology_classes else None
+        manifest = manifest.reset_index(drop=True)
+        self.pair_ids = _text_array(manifest["pair_id"])
+        self.lateralities = _text_array(manifest["laterality"])
+        self.labels = manifest["label"].to_numpy(dtype=np.int64)
+        self.paths = {m: _text_array(manifest[f"{m}_path"]) for m in self.modalities}
+        self.lesions = self._group_lesions(manifest, lesions)
+
+    def _group_lesions(self, manifest: pd.DataFrame, lesions: pd.DataFrame) -> dict:
+        """{(row, modality): (original boxes float32 [k, 4], class indices int64 [k])}."""
+        row_of = dict(zip(manifest["pair_id"], range(len(manifest))))
+        rows = np.array([row_of.get(pair_id, -1) for pair_id in lesions["pair_id"]], dtype=np.int64)
+        keep = (rows >= 0) & lesions["modality"].isin(self.modalities).to_numpy()
+        if self.pathology_classes is not None:
+            keep &= lesions["pathology"].isin(list(self.pathology_classes)).to_numpy()
+        lesions, rows = lesions[keep], rows[keep]
+        if self.pathology_classes is None:
+            classes = np.zeros(len(lesions), dtype=np.int64)
+        else:
+            classes = lesions["pathology"].map(self.pathology_classes).to_numpy(dtype=np.int64)
+        boxes = lesions[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float32)
+        positions: dict[tuple[int, str], list[int]] = {}
+        for position, key in enumerate(zip(rows.tolist(), lesions["modality"])):
+            positions.setdefault(key, []).append(position)
+        return {key: (boxes[p], classes[p]) for key, p in positions.items()}
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    def read(self, index: int, modality: str) -> tuple[np.ndarray, Geometry]:
+        """The model-input image of one modality of pair ``index`` and its Geometry."""
+        # No cv2.setNumThreads(1) in DataLoader workers: in a worker forked after the parent
+        # used cv2's thread pool it deadlocks (seen with opencv 5.0, pthreads backend).
+        pair_id = self.pair_ids[index].decode()
+        if self.cache is not None:
+            entry = self.cache.read(pair_id, modality)
+            if entry is not None:
+                return entry
+        return load_image(
+            self.paths[modality][index].decode(),
+            self.image_size,
+            laterality=self.lateralities[index].decode() or None,
+            window=self.window,
+            margin=self.margin,
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        images, geometries, boxes, labels, originals = {}, {}, {}, {}, {}
+        for modality in self.modalities:
+            images[modality], geometries[modality] = self.read(index, modality)
+            empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
+            originals[modality], classes = self.lesions.get((index, modality), empty)
+            boxes[modality], kept = input_boxes(originals[modality], geometries[modality])
+            labels[modality] = classes[kept]
+        if self.transform is not None:
+            images, boxes, labels = self.transform(images, boxes, labels)
+        sample: dict[str, Any] = {
+            PAIR_ID: self.pair_ids[index].decode(),
+            LABEL: int(self.labels[index]),
+        }
+        for modality in self.modalities:
+            image = np.clip(images[modality].astype(np.float32, copy=False), 0.0, 1.0)
+            sample[modality] = torch.from_numpy(np.ascontiguousarray(image))[None]
+            sample[boxes_key(modality)] = torch.as_tensor(
+                boxes[modality], dtype=torch.float32
+            ).reshape(-1, 4)
+            sample[labels_key(modality)] = torch.as_tensor(labels[modality], dtype=torch.int64)
+            sample[geometry_key(modality)] = geometries[modality]
+            sample[original_boxes_key(modality)] = torch.as_tensor(
+                originals[modality], dtype=torch.float32
+            ).reshape(-1, 4)
+        return sample

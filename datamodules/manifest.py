@@ -1,0 +1,515 @@
+"""The manifest of FFDM-SM pairs and its lesion table: schema, validation, patient-level split.
+
+A manifest has one row per pair (an FFDM and the SM of the same breast and view); the lesion
+table has one row per lesion box per modality, in that modality's original DICOM pixels.
+Both are CSV or Parquet (chosen by the file's suffix); extra columns are kept. Relative image
+paths resolve against the manifest file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = (
+    "pair_id",
+    "patient_id",
+    "exam_id",
+    "laterality",
+    "view",
+    "sm_path",
+    "ffdm_path",
+    "label",
+    "annotated",
+)
+OPTIONAL_MANIFEST_COLUMNS = ("split",)
+LESION_COLUMNS = ("pair_id", "modality", "x1", "y1", "x2", "y2", "pathology")
+
+LATERALITIES = ("L", "R")
+# ACR/DICOM view codes of mammography (ViewCodeSequence abbreviations).
+VIEWS = ("CC", "MLO", "ML", "LM", "LMO", "FB", "SIO", "XCCL", "XCCM", "AT", "CV")
+SPLITS = ("train", "val", "test")
+LESION_MODALITIES = ("sm", "ffdm")
+PATHOLOGIES = ("malignant", "benign", "unknown")
+DEFAULT_FRACTIONS = (0.6, 0.1, 0.3)
+MANIFEST_FILE = "manifest.csv"
+LESIONS_FILE = "lesions.csv"
+
+# Columns read as text whatever they look like: ids such as "007" must keep their zeros.
+_TEXT_COLUMNS = (
+    "pair_id",
+    "patient_id",
+    "exam_id",
+    "laterality",
+    "view",
+    "sm_path",
+    "ffdm_path",
+    "split",
+    "modality",
+    "pathology",
+)
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+ROW_CONVENTION = "row numbers count the header as row 1, as a spreadsheet shows the file"
+_MAX_LISTED = 200
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a table: where it is and what is wrong."""
+
+    file: str
+    row: int | None  # as the user sees it: header = row 1, first data row = row 2
+    column: str | None
+    message: str
+    kind: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f" row {self.row}"
+        if self.column is not None:
+            where += f", column {self.column}" if self.row is not None else f" column {self.column}"
+        return f"{where}: {self.message}"
+
+
+class ManifestError(ValueError):
+    """A manifest or lesion table breaks the schema. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        kinds = Counter(problem.kind for problem in self.problems)
+        lines = [
+            f"{len(self.problems)} problem(s) in the manifest/lesion tables "
+            f"({ROW_CONVENTION}; row 2 is the first data row):"
+        ]
+        lines += [f"  {problem}" for problem in self.problems[:_MAX_LISTED]]
+        if len(self.problems) > _MAX_LISTED:
+            lines.append(
+                f"  ... and {len(self.problems) - _MAX_LISTED} more (all in ManifestError.problems)"
+            )
+        lines.append("by kind: " + ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())))
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class LoadSummary:
+    """What `load_tables` kept, excluded (counts per reason) and how it split the pairs."""
+
+    pairs_read: int = 0
+    pairs_kept: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    lesions_read: int = 0
+    lesions_kept: int = 0
+    lesions_excluded: dict[str, int] = field(default_factory=dict)
+    pairs_per_split: dict[str, int] = field(default_factory=dict)
+    patients_per_split: dict[str, int] = field(default_factory=dict)
+    pairs_with_given_split: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        excluded = ", ".join(f"{n} {reason}" for reason, n in self.excluded.items()) or "none"
+        splits = ", ".join(
+            f"{name} {self.pairs_per_split.get(name, 0)} pairs/"
+            f"{self.patients_per_split.get(name, 0)} patients"
+            for name in SPLITS
+        )
+        return (
+            f"{self.pairs_kept} of {self.pairs_read} pairs kept (excluded: {excluded}); "
+            f"{self.lesions_kept} of {self.lesions_read} lesions kept; {splits}; "
+            f"{self.pairs_with_given_split} pairs had their split given"
+        )
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) table.
+
+    Id, path and category columns are read as text (so ``007`` stays ``007``); only empty
+    cells are missing values (a patient id ``NA`` stays a string).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if name.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(
+            path,
+            dtype={column: str for column in _TEXT_COLUMNS},
+            keep_default_na=False,
+            na_values=[""],
+        )
+    if name.endswith((".parquet", ".pq")):
+        table = pd.read_parquet(path)
+        for column in _TEXT_COLUMNS:
+            if column in table.columns:
+                values = table[column]
+                table[column] = values.where(values.isna(), values.astype(str))
+        return table
+    raise ValueError(f"{path}: unknown table format; use .csv, .csv.gz, .parquet or .pq")
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Stripped text with missing values as ''."""
+    return series.astype("string").fillna("").str.strip()
+
+
+def _parse_booleans(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad): accepts booleans, 0/1 and true/false/yes/no in any case."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=bool), np.zeros(len(series), dtype=bool)
+    text = _text(series).str.lower()
+    true = text.isin(_TRUE).to_numpy()
+    false = text.isin(_FALSE).to_numpy()
+    return true, ~(true | false)
+
+
+def _parse_labels(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad): labels must be 0 or 1."""
+    numbers = pd.to_numeric(
+        series if pd.api.types.is_numeric_dtype(series) else _text(series), errors="coerce"
+    ).to_numpy(dtype=float)
+    bad = ~np.isin(numbers, (0.0, 1.0))
+    return np.where(bad, 0, numbers).astype(np.int64), bad
+
+
+def _parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    numbers = pd.to_numeric(
+        series if pd.api.types.is_numeric_dtype(series) else _text(series), errors="coerce"
+    ).to_numpy(dtype=float)
+    return numbers, ~np.isfinite(numbers)
+
+
+def _normalised(manifest: pd.DataFrame, lesions: pd.DataFrame | None):
+    """Copies with text stripped and categories in their canonical case (L/R, CC, sm, benign)."""
+    manifest = manifest.reset_index(drop=True).copy()
+    for column in ("pair_id", "patient_id", "exam_id", "sm_path", "ffdm_path"):
+        if column in manifest.columns:
+            manifest[column] = _text(manifest[column])
+    for column in ("laterality", "view"):
+        if column in manifest.columns:
+            manifest[column] = _text(manifest[column]).str.upper()
+    if "split" in manifest.columns:
+        manifest["split"] = _text(manifest["split"]).str.lower()
+    if lesions is not None:
+        lesions = lesions.reset_index(drop=True).copy()
+        if "pair_id" in lesions.columns:
+            lesions["pair_id"] = _text(lesions["pair_id"])
+        for column in ("modality", "pathology"):
+            if column in lesions.columns:
+                lesions[column] = _text(lesions[column]).str.lower()
+    return manifest, lesions
+
+
+class _Problems:
+    """Collects problems of one table; rows are positions, reported as the user sees them."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.items: list[Problem] = []
+
+    def add(self, positions, column: str | None, messages, kind: str) -> None:
+        positions = np.flatnonzero(positions) if np.asarray(positions).dtype == bool else positions
+        if isinstance(messages, str):
+            messages = [messages] * len(positions)
+        for position, message in zip(positions, messages):
+            self.items.append(Problem(self.file, int(position) + 2, column, message, kind))
+
+    def add_table(self, column: str | None, message: str, kind: str) -> None:
+        self.items.append(Problem(self.file, None, column, message, kind))
+
+
+def _check_required(table: pd.DataFrame, columns, problems: _Problems) -> list[str]:
+    present = []
+    for column in columns:
+        if column not in table.columns:
+            problems.add_table(column, "missing required column", "missing column")
+        else:
+            present.append(column)
+    return present
+
+
+def _check_choice(table, column, choices, problems: _Problems, kind: str) -> None:
+    values = table[column]
+    bad = (values != "") & ~values.isin(choices)
+    shown = ", ".join(choices)
+    problems.add(
+        bad.to_numpy(), column, [f"{v!r} is not one of {shown}" for v in values[bad]], kind
+    )
+
+
+def _check_duplicates(values: pd.Series, column: str, problems: _Problems, kind: str) -> None:
+    filled = values[values != ""]
+    duplicated = filled.duplicated(keep="first")
+    if not duplicated.any():
+        return
+    first = {}
+    for position, value in filled.items():
+        first.setdefault(value, position)
+    positions = filled.index[duplicated]
+    messages = [f"same {column} as row {first[filled[p]] + 2}" for p in positions]
+    problems.add(positions.to_numpy(), column, messages, kind)
+
+
+def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
+    problems = _Problems(name)
+    present = _check_required(manifest, MANIFEST_COLUMNS, problems)
+    for column in present:
+        if column in ("label", "annotated"):
+            empty = manifest[column].isna().to_numpy() | (_text(manifest[column]) == "").to_numpy()
+        else:
+            empty = (manifest[column] == "").to_numpy()
+        problems.add(empty, column, "empty value", "empty value")
+    if "laterality" in present:
+        _check_choice(manifest, "laterality", LATERALITIES, problems, "unknown laterality")
+    if "view" in present:
+        _check_choice(manifest, "view", VIEWS, problems, "unknown view")
+    if "label" in present:
+        _, bad = _parse_labels(manifest["label"])
+        bad &= (_text(manifest["label"]) != "").to_numpy()
+        problems.add(
+            bad,
+            "label",
+            [f"{v!r} is not 0 or 1" for v in manifest["label"][bad]],
+            "label not 0/1",
+        )
+    if "annotated" in present:
+        _, bad = _parse_booleans(manifest["annotated"])
+        bad &= (_text(manifest["annotated"]) != "").to_numpy()
+        problems.add(
+            bad,
+            "annotated",
+            [f"{v!r} is not a boolean (true/false/1/0)" for v in manifest["annotated"][bad]],
+            "annotated not boolean",
+        )
+    if "pair_id" in present:
+        _check_duplicates(manifest["pair_id"], "pair_id", problems, "duplicate pair_id")
+    for column in ("sm_path", "ffdm_path"):
+        if column in present:
+            _check_duplicates(manifest[column], column, problems, f"duplicate {column}")
+    if "sm_path" in present and "ffdm_path" in present:
+        same = (manifest["sm_path"] == manifest["ffdm_path"]) & (manifest["sm_path"] != "")
+        problems.add(same.to_numpy(), "ffdm_path", "same file as sm_path", "sm_path = ffdm_path")
+    if "split" in manifest.columns:
+        _check_choice(manifest, "split", SPLITS, problems, "unknown split")
+        if "patient_id" in present:
+            _check_patient_splits(manifest, problems)
+    return problems.items
+
+
+def _check_patient_splits(manifest: pd.DataFrame, problems: _Problems) -> None:
+    """A given split must keep each patient in one split. Messages name rows, not patients."""
+    given = manifest[manifest["split"].isin(SPLITS) & (manifest["patient_id"] != "")]
+    first: dict[str, tuple[int, str]] = {}
+    positions, messages = [], []
+    for position, patient, split in zip(given.index, given["patient_id"], given["split"]):
+        if patient not in first:
+            first[patient] = (position, split)
+        elif first[patient][1] != split:
+            row, other = first[patient][0] + 2, first[patient][1]
+            positions.append(position)
+            messages.append(
+                f"this row's patient is in split {split!r} here and in {other!r} at row {row}; "
+                "a patient must be in one split"
+            )
+    problems.add(positions, "split", messages, "patient in two splits")
+
+
+def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | None) -> list[Problem]:
+    problems = _Problems(name)
+    present = _check_required(lesions, LESION_COLUMNS, problems)
+    for column in present:
+        if column in ("pair_id", "modality", "pathology"):
+            problems.add((lesions[column] == "").to_numpy(), column, "empty value", "empty value")
+    if "pair_id" in present and pair_ids is not None:
+        known = set(pair_ids)  # (arrow-backed isin converts its argument element by element)
+        unknown = (lesions["pair_id"] != "") & ~np.array(
+            [pair_id in known for pair_id in lesions["pair_id"]], dtype=bool
+        )
+        problems.add(
+            unknown.to_numpy(),
+            "pair_id",
+            [f"pair {v!r} is not in the manifest" for v in lesions["pair_id"][unknown]],
+            "lesion of unknown pair",
+        )
+    if "modality" in present:
+        _check_choice(lesions, "modality", LESION_MODALITIES, problems, "unknown modality")
+    if "pathology" in present:
+        _check_choice(lesions, "pathology", PATHOLOGIES, problems, "unknown pathology")
+    numbers = {}
+    for column in ("x1", "y1", "x2", "y2"):
+        if column in present:
+            values, bad = _parse_numbers(lesions[column])
+            numbers[column] = values
+            problems.add(
+                bad,
+                column,
+                [f"{v!r} is not a finite number" for v in lesions[column][bad]],
+                "coordinate not a number",
+            )
+    for low, high in (("x1", "x2"), ("y1", "y2")):
+        if low in numbers and high in numbers:
+            with np.errstate(invalid="ignore"):
+                bad = numbers[high] <= numbers[low]
+            problems.add(
+                bad,
+                high,
+                [
+                    f"{high}={b:g} is not greater than {low}={a:g}"
+                    for a, b in zip(numbers[low][bad], numbers[high][bad])
+                ],
+                f"{high} <= {low}",
+            )
+    problems.items.sort(key=lambda p: p.row or 0)
+    return problems.items
+
+
+def validate(
+    manifest: pd.DataFrame,
+    lesions: pd.DataFrame | None,
+    manifest_name: str = "manifest",
+    lesions_name: str = "lesions",
+) -> None:
+    """Raise a `ManifestError` listing every problem of the two tables, or return None.
+
+    Text is compared stripped, laterality and view in upper case, split, modality and
+    pathology in lower case (what `load_tables` normalises to). Each problem reads
+    ``"<file> row N, column C: message"`` with N counted as a spreadsheet shows the file
+    (header = row 1).
+    """
+    manifest, lesions = _normalised(manifest, lesions)
+    problems = _manifest_problems(manifest, manifest_name)
+    problems.sort(key=lambda p: p.row or 0)
+    if lesions is not None:
+        pair_ids = manifest["pair_id"] if "pair_id" in manifest.columns else None
+        problems += _lesion_problems(lesions, lesions_name, pair_ids)
+    if problems:
+        raise ManifestError(problems)
+
+
+def write_tables(
+    out_dir: str | os.PathLike, manifest: pd.DataFrame, lesions: pd.DataFrame | None
+) -> tuple[Path, Path]:
+    """Write ``manifest.csv`` and ``lesions.csv`` into out_dir (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if lesions is None:
+        lesions = pd.DataFrame(columns=list(LESION_COLUMNS))
+    paths = out_dir / MANIFEST_FILE, out_dir / LESIONS_FILE
+    for table, path in zip((manifest, lesions), paths):
+        handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w", newline="") as stream:
+            table.to_csv(stream, index=False)
+        os.replace(temporary, path)
+    return paths
+
+
+def resolve_table_paths(
+    manifest: str | os.PathLike, lesions: str | os.PathLike | None = None
+) -> tuple[Path, Path | None]:
+    """(manifest file, lesion file or None). A folder stands for its ``manifest.csv``; with no
+    lesion file named, ``lesions.csv`` beside the manifest is used when it exists."""
+    manifest = Path(manifest)
+    if manifest.is_dir():
+        manifest = manifest / MANIFEST_FILE
+    if lesions is not None:
+        return manifest, Path(lesions)
+    beside = manifest.parent / LESIONS_FILE
+    return manifest, beside if beside.is_file() else None
+
+
+def _unit_hash(seed: int, text: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def assign_splits(
+    manifest: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> pd.Series:
+    """The split of every row, at patient level; a given ``split`` value wins.
+
+    - A patient with a given split in some rows gets it in its empty rows too.
+    - Patients with no given split are ordered by a hash of (seed, patient_id) and cut at the
+      cumulative fractions: exact fractions of those patients, the same result for the same
+      seed whatever the row order, and adding patients moves others by at most one place.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions < 0).any() or abs(fractions.sum() - 1) > 1e-6:
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    patients = manifest["patient_id"]
+    given = manifest["split"] if "split" in manifest.columns else pd.Series("", manifest.index)
+    given = given.where(given.isin(SPLITS), "")
+    patient_split = dict(zip(patients[given != ""], given[given != ""]))
+    free = sorted(set(patients) - set(patient_split), key=lambda p: (_unit_hash(seed, p), p))
+    cuts = np.rint(np.cumsum(fractions) * len(free)).astype(int)
+    for position, patient in enumerate(free):
+        patient_split[patient] = SPLITS[int(np.searchsorted(cuts, position, side="right"))]
+    return patients.map(patient_split).astype(str)
+
+
+def load_tables(
+    manifest_path: str | os.PathLike,
+    lesions_path: str | os.PathLike | None = None,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> tuple[pd.DataFrame, pd.DataFrame, LoadSummary]:
+    """Read, validate, exclude and split: (manifest, lesions, summary).
+
+    ``manifest_path`` may be a folder holding ``manifest.csv``; with no ``lesions_path``,
+    ``lesions.csv`` beside the manifest is read when it exists (else there are no lesions).
+    Pairs with ``annotated`` false are excluded (and their lesions); the returned manifest has
+    absolute image paths, ``label`` int64, ``annotated`` bool and a filled ``split`` column
+    (see `assign_splits`). Raises `ManifestError` listing every problem.
+    """
+    manifest_file, lesions_file = resolve_table_paths(manifest_path, lesions_path)
+    raw_manifest = read_table(manifest_file)
+    raw_lesions = read_table(lesions_file) if lesions_file is not None else None
+    validate(
+        raw_manifest,
+        raw_lesions,
+        manifest_name=str(manifest_file),
+        lesions_name=str(lesions_file) if lesions_file else "lesions",
+    )
+    if raw_lesions is None:
+        logger.warning("%s: no lesion table beside it; every pair has no boxes", manifest_file)
+        raw_lesions = pd.DataFrame({column: [] for column in LESION_COLUMNS})
+    manifest, lesions = _normalised(raw_manifest, raw_lesions)
+    manifest["label"] = _parse_labels(manifest["label"])[0]
+    manifest["annotated"] = _parse_booleans(manifest["annotated"])[0]
+    root = str(manifest_file.resolve().parent) + os.sep
+    for column in ("sm_path", "ffdm_path"):
+        paths = manifest[column]
+        manifest[column] = paths.where(paths.str.startswith(os.sep), root + paths)
+    for column in ("x1", "y1", "x2", "y2"):
+        lesions[column] = _parse_numbers(lesions[column])[0]
+
+    summary = LoadSummary(pairs_read=len(manifest), lesions_read=len(lesions))
+    kept = manifest["annotated"].to_numpy()
+    summary.excluded = {"not annotated": int((~kept).sum())}
+    excluded_ids = set(manifest.loc[~kept, "pair_id"])
+    manifest = manifest[kept].reset_index(drop=True)
+    lesion_kept = ~lesions["pair_id"].isin(excluded_ids)
+    summary.lesions_excluded = {"pair not annotated": int((~lesion_kept).sum())}
+    lesions = lesions[lesion_kept].reset_index(drop=True)
+
+    given = manifest["split"].isin(SPLITS) if "split" in manifest.columns else None
+    summary.pairs_with_given_split = int(given.sum()) if given is not None else 0
+    manifest["split"] = assign_splits(manifest, seed=seed, fractions=fractions)
+    summary.pairs_kept, summary.lesions_kept = len(manifest), len(lesions)
+    summary.pairs_per_split = {s: int((manifest["split"] == s).sum()) for s in SPLITS}
+    summary.patients_per_split = {
+        s: int(manifest.loc[manifest["split"] == s, "patient_id"].nunique()) for s in SPLITS
+    }
+    return manifest, lesions, summary

@@ -1,0 +1,159 @@
+"""DICOM reading: real files written by pydicom come back inverted, windowed, flipped, cropped
+and resized as the Geometry says, whatever their photometric interpretation, bit depth,
+compression, laterality and view."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_factory import BREAST_VALUE, breast_image, marker_box, write_mammogram
+
+from datamodules.dicom import DEFAULT_MARGIN, DicomReadError, load_image
+
+HEIGHT, WIDTH = 236, 176  # ellipse edges off whole pixels: no rounding ties
+INPUT_SIZE = (128, 96)
+MARKER_DEPTH, MARKER_ROW, MARKER_SIZE = 60, 100, 8  # from the chest wall, in original pixels
+
+
+def _marker_x(laterality: str) -> float:
+    """The marker's centre column in the file: the chest wall is on the left of an L image and
+    on the right of an R image (DICOM mammography convention)."""
+    return MARKER_DEPTH if laterality == "L" else WIDTH - MARKER_DEPTH
+
+
+def _expected_crop() -> tuple[int, int, int, int]:
+    """The breast's bounding box in canonical (chest wall left) pixels, plus the margin; the
+    analytic extent of `breast_image`'s half ellipse."""
+    reach, half_height = 0.7 * WIDTH, 0.45 * HEIGHT
+    pad = math.ceil(DEFAULT_MARGIN * max(HEIGHT, WIDTH))
+    top = math.ceil(HEIGHT / 2 - half_height)
+    bottom = math.floor(HEIGHT / 2 + half_height) + 1
+    return 0, max(0, top - pad), math.floor(reach) + 1 + pad, min(HEIGHT, bottom + pad)
+
+
+def _bright_box(image: np.ndarray, level: float = 0.75) -> list[int]:
+    rows, columns = np.nonzero(image > level)
+    return [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]
+
+
+@pytest.mark.parametrize("laterality,view", [("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")])
+@pytest.mark.parametrize("compression", [None, "jpeg2000", "rle", "jpeg-lossless"])
+@pytest.mark.parametrize("bits_stored", [12, 16])
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_marker_lands_where_expected(
+    tmp_path, photometric, bits_stored, compression, laterality, view
+):
+    x = _marker_x(laterality)
+    image = breast_image(
+        HEIGHT, WIDTH, laterality, markers=[(x, MARKER_ROW, MARKER_SIZE)], burned_in_label=True
+    )
+    path = write_mammogram(
+        tmp_path / "image.dcm", image, laterality, view, photometric, bits_stored, compression
+    )
+    out, geometry = load_image(path, INPUT_SIZE, laterality=laterality)
+
+    assert out.dtype == np.float32 and out.shape == INPUT_SIZE
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert geometry.flip == (laterality == "R")
+    assert geometry.crop_box == _expected_crop()  # the burned-in label is not in the crop
+    # the marker (dense: bright after any inversion) is where the geometry maps its box
+    expected = geometry.to_input(np.array([marker_box(x, MARKER_ROW, MARKER_SIZE)]))[0]
+    np.testing.assert_allclose(_bright_box(out), expected, atol=1.0)
+    # ... which is MARKER_DEPTH from the left (chest wall) edge, whatever the laterality
+    assert abs((expected[0] + expected[2]) / 2 - MARKER_DEPTH * geometry.scale_x) < 0.5
+    marker_area = (MARKER_SIZE * geometry.scale_x) * (MARKER_SIZE * geometry.scale_y)
+    assert (out > 0.75).sum() <= 1.5 * marker_area  # nothing else is bright: no label, no inversion
+    # chest wall on the left: tissue at the left edge, background right of the breast
+    content_height, content_width = geometry.content_size
+    middle = slice(content_height // 3, 2 * content_height // 3)
+    assert out[middle, :3].mean() == pytest.approx(BREAST_VALUE, abs=0.02)
+    assert out[:, content_width:].max() == 0.0
+    tissue = out[middle, 5 : int(expected[0]) - 2]
+    assert tissue.mean() == pytest.approx(BREAST_VALUE, abs=0.01)
+
+
+def _window_case(tmp_path, name, photometric="MONOCHROME2", **tags):
+    image = breast_image(HEIGHT, WIDTH, "L", markers=[(MARKER_DEPTH, MARKER_ROW, MARKER_SIZE)])
+    return write_mammogram(tmp_path / name, image, "L", "CC", photometric, 12, **tags)
+
+
+def _tissue_mean(path, window):
+    out, geometry = load_image(path, INPUT_SIZE, window=window)
+    middle = slice(geometry.content_size[0] // 3, 2 * geometry.content_size[0] // 3)
+    return float(out[middle, 5:20].mean()), out
+
+
+def test_dicom_window_is_applied_and_minmax_ignores_it(tmp_path):
+    # 12-bit tissue at 0.45 * 4095 = 1843; LINEAR window c=1200 w=1600 maps it to
+    # ((1843 - 1199.5) / 1599 + 0.5) = 0.902; background (0) falls below the window.
+    path = _window_case(tmp_path, "window.dcm", window=(1200, 1600))
+    tissue, out = _tissue_mean(path, "dicom")
+    assert tissue == pytest.approx(0.902, abs=0.02)
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert _tissue_mean(path, "minmax")[0] == pytest.approx(BREAST_VALUE, abs=0.01)
+
+
+def test_window_on_monochrome1_is_inverted_after_windowing(tmp_path):
+    # stored tissue 4095 - 1843 = 2252; window c=2895 w=1600 -> 0.098, inverted -> 0.902
+    path = _window_case(tmp_path, "m1.dcm", photometric="MONOCHROME1", window=(2895, 1600))
+    assert _tissue_mean(path, "dicom")[0] == pytest.approx(0.902, abs=0.02)
+
+
+def test_voi_lut_sequence_is_applied(tmp_path):
+    lut = np.rint(np.sqrt(np.arange(4096) / 4095) * 65535).astype(np.uint16)
+    path = _window_case(tmp_path, "lut.dcm", voi_lut=lut)
+    assert _tissue_mean(path, "dicom")[0] == pytest.approx(np.sqrt(BREAST_VALUE), abs=0.01)
+
+
+def test_rescale_slope_and_intercept_come_before_the_window(tmp_path):
+    # rescaled tissue 2 * 1843 - 100 = 3586; window c=2300 w=3200 -> 0.902
+    path = _window_case(tmp_path, "rescale.dcm", rescale=(2.0, -100.0), window=(2300, 3200))
+    assert _tissue_mean(path, "dicom")[0] == pytest.approx(0.902, abs=0.02)
+    assert _tissue_mean(path, "minmax")[0] == pytest.approx(BREAST_VALUE, abs=0.01)
+
+
+def test_presentation_lut_shape_inverse_inverts(tmp_path):
+    path = _window_case(tmp_path, "inverse.dcm")
+    dataset = pydicom.dcmread(path)
+    dataset.PresentationLUTShape = "INVERSE"
+    dataset.save_as(path)
+    assert _tissue_mean(path, "minmax")[0] == pytest.approx(1 - BREAST_VALUE, abs=0.01)
+
+
+def test_laterality_from_tags_when_the_manifest_has_none_and_manifest_wins(tmp_path):
+    right = breast_image(HEIGHT, WIDTH, "R")
+    tagged = write_mammogram(tmp_path / "r.dcm", right, "R")
+    assert load_image(tagged, INPUT_SIZE)[1].flip is True
+    assert load_image(tagged, INPUT_SIZE, laterality="L")[1].flip is False  # manifest wins
+    wrong_tags = write_mammogram(tmp_path / "wrong.dcm", right, "L")
+    assert load_image(wrong_tags, INPUT_SIZE, laterality="R")[1].flip is True
+
+
+def test_laterality_guessed_from_pixels_without_tags(tmp_path, caplog):
+    untagged = write_mammogram(tmp_path / "r.dcm", breast_image(HEIGHT, WIDTH, "R"), None)
+    with caplog.at_level(logging.WARNING, logger="datamodules.dicom"):
+        out, geometry = load_image(untagged, INPUT_SIZE)
+    assert geometry.flip is True
+    assert out[:, :3].mean() > 0.3  # chest wall on the left
+    assert str(untagged) in caplog.text and "laterality unknown" in caplog.text
+
+
+def test_errors_name_the_file_and_no_patient_data(tmp_path):
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"not a dicom file" * 10)
+    with pytest.raises(DicomReadError, match="garbage.dcm"):
+        load_image(garbage, INPUT_SIZE)
+    with pytest.raises(DicomReadError, match="missing.dcm"):
+        load_image(tmp_path / "missing.dcm", INPUT_SIZE)
+    path = write_mammogram(tmp_path / "cut.dcm", breast_image(HEIGHT, WIDTH), "L")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # pixel data cut short
+    with pytest.raises(DicomReadError) as error:
+        load_image(path, INPUT_SIZE)
+    message = str(error.value)
+    assert "cut.dcm" in message
+    assert "Test^Phantom" not in message and "TEST-0001" not in message
