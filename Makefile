@@ -4,10 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN ?= runs/demo
+PHANTOM ?= data/phantom
+DEMO_PAIRS ?= 1000
+DEMO_SIZE ?= 320 256
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test test-slow lint demo clean
+.PHONY: venv test test-slow lint demo demo-models clean
 
 venv: $(STAMP)
 
@@ -29,6 +32,26 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The main job on the built-in phantom: Stage I Model_SM and Model_FFDM, then the report.
+demo: $(STAMP) $(PHANTOM)/cache/.complete
+	$(MAKE) --no-print-directory demo-models
+	$(PY) cli.py report --run Model_SM=$(RUN)/sm --run Model_FFDM=$(RUN)/ffdm --out $(RUN)
+
+demo-models:
+	for modality in sm ffdm; do \
+	  args="--config configs/data/phantom.yaml --config configs/demo/stage1_$$modality.yaml --trainer.default_root_dir $(RUN)/$$modality"; \
+	  $(PY) cli.py fit $$args || exit 1; \
+	  $(PY) cli.py validate $$args --ckpt_path $(RUN)/$$modality/checkpoints/last.ckpt || exit 1; \
+	  $(PY) cli.py test $$args --ckpt_path $(RUN)/$$modality/checkpoints/last.ckpt || exit 1; \
+	done
+
+$(PHANTOM)/manifest.csv: | $(STAMP)
+	$(PY) cli.py phantom --out $(PHANTOM) --pairs $(DEMO_PAIRS) --seed 0
+
+$(PHANTOM)/cache/.complete: $(PHANTOM)/manifest.csv
+	$(PY) cli.py prepare --manifest $(PHANTOM) --out $(PHANTOM)/cache --image-size $(DEMO_SIZE)
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

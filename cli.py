@@ -19,14 +19,50 @@ TOOLS = {
     "prepare": "datamodules.prepare",
     "adapt": "datamodules.adapters",
     "evaluate": "metrics.evaluate",
+    "report": "analysis.report",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_LOGGER = {
+    "class_path": "pytorch_lightning.loggers.WandbLogger",
+    "init_args": {"project": "mammofuse", "offline": True},
+}
+
+
+def lightning_cli_class():
+    """The project's LightningCLI: a run folder (``trainer.default_root_dir``) holds the
+    checkpoints (``<run>/checkpoints``, ``last.ckpt`` kept), the predictions CSVs
+    (``<run>/predictions``) and the offline W&B logs, unless the config says otherwise."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.cli import LightningCLI
+
+    from callbacks import PredictionWriter
+
+    class MammoCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.save_last": True})
+            parser.add_lightning_class_args(PredictionWriter, "predictions")
+            parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
+            # The model is built for the images the data module makes.
+            parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            root = config.trainer.default_root_dir or os.getcwd()
+            if config.checkpoint.dirpath is None:
+                config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+            logger = config.trainer.logger
+            init_args = getattr(logger, "init_args", None)
+            # A logger left at its default save_dir (".") writes into the run folder.
+            if init_args is not None and init_args.get("save_dir") in (None, "", "."):
+                init_args.save_dir = root
+                os.makedirs(root, exist_ok=True)
+
+    return MammoCLI
 
 
 def run_lightning(args: list[str]) -> None:
-    from pytorch_lightning.cli import LightningCLI
-
-    LightningCLI(
+    lightning_cli_class()(
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

@@ -36,7 +36,9 @@ class DicomReadError(ValueError):
     """A DICOM file could not be read or converted; the message names the file only."""
 
 
-@dataclass(frozen=True)
+# Not frozen: Lightning moves batches to the device by rebuilding the dataclasses in them,
+# which a frozen dataclass refuses. Treat it as immutable all the same.
+@dataclass
 class Geometry:
     """Where the model's input came from in the original DICOM's pixels.
 

@@ -2,7 +2,8 @@
 
 A subclass says how it makes features from a batch (``features``) and which modality's
 boxes supervise it (``modality``); this class does the rest the same way for every stage:
-loss, logging, detection decoding, prediction output and the optimiser.
+loss, logging, detection decoding, detections mapped back to the original DICOM's pixels,
+FAUC-1 on validation and test, and the optimiser.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from datamodules.batch import PAIR_ID, boxes_key, labels_key, validate_batch
+from datamodules.batch import (
+    PAIR_ID,
+    boxes_key,
+    geometry_key,
+    labels_key,
+    original_boxes_key,
+    validate_batch,
+)
 from lightning_modules.effdet_parts import DetectionCriterion, DetectionHead
+from metrics.fauc import FAUC
+
+DEFAULT_HIT_MIN_DISTANCE = 100.0
 
 
 class DetectorModule(pl.LightningModule, ABC):
@@ -35,6 +46,8 @@ class DetectorModule(pl.LightningModule, ABC):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         lr_schedule: str = "cosine",
+        fauc_max_fp: float = 1.0,
+        fauc_n_boot: int = 2000,
     ):
         super().__init__()
         if lr_schedule not in ("cosine", "constant"):
@@ -43,6 +56,24 @@ class DetectorModule(pl.LightningModule, ABC):
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
+        self.fauc_max_fp = fauc_max_fp
+        self.fauc_n_boot = fauc_n_boot
+        self.val_fauc: FAUC | None = None
+        self.test_fauc: FAUC | None = None
+
+    def setup(self, stage: str) -> None:
+        """Build the FAUC metrics once the data (and so the hit rule's floor) is known.
+
+        The floor belongs to the data: the data module's ``hit_min_distance`` (100 px in the
+        paper; scaled for data written at another scale). Bootstrap CIs are skipped for the
+        validation runs inside ``fit``, where only the value is wanted.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        distance = float(getattr(datamodule, "hit_min_distance", DEFAULT_HIT_MIN_DISTANCE))
+        self.hit_min_distance = distance
+        val_boot = 0 if stage == "fit" else self.fauc_n_boot
+        self.val_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=val_boot)
+        self.test_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=self.fauc_n_boot)
 
     # -- what a stage defines -------------------------------------------------------------
     @abstractmethod
@@ -79,25 +110,57 @@ class DetectorModule(pl.LightningModule, ABC):
         self._log_losses(losses, "train", len(batch[PAIR_ID]))
         return losses["loss"]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self._evaluation_step(batch, "val", self.val_fauc)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self._evaluation_step(batch, "test", self.test_fauc)
 
-    def _evaluation_step(self, batch: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    def _evaluation_step(
+        self, batch: dict[str, Any], split: str, metric: FAUC | None
+    ) -> list[dict[str, Any]]:
         validate_batch(batch, self.input_modalities)
         outputs = self(batch)
         self._log_losses(self.detection_loss(batch, outputs), split, len(batch[PAIR_ID]))
-        return self.detections(batch, outputs)
+        detections = self.detections(batch, outputs)
+        lesions = batch.get(original_boxes_key(self.modality))
+        if metric is not None and lesions is not None and "boxes_original" in detections[0]:
+            metric.update(
+                [{"boxes": d["boxes_original"], "scores": d["scores"], "image_id": d["pair_id"]}
+                 for d in detections],
+                [{"boxes": boxes, "image_id": d["pair_id"]}
+                 for d, boxes in zip(detections, lesions)],
+            )
+        return detections
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_fauc(self.val_fauc, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_fauc(self.test_fauc, "test")
+
+    def _log_fauc(self, metric: FAUC | None, split: str) -> None:
+        """Log ``{split}_fauc``, ``{split}_fauc_pos`` (and their CI bounds when bootstrapped)."""
+        if metric is None or metric.update_count == 0:
+            return
+        for name, value in metric.compute().items():
+            if name.startswith("fauc"):
+                self.log(f"{split}_{name}", float(value), prog_bar=name == "fauc")
+        metric.reset()
 
     def detections(self, batch: dict[str, Any], outputs=None) -> list[dict[str, Any]]:
-        """Per image: ``pair_id`` and ``boxes`` [n, 4] xyxy input pixels, ``scores``,
-        ``labels`` (0-based), highest score first."""
+        """Per image: ``pair_id``; ``boxes`` [n, 4] xyxy input pixels, ``scores``, ``labels``
+        (0-based), highest score first; and ``boxes_original``, the boxes in the original
+        DICOM's pixels, when the batch carries the images' geometry."""
         class_out, box_out = self(batch) if outputs is None else outputs
         decoded = self.criterion.decode(class_out, box_out)
-        for pair_id, image_detections in zip(batch[PAIR_ID], decoded):
+        geometries = batch.get(geometry_key(self.modality))
+        for index, (pair_id, image_detections) in enumerate(zip(batch[PAIR_ID], decoded)):
             image_detections["pair_id"] = pair_id
+            if geometries is not None:
+                image_detections["boxes_original"] = geometries[index].to_original(
+                    image_detections["boxes"]
+                )
         return decoded
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):

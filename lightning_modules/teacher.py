@@ -37,6 +37,8 @@ class TeacherDetector(DetectorModule):
         architecture_overrides: effdet config keys to override (backbone, channels,
             repeats, levels, anchors): a small CPU detector is a config entry.
         weight_decay, warmup_steps, lr_schedule: optimiser settings.
+        fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and the bootstrap replicates of its CIs
+            (on test and stand-alone validation).
     """
 
     def __init__(
@@ -53,8 +55,13 @@ class TeacherDetector(DetectorModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         lr_schedule: str = "cosine",
+        fauc_max_fp: float = 1.0,
+        fauc_n_boot: int = 2000,
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, lr_schedule)
+        super().__init__(
+            learning_rate, weight_decay, warmup_steps, lr_schedule,
+            fauc_max_fp, fauc_n_boot,
+        )
         self.save_hyperparameters()
         self.modality = check_modality(modality)
         self.config = build_config(

@@ -29,3 +29,13 @@ TINY_ARCHITECTURE = {
 def tiny_architecture() -> dict:
     return {key: (dict(value) if isinstance(value, dict) else value)
             for key, value in TINY_ARCHITECTURE.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A 30-pair phantom folder (manifest.csv, lesions.csv, DICOMs), made once per session."""
+    from datamodules.phantom import PhantomSettings, generate
+
+    folder = tmp_path_factory.mktemp("phantom")
+    generate(folder, PhantomSettings(pairs=30, seed=3), workers=1, progress=False)
+    return folder

@@ -6,7 +6,6 @@ candidates for one key, a finding with side B and one with no side, an exam miss
 clinical table, a secondary-capture image type and an image without laterality.
 """
 
-import ast
 import json
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from dicom_factory import breast_image, write_mammogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -455,19 +453,3 @@ def test_adapt_dispatch():
     assert adapt_main(["no-such-data-set"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["adapt", "embed", "--help"])
-
-
-def test_embed_data_config_fits_the_data_module():
-    config = yaml.safe_load((REPO / "configs" / "data" / "embed.yaml").read_text())["data"]
-    assert config["class_path"] == "datamodules.paired.PairedMammoDataModule"
-    tree = ast.parse((REPO / "datamodules" / "paired.py").read_text())
-    module = next(n for n in tree.body if getattr(n, "name", "") == "PairedMammoDataModule")
-    init = next(n for n in module.body if getattr(n, "name", "") == "__init__")
-    parameters = {argument.arg for argument in init.args.args[1:]}
-    assert set(config["init_args"]) <= parameters
-    init_args = config["init_args"]
-    assert init_args["manifest"] == "data/embed/manifest.csv"
-    assert init_args["image_size"] == [1280, 1024]
-    assert init_args["modalities"] == ["sm", "ffdm"]
-    assert (init_args["window"], init_args["hit_min_distance"]) == ("dicom", 100.0)
-    assert init_args["pathology_classes"] == {"malignant": 0}

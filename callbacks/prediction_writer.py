@@ -1,0 +1,164 @@
+"""Write every detection of a validation, test or predict run as CSV, in original pixels.
+
+Files (in ``output_dir``, default ``<run folder>/predictions``), one set per split:
+``{split}_predictions.csv`` (``image_id,x1,y1,x2,y2,score,label``), ``{split}_images.csv``
+(every image read, with or without detections) and, where the batches carry lesions,
+``{split}_ground_truth.csv`` (``image_id,x1,y1,x2,y2``): exactly what ``cli.py evaluate``
+reads, so its FAUC equals the one logged during the run.
+
+Under DDP each rank appends to its own part files as batches come; at the end of the run
+rank 0 merges them and drops the images that DistributedSampler padding repeated.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from datamodules.batch import PAIR_ID, original_boxes_key
+
+BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
+TABLES = {
+    "predictions": ["image_id", *BOX_COLUMNS, "score", "label"],
+    "images": ["image_id"],
+    "ground_truth": ["image_id", *BOX_COLUMNS],
+}
+_OCCURRENCE = "_occurrence"  # rank and running index of an image's reading: the first is kept
+
+
+class PredictionWriter(pl.Callback):
+    """Writes detections (``boxes_original``) of ``validate``/``test``/``predict`` runs.
+
+    Args:
+        output_dir: where the CSVs go; default ``<trainer.default_root_dir>/predictions``.
+        during_fit: also write the validation runs inside ``fit`` (overwritten each epoch).
+    """
+
+    def __init__(self, output_dir: str | None = None, during_fit: bool = False):
+        super().__init__()
+        self.output_dir = output_dir
+        self.during_fit = during_fit
+        self._parts: dict[str, Any] = {}
+        self._count = 0
+
+    def directory(self, trainer: pl.Trainer) -> Path:
+        return Path(self.output_dir or os.path.join(trainer.default_root_dir, "predictions"))
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return self.during_fit or trainer.state.fn != "fit"
+
+    # -- hooks ------------------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if self._active(trainer) and not trainer.sanity_checking:
+            self._open(trainer, "val")
+
+    def on_test_epoch_start(self, trainer, pl_module):
+        self._open(trainer, "test")
+
+    def on_predict_epoch_start(self, trainer, pl_module):
+        self._open(trainer, "predict")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        self._write(outputs, batch, pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        self._write(outputs, batch, pl_module)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        self._write(outputs, batch, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._close(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._close(trainer, "test")
+
+    def on_predict_epoch_end(self, trainer, pl_module):
+        self._close(trainer, "predict")
+
+    # -- writing ----------------------------------------------------------------------------
+    def _part_path(self, trainer, split: str, table: str, rank: int | None = None) -> Path:
+        rank = trainer.global_rank if rank is None else rank
+        return self.directory(trainer) / f"{split}_{table}.rank{rank}.part.csv"
+
+    def _open(self, trainer: pl.Trainer, split: str) -> None:
+        self.directory(trainer).mkdir(parents=True, exist_ok=True)
+        self._count = 0
+        self._parts = {"split": split}
+        for table, columns in TABLES.items():
+            handle = open(self._part_path(trainer, split, table), "w", newline="")  # noqa: SIM115
+            writer = csv.writer(handle)
+            writer.writerow([*columns, _OCCURRENCE])
+            self._parts[table] = (handle, writer)
+
+    def _write(self, outputs: Any, batch: dict[str, Any], pl_module) -> None:
+        if not self._parts or not outputs:
+            return
+        rank = pl_module.global_rank
+        lesions = batch.get(original_boxes_key(pl_module.modality))
+        has_lesions = lesions is not None
+        self._parts["has_lesions"] = has_lesions
+        for index, detection in enumerate(outputs):
+            if "boxes_original" not in detection:
+                raise ValueError(
+                    "detections carry no boxes in original pixels: the batches need "
+                    f"'{pl_module.modality}_geometry' (PairedMammoDataModule provides it)"
+                )
+            image_id = str(batch[PAIR_ID][index])
+            occurrence = f"{rank:05d}:{self._count:012d}"
+            self._count += 1
+            self._parts["images"][1].writerow([image_id, occurrence])
+            boxes = _rows(detection["boxes_original"])
+            scores = detection["scores"].detach().cpu().double().tolist()
+            labels = detection["labels"].detach().cpu().tolist()
+            for box, score, label in zip(boxes, scores, labels):
+                self._parts["predictions"][1].writerow([image_id, *box, score, label, occurrence])
+            if has_lesions:
+                for box in _rows(lesions[index]):
+                    self._parts["ground_truth"][1].writerow([image_id, *box, occurrence])
+
+    def _close(self, trainer: pl.Trainer, split: str) -> None:
+        if not self._parts or self._parts.get("split") != split:
+            return
+        has_lesions = self._parts.get("has_lesions", False)
+        for table in TABLES:
+            self._parts[table][0].close()
+        self._parts = {}
+        trainer.strategy.barrier("prediction_writer")
+        if trainer.is_global_zero:
+            self._merge(trainer, split, trainer.world_size, has_lesions)
+        trainer.strategy.barrier("prediction_writer_merged")
+
+    def _merge(self, trainer: pl.Trainer, split: str, world_size: int, has_lesions: bool):
+        directory = self.directory(trainer)
+        tables = {}
+        for table in TABLES:
+            parts = [self._part_path(trainer, split, table, rank) for rank in range(world_size)]
+            tables[table] = pd.concat(
+                [pd.read_csv(part, dtype={"image_id": str, _OCCURRENCE: str},
+                             float_precision="round_trip") for part in parts],
+                ignore_index=True,
+            )
+            for part in parts:
+                part.unlink()
+        # The first reading of each image (lowest rank, then order) is the one kept.
+        images = tables["images"].sort_values(_OCCURRENCE, kind="stable")
+        kept = set(images.drop_duplicates("image_id")[_OCCURRENCE])
+        for table, frame in tables.items():
+            if table == "ground_truth" and not has_lesions:
+                continue
+            frame = frame[frame[_OCCURRENCE].isin(kept)].drop(columns=_OCCURRENCE)
+            temporary = directory / f".{split}_{table}.csv.tmp"
+            frame.to_csv(temporary, index=False)
+            os.replace(temporary, directory / f"{split}_{table}.csv")
+
+
+def _rows(boxes: Any) -> list[list[float]]:
+    """[n, 4] boxes (tensor or array) as rows of Python floats, full precision."""
+    return torch.as_tensor(boxes).detach().cpu().double().reshape(-1, 4).tolist()

@@ -1,0 +1,104 @@
+"""The main job end to end on a tiny phantom, through the real CLI: fit, validate and test
+both Stage I models, then `evaluate` on the written CSVs and the report."""
+
+import json
+from pathlib import Path
+
+import pytest
+import wandb
+
+import cli
+from analysis.report import build_report
+from metrics.evaluate import main as evaluate_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _lightning(subcommand: str, modality: str, phantom: Path, root: Path, *extra: str):
+    args = [
+        subcommand,
+        "--config", str(CONFIGS / "data" / "phantom.yaml"),
+        "--config", str(CONFIGS / "demo" / f"stage1_{modality}.yaml"),
+        "--data.init_args.manifest", str(phantom),
+        "--data.init_args.cache_dir", "null",
+        "--data.init_args.image_size", "[160, 128]",
+        "--data.init_args.hit_min_distance", "12.5",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+        "--model.init_args.fauc_n_boot", "200",
+        *extra,
+    ]
+    try:
+        return cli.lightning_cli_class()(
+            subclass_mode_model=True, subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True}, args=args,
+        )
+    finally:
+        wandb.finish()
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_phantom, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    results = {}
+    for modality in ("sm", "ffdm"):
+        root = base / modality
+        _lightning("fit", modality, tiny_phantom, root, "--trainer.max_steps", "3",
+                   "--trainer.num_sanity_val_steps", "0")
+        checkpoint = str(root / "checkpoints" / "last.ckpt")
+        _lightning("validate", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
+        tested = _lightning("test", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
+        results[modality] = (root, dict(tested.trainer.callback_metrics))
+    return base, results
+
+
+def test_evaluate_on_written_csvs_equals_the_logged_test_fauc(runs, capsys):
+    _, results = runs
+    for _modality, (root, metrics) in results.items():
+        predictions = root / "predictions"
+        capsys.readouterr()
+        code = evaluate_main([
+            "--predictions", str(predictions / "test_predictions.csv"),
+            "--ground-truth", str(predictions / "test_ground_truth.csv"),
+            "--images", str(predictions / "test_images.csv"),
+            "--min-distance", "12.5", "--n-boot", "0",
+        ])
+        assert code == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        assert evaluated["fauc"] == pytest.approx(float(metrics["test_fauc"]), abs=1e-6)
+        assert evaluated["fauc_positive"] == pytest.approx(
+            float(metrics["test_fauc_pos"]), abs=1e-6)
+        assert evaluated["n_lesions"] > 0 and evaluated["n_images"] > evaluated["n_lesions"] / 4
+        assert float(metrics["test_fauc_low"]) <= float(metrics["test_fauc"]) <= float(
+            metrics["test_fauc_high"])
+
+
+def test_predictions_are_in_original_pixels(runs, tiny_phantom):
+    import pandas as pd
+
+    _, results = runs
+    root, _ = results["ffdm"]
+    truth = pd.read_csv(root / "predictions" / "test_ground_truth.csv", dtype={"image_id": str})
+    lesions = pd.read_csv(tiny_phantom / "lesions.csv", dtype={"pair_id": str})
+    ffdm = lesions[lesions["modality"] == "ffdm"]
+    test_ids = set(pd.read_csv(root / "predictions" / "test_images.csv", dtype=str)["image_id"])
+    expected = ffdm[ffdm["pair_id"].isin(test_ids)]
+    # the metric's ground truth is the lesion table's own boxes, in the DICOM's pixels
+    assert sorted(map(tuple, truth[["x1", "y1", "x2", "y2"]].to_numpy().tolist())) == sorted(
+        map(tuple, expected[["x1", "y1", "x2", "y2"]].astype(float).to_numpy().tolist()))
+
+
+def test_report_reproduces_the_evaluated_faucs(runs, tmp_path):
+    base, results = runs
+    numbers = build_report({"Model_SM": base / "sm", "Model_FFDM": base / "ffdm"}, tmp_path,
+                           n_boot=100)
+    for row, modality in zip(numbers["fauc"], ("sm", "ffdm")):
+        assert row["FAUC-1 TEST"] == pytest.approx(
+            float(results[modality][1]["test_fauc"]), abs=1e-6)
+    for name in ("report.md", "report.json", "froc.png", "gallery.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    text = (tmp_path / "report.md").read_text()
+    assert "Model_SM" in text and "Model_FFDM" in text and "masses, dense (C/D)" in text
+    sensitivity = {row["model"]: row for row in numbers["sensitivity"]}
+    assert set(sensitivity) == {"Model_SM", "Model_FFDM"}
+    assert sensitivity["Model_SM"]["all lesions"][1] > 0
