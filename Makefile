@@ -42,7 +42,6 @@ demo-models:
 	for modality in sm ffdm; do \
 	  args="--config configs/data/phantom.yaml --config configs/demo/stage1_$$modality.yaml --trainer.default_root_dir $(RUN)/$$modality"; \
 	  $(PY) cli.py fit $$args || exit 1; \
-	  $(PY) cli.py validate $$args --ckpt_path $(RUN)/$$modality/checkpoints/last.ckpt || exit 1; \
 	  $(PY) cli.py test $$args --ckpt_path $(RUN)/$$modality/checkpoints/last.ckpt || exit 1; \
 	done
 

@@ -25,36 +25,45 @@ if TYPE_CHECKING:
 
 def plot_gallery(models: list[ModelRun], flags: pd.DataFrame, path: str | Path,
                  target_fp: float = 1.0, cases_per_side: int = 4, seed: int = 0) -> Path:
-    """Up to ``cases_per_side`` lesions found only by the first model, then only by the
-    second, each model's view side by side. With other than two models, the first two."""
+    """Two blocks: up to ``cases_per_side`` lesions found only by the first model, then only
+    by the second; in each block a column per lesion, a row per model's view. With more than
+    two models, the first two."""
     first, second = models[0], models[1]
     thresholds = {model.name: threshold_at_fp(model.matched["val"], target_fp)
-                  for model in models[:2]}
+                  for model in (first, second)}
     rng = np.random.default_rng(seed)
-    cases = []
+    blocks = []
     for winner, loser in ((first, second), (second, first)):
         only = flags.index[flags[winner.name] & ~flags[loser.name]].to_numpy()
-        chosen = rng.permutation(only)[:cases_per_side] if only.size else []
-        cases.extend((key, winner.name) for key in chosen)
+        blocks.append((winner, loser, list(rng.permutation(only)[:cases_per_side])))
 
-    rows = max(len(cases), 1)
-    figure = Figure(figsize=(2.6 * 2, 2.7 * rows), dpi=110)
+    columns = max(cases_per_side, 1)
+    figure = Figure(figsize=(2.3 * columns, 2.45 * 4 + 0.9), dpi=110)
     FigureCanvasAgg(figure)
-    if not cases:
-        axes = figure.add_subplot()
-        axes.axis("off")
-        axes.text(0.5, 0.5, "No lesion is found by one model and missed by the other.",
-                  ha="center", va="center")
-    for row, (key, winner) in enumerate(cases):
-        for column, model in enumerate((first, second)):
-            axes = figure.add_subplot(rows, 2, row * 2 + column + 1)
-            _draw_case(axes, model, key, thresholds[model.name])
-            verdict = "found" if model.name == winner else "missed"
-            axes.set_title(f"{model.name} ({model.modality.upper()}): {verdict}", fontsize=8,
-                           color="darkgreen" if verdict == "found" else "darkred")
-    figure.suptitle("Test lesions found by one model only (red: lesion, green: detections "
-                    "above the 1 FP/image validation threshold)", fontsize=8)
-    figure.tight_layout()
+    grid = figure.add_gridspec(4, columns, top=0.93, bottom=0.02, left=0.06, right=0.99,
+                               hspace=0.35, wspace=0.08)
+    for block, (winner, loser, keys) in enumerate(blocks):
+        for row, model in enumerate((first, second)):
+            for column in range(columns):
+                axes = figure.add_subplot(grid[2 * block + row, column])
+                axes.set_xticks([])
+                axes.set_yticks([])
+                if column == 0:
+                    axes.set_ylabel(f"{model.name}\n({model.modality.upper()})", fontsize=8)
+                if column >= len(keys):
+                    axes.axis("off") if column else axes.set_frame_on(False)
+                    continue
+                _draw_case(axes, model, keys[column], thresholds[model.name])
+                found = model.name == winner.name
+                axes.set_title("found" if found else "missed", fontsize=8,
+                               color="darkgreen" if found else "darkred")
+        title = (f"Found by {winner.name}, missed by {loser.name}" if keys
+                 else f"No test lesion is found by {winner.name} and missed by {loser.name}")
+        top = grid[2 * block, 0].get_position(figure).y1
+        figure.text(0.5, top + 0.022, title, ha="center", fontsize=10, weight="bold")
+    figure.suptitle("Test lesions one model finds and the other misses. Red: lesion; green: "
+                    "detections above the model's 1 FP/image validation threshold",
+                    fontsize=9, y=0.995)
     path = Path(path)
     figure.savefig(path)
     return path

@@ -56,6 +56,7 @@ def read_run(name: str, folder: str | Path, manifest: pd.DataFrame, lesions: pd.
     attributes (``lesion_type``, ...) and their pair's (``density``, ...)."""
     folder = Path(folder)
     modality = _run_config(folder)["model"]["init_args"].get("modality", "sm")
+    _check_same_weights(name, folder)
     tables, matched, joined = {}, {}, {}
     for split in SPLITS:
         prefix = folder / "predictions" / split
@@ -70,6 +71,21 @@ def read_run(name: str, folder: str | Path, manifest: pd.DataFrame, lesions: pd.
         matched[split] = tables[split].match(min_distance=min_distance)
         joined[split] = _join_lesions(tables[split].ground_truth, lesions, manifest, modality)
     return ModelRun(name, folder, modality, tables, matched, joined)
+
+
+def _check_same_weights(name: str, folder: Path) -> None:
+    """The validation threshold is applied to test: both must come from the same weights."""
+    steps = {}
+    for split in SPLITS:
+        path = folder / "predictions" / f"{split}_info.json"
+        if path.is_file():
+            steps[split] = json.loads(path.read_text()).get("trained_steps")
+    if len(steps) == 2 and steps["val"] != steps["test"]:
+        raise ValueError(
+            f"{name}: validation predictions come from weights trained {steps['val']} steps, "
+            f"test predictions from weights trained {steps['test']} steps; run `python cli.py "
+            f"validate` with the checkpoint you tested (files in {folder / 'predictions'})"
+        )
 
 
 def _run_config(folder: Path) -> dict:
@@ -262,8 +278,8 @@ def build_report(runs: dict[str, str | Path], out: str | Path, max_fp: float = 1
     ]))
     (out / "report.md").write_text(text + "\n")
     numbers = {
-        "fauc": json.loads(table.to_json(orient="records")),
-        "sensitivity": json.loads(sensitivities.to_json(orient="records")),
+        "fauc": json.loads(table.to_json(orient="records", double_precision=15)),
+        "sensitivity": json.loads(sensitivities.to_json(orient="records", double_precision=15)),
         "comparisons": comparisons, "hit_min_distance": min_distance, "n_boot": n_boot,
     }
     (out / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")

@@ -4,7 +4,9 @@ Files (in ``output_dir``, default ``<run folder>/predictions``), one set per spl
 ``{split}_predictions.csv`` (``image_id,x1,y1,x2,y2,score,label``), ``{split}_images.csv``
 (every image read, with or without detections) and, where the batches carry lesions,
 ``{split}_ground_truth.csv`` (``image_id,x1,y1,x2,y2``): exactly what ``cli.py evaluate``
-reads, so its FAUC equals the one logged during the run.
+reads, so its FAUC equals the one logged during the run. ``{split}_info.json`` says which
+weights made them (the module's ``trained_steps``, the checkpoint), so a report can refuse
+to apply a threshold chosen on validation to test predictions of other weights.
 
 Under DDP each rank appends to its own part files as batches come; at the end of the run
 rank 0 merges them and drops the images that DistributedSampler padding repeated.
@@ -13,6 +15,7 @@ rank 0 merges them and drops the images that DistributedSampler padding repeated
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -132,10 +135,22 @@ class PredictionWriter(pl.Callback):
         self._parts = {}
         trainer.strategy.barrier("prediction_writer")
         if trainer.is_global_zero:
-            self._merge(trainer, split, trainer.world_size, has_lesions)
+            images = self._merge(trainer, split, trainer.world_size, has_lesions)
+            trained_steps = getattr(trainer.lightning_module, "trained_steps", None)
+            info = {
+                "split": split,
+                "trained_steps": None if trained_steps is None else int(trained_steps),
+                "ckpt_path": getattr(trainer, "ckpt_path", None),
+                "during_fit": trainer.state.fn == "fit",
+                "world_size": int(trainer.world_size),
+                "n_images": images,
+            }
+            path = self.directory(trainer) / f"{split}_info.json"
+            path.write_text(json.dumps(info, indent=2) + "\n")
         trainer.strategy.barrier("prediction_writer_merged")
 
-    def _merge(self, trainer: pl.Trainer, split: str, world_size: int, has_lesions: bool):
+    def _merge(self, trainer: pl.Trainer, split: str, world_size: int, has_lesions: bool) -> int:
+        """Merge the ranks' part files into the split's CSVs; returns the number of images."""
         directory = self.directory(trainer)
         tables = {}
         for table in TABLES:
@@ -157,6 +172,7 @@ class PredictionWriter(pl.Callback):
             temporary = directory / f".{split}_{table}.csv.tmp"
             frame.to_csv(temporary, index=False)
             os.replace(temporary, directory / f"{split}_{table}.csv")
+        return len(kept)
 
 
 def _rows(boxes: Any) -> list[list[float]]:

@@ -1,4 +1,4 @@
-"""The batch contract: the one dict shape the paired DataModule yields and every LightningModule reads.
+"""The batch contract: the one dict the paired DataModule yields and every LightningModule reads.
 
 A batch is a dict. For each modality present (``"sm"``, ``"ffdm"``; a Stage I SM model's
 batches hold only ``"sm"`` keys):

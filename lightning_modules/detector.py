@@ -60,6 +60,9 @@ class DetectorModule(pl.LightningModule, ABC):
         self.fauc_n_boot = fauc_n_boot
         self.val_fauc: FAUC | None = None
         self.test_fauc: FAUC | None = None
+        # Optimiser steps these weights have had; saved with them, so predictions can say
+        # which weights made them (Trainer.global_step is 0 when testing a checkpoint).
+        self.register_buffer("trained_steps", torch.zeros((), dtype=torch.int64))
 
     def setup(self, stage: str) -> None:
         """Build the FAUC metrics once the data (and so the hit rule's floor) is known.
@@ -108,6 +111,7 @@ class DetectorModule(pl.LightningModule, ABC):
         validate_batch(batch, self.input_modalities)
         losses = self.detection_loss(batch)
         self._log_losses(losses, "train", len(batch[PAIR_ID]))
+        self.trained_steps += 1
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

@@ -24,8 +24,8 @@ from datamodules.adapters.embed import (
     EmbedTableError,
     build_tables,
     parse_roi_coords,
-    render_check,
 )
+from datamodules.adapters.embed_check import render_check
 from datamodules.manifest import LESION_COLUMNS, MANIFEST_COLUMNS, load_tables, read_table, validate
 
 REPO = Path(__file__).resolve().parents[1]

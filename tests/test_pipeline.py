@@ -102,3 +102,19 @@ def test_report_reproduces_the_evaluated_faucs(runs, tmp_path):
     sensitivity = {row["model"]: row for row in numbers["sensitivity"]}
     assert set(sensitivity) == {"Model_SM", "Model_FFDM"}
     assert sensitivity["Model_SM"]["all lesions"][1] > 0
+
+
+def test_report_refuses_validation_and_test_of_different_weights(runs, tmp_path):
+    import shutil
+
+    base, _ = runs
+    copy = tmp_path / "sm"
+    shutil.copytree(base / "sm", copy)
+    info = json.loads((copy / "predictions" / "val_info.json").read_text())
+    assert info["trained_steps"] == 3  # the validate run on last.ckpt after 3 steps
+    info["trained_steps"] = 1
+    (copy / "predictions" / "val_info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="trained 1 steps, test predictions from weights "
+                                         "trained 3 steps"):
+        build_report({"Model_SM": copy, "Model_FFDM": base / "ffdm"}, tmp_path / "out",
+                     n_boot=10)

@@ -12,7 +12,7 @@ import sys
 # command -> (module, function taking the remaining argv)
 ADAPTERS = {
     "embed": ("datamodules.adapters.embed", "main"),
-    "embed-check": ("datamodules.adapters.embed", "check_main"),
+    "embed-check": ("datamodules.adapters.embed_check", "main"),
 }
 
 USAGE = """usage: python cli.py adapt <data set> [options]

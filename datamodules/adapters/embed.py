@@ -4,8 +4,8 @@
 SM) of the same patient, exam, breast and view, turns EMBED's ``ROI_coords`` strings into xyxy
 boxes in each image's stored DICOM pixels, labels the pairs from the clinical findings, and
 writes ``manifest.csv``, ``lesions.csv`` (`datamodules.manifest`) and ``adapter_summary.json``.
-``python cli.py adapt embed-check`` draws a sample of the written boxes beside their mirror
-images, so a user sees which ROI convention their copy of EMBED follows.
+``python cli.py adapt embed-check`` (``embed_check.py``) draws a sample of the written boxes
+beside their mirror images, so a user sees which ROI convention their copy of EMBED follows.
 
 Rules (also written into the summary):
 
@@ -51,7 +51,6 @@ from datamodules.manifest import (
     VIEWS,
     ManifestError,
     Problem,
-    read_table,
     validate,
     write_tables,
 )
@@ -83,7 +82,6 @@ BIRADS = {"A": 0, "N": 1, "B": 2, "P": 3, "S": 4, "M": 5, "K": 6}
 _SUSPICION = {"N": 0, "B": 1, "A": 2, "P": 3, "S": 4, "M": 5, "K": 6}
 _IMAGE_TYPES = {"2d": "ffdm", "cview": "sm"}
 SUMMARY_FILE = "adapter_summary.json"
-CHECK_FILE = "roi_check.png"
 _MAX_LISTED_ROWS = 20
 
 
@@ -873,138 +871,4 @@ def main(argv: list[str]) -> int:
         f"wrote {Path(args.out) / 'manifest.csv'}, lesions.csv and {SUMMARY_FILE}; check the ROI "
         f"convention with: python cli.py adapt embed-check --out {args.out}"
     )
-    return 0
-
-
-# embed-check --------------------------------------------------------------------------------
-
-
-def _mirror(boxes: np.ndarray, width: float) -> np.ndarray:
-    mirrored = boxes.copy()
-    mirrored[:, 0], mirrored[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return mirrored
-
-
-def _sample_images(manifest, lesions, samples: int, seed: int) -> list[tuple[str, str]]:
-    """(pair_id, modality) of up to ``samples`` images with boxes, alternating R and L (R first,
-    where the two conventions differ under the laterality rule), in a seeded order."""
-    laterality = dict(zip(manifest["pair_id"], manifest["laterality"]))
-    keys = sorted(set(zip(lesions["pair_id"], lesions["modality"])))
-    rng = np.random.default_rng(seed)
-    by_side = {side: [k for k in keys if laterality.get(k[0]) == side] for side in ("R", "L")}
-    for side in by_side:
-        by_side[side] = [by_side[side][i] for i in rng.permutation(len(by_side[side]))]
-    chosen = []
-    while len(chosen) < samples and (by_side["R"] or by_side["L"]):
-        for side in ("R", "L"):
-            if by_side[side] and len(chosen) < samples:
-                chosen.append(by_side[side].pop(0))
-    return chosen
-
-
-def render_check(
-    out_dir: str | os.PathLike,
-    png: str | os.PathLike | None = None,
-    samples: int = 8,
-    seed: int = 0,
-    max_height: int = 384,
-) -> tuple[Path, list[dict]]:
-    """Draw a sample of the written boxes (left) and their mirror images x' = Columns - x
-    (right) on their images; return the PNG's path and what was drawn (pair id, modality,
-    laterality, image size, both box sets in stored pixels)."""
-    import cv2
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from datamodules.dicom import read_dicom, to_unit_range
-
-    out_dir = Path(out_dir)
-    manifest = read_table(out_dir / "manifest.csv")
-    lesions = read_table(out_dir / "lesions.csv")
-    if not len(lesions):
-        raise ValueError(f"{out_dir / 'lesions.csv'}: no lesions to draw")
-    conventions = {}
-    if (out_dir / SUMMARY_FILE).is_file():
-        conventions = json.loads((out_dir / SUMMARY_FILE).read_text()).get("conventions", {})
-    frame = conventions.get("roi_frame", "?")
-    other = {"chest-wall-left": "stored", "stored": "chest-wall-left"}.get(frame, "?")
-    chosen = _sample_images(manifest, lesions, samples, seed)
-    rows = manifest.set_index("pair_id")
-    figure, axes = plt.subplots(len(chosen), 2, figsize=(7, 3.6 * len(chosen)), squeeze=False)
-    drawn = []
-    for (pair_id, modality), (left, right) in zip(chosen, axes):
-        path = Path(rows.loc[pair_id, f"{modality}_path"])
-        path = path if path.is_absolute() else out_dir / path
-        pixels, dataset = read_dicom(path)
-        image = to_unit_range(pixels, dataset, window="dicom")
-        height, width = image.shape
-        scale = min(1.0, max_height / height)
-        shown = cv2.resize(
-            image,
-            (max(1, round(width * scale)), max(1, round(height * scale))),
-            interpolation=cv2.INTER_AREA,
-        )
-        mine = lesions[(lesions["pair_id"] == pair_id) & (lesions["modality"] == modality)]
-        written = mine[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
-        mirrored = _mirror(written, width)
-        laterality = rows.loc[pair_id, "laterality"]
-        view = rows.loc[pair_id, "view"]
-        # named by the EMBED metadata row, so the picture carries no patient or exam id
-        source_row = rows.loc[pair_id].get(f"{modality}_metadata_row", "?")
-        label = f"metadata row {source_row}: {modality} {laterality} {view}"
-        for axis, boxes, colour, title in (
-            (left, written, "lime", f"as written (--roi-frame {frame})"),
-            (right, mirrored, "orange", "mirrored: x' = Columns - x"),
-        ):
-            axis.imshow(shown, cmap="gray", vmin=0, vmax=1)
-            for x1, y1, x2, y2 in boxes * scale:
-                axis.add_patch(
-                    Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, lw=1.5)
-                )
-            axis.set_title(f"{label}\n{title}", fontsize=7)
-            axis.set_axis_off()
-        drawn.append(
-            {
-                "pair_id": pair_id,
-                "modality": modality,
-                "laterality": laterality,
-                "size": (height, width),
-                "written": written,
-                "mirrored": mirrored,
-            }
-        )
-    figure.suptitle(
-        "Which column puts the boxes on the lesions? Left: keep this run. Right, for the R "
-        f"images: rerun with --roi-frame {other}.\nRight for only some images: try "
-        "--orientation-from pixels.",
-        fontsize=8,
-    )
-    figure.tight_layout()
-    png = Path(png) if png is not None else out_dir / CHECK_FILE
-    figure.savefig(png, dpi=100)
-    plt.close(figure)
-    return png, drawn
-
-
-def check_main(argv: list[str]) -> int:
-    """``python cli.py adapt embed-check --out DIR``: draw sample boxes in both orientations."""
-    parser = argparse.ArgumentParser(
-        prog="python cli.py adapt embed-check",
-        description="Draw a sample of the boxes `adapt embed` wrote (left) beside their mirror "
-        "images (right), to see which ROI convention this copy of EMBED follows.",
-    )
-    parser.add_argument("--out", required=True, help="the folder `adapt embed` wrote")
-    parser.add_argument("--png", help=f"where to write the PNG (default OUT/{CHECK_FILE})")
-    parser.add_argument("--samples", type=int, default=8, help="images to draw (default 8)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        png, drawn = render_check(args.out, args.png, args.samples, args.seed)
-    except (ManifestError, FileNotFoundError, ValueError) as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(f"wrote {png} ({len(drawn)} images, written boxes left, mirrored right)")
     return 0
