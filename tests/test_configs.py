@@ -68,8 +68,7 @@ def test_config_trains_one_step(config, tiny_phantom, tmp_path):
     assert list((root / "wandb").glob("offline-run-*")), "W&B wrote no offline run"
 
 
-@pytest.mark.parametrize("config", STAGE_CONFIGS,
-                         ids=lambda path: path.relative_to(CONFIGS).as_posix())
+@pytest.mark.parametrize("config", ALL_YAMLS, ids=lambda path: path.relative_to(CONFIGS).as_posix())
 def test_print_config_works(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["fit", *_run_plan(config), "--print_config"])

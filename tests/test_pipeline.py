@@ -49,7 +49,57 @@ def runs(tiny_phantom, tmp_path_factory):
         _lightning("validate", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
         tested = _lightning("test", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
         results[modality] = (root, dict(tested.trainer.callback_metrics))
+    _lightning("predict", "sm", tiny_phantom, base / "sm", "--ckpt_path",
+               str(base / "sm" / "checkpoints" / "last.ckpt"))
     return base, results
+
+
+def _table(path: Path):
+    """A predictions/ground-truth CSV in image order (each image's rows in written order)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype={"image_id": str}, float_precision="round_trip")
+    return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom, tmp_path):
+    """A real two-process (gloo) `cli.py test`: DistributedSampler pads the test split with
+    repeats; the merged CSVs hold every image once and equal the one-process run's."""
+    import subprocess
+    import sys
+
+    base, results = runs
+    single = results["sm"][0] / "predictions"
+    root = tmp_path / "ddp"
+    command = [
+        sys.executable, str(CONFIGS.parent / "cli.py"), "test",
+        "--config", str(CONFIGS / "data" / "phantom.yaml"),
+        "--config", str(CONFIGS / "demo" / "stage1_sm.yaml"),
+        "--data.init_args.manifest", str(tiny_phantom),
+        "--data.init_args.cache_dir", "null",
+        "--data.init_args.image_size", "[160, 128]",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--model.init_args.fauc_n_boot", "0",
+        "--ckpt_path", str(base / "sm" / "checkpoints" / "last.ckpt"),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    merged = root / "predictions"
+    images = (merged / "test_images.csv").read_text().split()
+    assert len(images) == len(set(images)), "padding repeats were not removed"
+    assert sorted(images) == sorted((single / "test_images.csv").read_text().split())
+    assert len(images) % 2 == 1  # an odd split: one rank read a padding repeat
+    import numpy as np
+
+    for table in ("predictions", "ground_truth"):
+        ddp, one = _table(merged / f"test_{table}.csv"), _table(single / f"test_{table}.csv")
+        assert ddp["image_id"].tolist() == one["image_id"].tolist()
+        # other batch compositions change the last float bits of the convolutions only
+        numbers = [column for column in one.columns if column != "image_id"]
+        assert np.allclose(ddp[numbers].to_numpy(), one[numbers].to_numpy(), atol=1e-3)
+    assert not list(merged.glob("*.part.csv"))
 
 
 def test_evaluate_on_written_csvs_equals_the_logged_test_fauc(runs, capsys):
@@ -86,6 +136,15 @@ def test_predictions_are_in_original_pixels(runs, tiny_phantom):
     # the metric's ground truth is the lesion table's own boxes, in the DICOM's pixels
     assert sorted(map(tuple, truth[["x1", "y1", "x2", "y2"]].to_numpy().tolist())) == sorted(
         map(tuple, expected[["x1", "y1", "x2", "y2"]].astype(float).to_numpy().tolist()))
+
+
+def test_predict_writes_the_test_split_detections(runs):
+    _, results = runs
+    predictions = results["sm"][0] / "predictions"
+    predicted, tested = _table(predictions / "predict_predictions.csv"), _table(
+        predictions / "test_predictions.csv")
+    assert predicted["image_id"].tolist() == tested["image_id"].tolist()
+    assert predicted["score"].tolist() == pytest.approx(tested["score"].tolist(), abs=1e-6)
 
 
 def test_report_reproduces_the_evaluated_faucs(runs, tmp_path):
