@@ -60,7 +60,7 @@ class DetectorModule(pl.LightningModule, ABC):
         self.fauc_n_boot = fauc_n_boot
         self.val_fauc: FAUC | None = None
         self.test_fauc: FAUC | None = None
-        # Optimiser steps these weights have had; saved with them, so predictions can say
+        # Training batches these weights have learnt from; saved with them, so predictions say
         # which weights made them (Trainer.global_step is 0 when testing a checkpoint).
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.int64))
 
