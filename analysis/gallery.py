@@ -50,8 +50,8 @@ def plot_gallery(models: list[ModelRun], flags: pd.DataFrame, path: str | Path,
                 axes.set_yticks([])
                 if column == 0:
                     axes.set_ylabel(f"{model.name}\n({model.modality.upper()})", fontsize=8)
-                if column >= len(keys):
-                    axes.axis("off") if column else axes.set_frame_on(False)
+                if column >= len(keys):  # an empty slot; the first keeps its row label
+                    axes.set_frame_on(False)
                     continue
                 _draw_case(axes, model, keys[column], thresholds[model.name])
                 found = model.name == winner.name

@@ -99,12 +99,10 @@ def _join_lesions(ground_truth: pd.DataFrame, lesions: pd.DataFrame, manifest: p
                   modality: str) -> pd.DataFrame:
     """Ground-truth rows (in order) with the lesion table's and manifest's extra columns."""
     own = lesions[lesions["modality"] == modality].rename(columns={"pair_id": "image_id"})
-    own = own.drop_duplicates(["image_id", *BOX_COLUMNS])
     keys = ["image_id", *BOX_COLUMNS]
-    left = ground_truth.copy()
-    for column in BOX_COLUMNS:
-        left[column] = left[column].astype(float)
-        own = own.assign(**{column: own[column].astype(float)})
+    boxes = list(BOX_COLUMNS)
+    own = own.astype(dict.fromkeys(boxes, float)).drop_duplicates(keys)
+    left = ground_truth.astype(dict.fromkeys(boxes, float))
     joined = left.merge(own.drop(columns=["modality"]), on=keys, how="left", validate="m:1")
     pairs = manifest.rename(columns={"pair_id": "image_id"})
     extra = [c for c in pairs.columns if c not in joined.columns or c == "image_id"]
@@ -202,7 +200,7 @@ def format_fauc_table(table: pd.DataFrame, max_fp: float) -> pd.DataFrame:
 def format_sensitivity_table(table: pd.DataFrame) -> pd.DataFrame:
     formatted = table.copy()
     for column in formatted.columns:
-        if column in ("model",):
+        if column == "model":
             continue
         if column in ("threshold (val)", "FP/image (test)"):
             formatted[column] = formatted[column].map(lambda value: f"{value:.3f}")

@@ -59,8 +59,8 @@ class TeacherDetector(DetectorModule):
         fauc_n_boot: int = 2000,
     ):
         super().__init__(
-            learning_rate, weight_decay, warmup_steps, lr_schedule,
-            fauc_max_fp, fauc_n_boot,
+            learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
         )
         self.save_hyperparameters()
         self.modality = check_modality(modality)
