@@ -20,6 +20,7 @@ TOOLS = {
     "adapt": "datamodules.adapters",
     "evaluate": "metrics.evaluate",
     "report": "analysis.report",
+    "export": "lightning_modules.weights",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_LOGGER = {
@@ -30,18 +31,21 @@ DEFAULT_LOGGER = {
 
 def lightning_cli_class():
     """The project's LightningCLI: a run folder (``trainer.default_root_dir``) holds the
-    checkpoints (``<run>/checkpoints``, ``last.ckpt`` kept), the predictions CSVs
-    (``<run>/predictions``) and the offline W&B logs, unless the config says otherwise."""
+    checkpoints (``<run>/checkpoints``, ``last.ckpt`` kept), the stage artifact written at the
+    end of ``fit`` (``<run>/artifact``), the predictions CSVs (``<run>/predictions``) and the
+    offline W&B logs, unless the config says otherwise."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
-    from callbacks import PredictionWriter
+    from callbacks import PredictionWriter, StageHandoff
 
     class MammoCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True})
             parser.add_lightning_class_args(PredictionWriter, "predictions")
+            # At the end of fit the best checkpoint becomes <run>/artifact for the next stage.
+            parser.add_lightning_class_args(StageHandoff, "handoff")
             parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
             # The model is built for the images the data module makes.
             parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")

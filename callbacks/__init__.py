@@ -1,5 +1,6 @@
-"""Training concerns that are not the model: prediction writing (stage hand-off follows)."""
+"""Training concerns that are not the model: stage hand-off and prediction writing."""
 
+from callbacks.handoff import StageHandoff
 from callbacks.prediction_writer import PredictionWriter
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "StageHandoff"]

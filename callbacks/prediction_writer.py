@@ -54,7 +54,8 @@ class PredictionWriter(pl.Callback):
         return Path(self.output_dir or os.path.join(trainer.default_root_dir, "predictions"))
 
     def _active(self, trainer: pl.Trainer) -> bool:
-        return self.during_fit or trainer.state.fn != "fit"
+        detects = hasattr(trainer.lightning_module, "detections")  # not the Stage II student
+        return detects and (self.during_fit or trainer.state.fn != "fit")
 
     # -- hooks ------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer, pl_module):
@@ -62,10 +63,12 @@ class PredictionWriter(pl.Callback):
             self._open(trainer, "val")
 
     def on_test_epoch_start(self, trainer, pl_module):
-        self._open(trainer, "test")
+        if self._active(trainer):
+            self._open(trainer, "test")
 
     def on_predict_epoch_start(self, trainer, pl_module):
-        self._open(trainer, "predict")
+        if self._active(trainer):
+            self._open(trainer, "predict")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
         self._write(outputs, batch, pl_module)

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lightning_modules.detector import DetectorModule  # noqa: E402
+from lightning_modules.fused import FusedDetector  # noqa: E402
+from lightning_modules.stage import StageModule  # noqa: E402
+from lightning_modules.student import DistillStudent  # noqa: E402
 from lightning_modules.teacher import TeacherDetector  # noqa: E402
 
-__all__ = ["DetectorModule", "TeacherDetector"]
+__all__ = ["DetectorModule", "DistillStudent", "FusedDetector", "StageModule", "TeacherDetector"]

@@ -8,11 +8,9 @@ FAUC-1 on validation and test, and the optimiser.
 
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from datamodules.batch import (
@@ -24,12 +22,13 @@ from datamodules.batch import (
     validate_batch,
 )
 from lightning_modules.effdet_parts import DetectionCriterion, DetectionHead
+from lightning_modules.stage import StageModule
 from metrics.fauc import FAUC
 
 DEFAULT_HIT_MIN_DISTANCE = 100.0
 
 
-class DetectorModule(pl.LightningModule, ABC):
+class DetectorModule(StageModule):
     """Shared training, validation and prediction loop of the detectors.
 
     Subclasses set ``self.modality``, ``self.head`` (a ``DetectionHead``) and
@@ -49,20 +48,12 @@ class DetectorModule(pl.LightningModule, ABC):
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
     ):
-        super().__init__()
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.lr_schedule = lr_schedule
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
+                         warmup_steps=warmup_steps, lr_schedule=lr_schedule)
         self.fauc_max_fp = fauc_max_fp
         self.fauc_n_boot = fauc_n_boot
         self.val_fauc: FAUC | None = None
         self.test_fauc: FAUC | None = None
-        # Training batches these weights have learnt from; saved with them, so predictions say
-        # which weights made them (Trainer.global_step is 0 when testing a checkpoint).
-        self.register_buffer("trained_steps", torch.zeros((), dtype=torch.int64))
 
     def setup(self, stage: str) -> None:
         """Build the FAUC metrics once the data (and so the hit rule's floor) is known.
@@ -88,6 +79,10 @@ class DetectorModule(pl.LightningModule, ABC):
         """The modalities whose images ``features`` reads (checked against each batch)."""
         return (self.modality,)
 
+    def check_batch(self, batch: dict[str, Any]) -> None:
+        """Raise a ValueError naming what is missing when a batch lacks this model's inputs."""
+        validate_batch(batch, self.input_modalities)
+
     # -- shared loop ------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]):
         """Raw head outputs (per-level class logits and box regressions) for a batch."""
@@ -108,10 +103,9 @@ class DetectorModule(pl.LightningModule, ABC):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        validate_batch(batch, self.input_modalities)
+        self.check_batch(batch)
         losses = self.detection_loss(batch)
         self._log_losses(losses, "train", len(batch[PAIR_ID]))
-        self.trained_steps += 1
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
@@ -123,7 +117,7 @@ class DetectorModule(pl.LightningModule, ABC):
     def _evaluation_step(
         self, batch: dict[str, Any], split: str, metric: FAUC | None
     ) -> list[dict[str, Any]]:
-        validate_batch(batch, self.input_modalities)
+        self.check_batch(batch)
         outputs = self(batch)
         self._log_losses(self.detection_loss(batch, outputs), split, len(batch[PAIR_ID]))
         detections = self.detections(batch, outputs)
@@ -168,29 +162,5 @@ class DetectorModule(pl.LightningModule, ABC):
         return decoded
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        validate_batch(batch, self.input_modalities)
+        self.check_batch(batch)
         return self.detections(batch)
-
-    # -- optimisation -----------------------------------------------------------------------
-    def configure_optimizers(self):
-        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.AdamW(
-            parameters, lr=self.learning_rate, weight_decay=self.weight_decay
-        )
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup_steps = min(self.warmup_steps, total_steps)
-        schedule = self.lr_schedule
-
-        def factor(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            if schedule == "constant":
-                return 1.0
-            progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }

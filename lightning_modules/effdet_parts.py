@@ -6,15 +6,13 @@ so Stage III can feed it two extractors' features concatenated. ``DetectionCrite
 the anchors, the anchor labeller, the focal loss and the decoding to detections.
 
 State-dict keys are effdet's own (``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
-so an effdet checkpoint loads with ``load_pretrained``. Boxes outside this module are ``xyxy``
-pixels with 0-based classes; effdet's ``yxyx`` boxes and 1-based classes stay in here.
+so an effdet checkpoint loads with ``weights.load_pretrained``. Boxes outside this module are
+``xyxy`` pixels with 0-based classes; effdet's ``yxyx`` boxes and 1-based classes stay in here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -29,7 +27,6 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PART_PREFIXES = {"extractor": ("backbone.", "fpn."), "head": ("class_net.", "box_net.")}
 
 
 def build_config(
@@ -288,102 +285,73 @@ def to_effdet_targets(
     return gt_boxes, gt_classes
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a local weight file (``.safetensors`` or a torch file read with
-    ``weights_only=True``), unwrapped from ``state_dict``/``model`` containers and the
-    ``model.``/``module.`` prefixes that training wrappers add. Never downloads."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weight file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - re-raised with the path named
-            raise ValueError(f"cannot read weights from {path}: {error}") from error
-    for container in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, Mapping) and container in state and isinstance(
-            state[container], Mapping
-        ):
-            state = state[container]
-            break
-    if not isinstance(state, Mapping) or not state:
-        raise ValueError(f"{path} holds no state dict of tensors")
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in ("module.", "model."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
-    return cleaned
+def architecture_spec(architecture: str, overrides: Mapping[str, Any] | None, config) -> dict:
+    """What a stage artifact records of a part's architecture: enough to rebuild it with
+    ``build_config`` and to check that two parts' features line up level by level."""
+    return {
+        "architecture": architecture,
+        "architecture_overrides": _plain(dict(overrides or {})),
+        "image_size": [int(side) for side in config.image_size],
+        "num_classes": int(config.num_classes),
+        "backbone_name": str(config.backbone_name),
+        "fpn_channels": int(config.fpn_channels),
+        "min_level": int(config.min_level),
+        "max_level": int(config.max_level),
+        "num_levels": int(config.num_levels),
+    }
 
 
-def load_pretrained(
-    path: str | os.PathLike, extractor: FeatureExtractor, head: DetectionHead | None = None
-) -> dict[str, list[str]]:
-    """Load local pretrained weights into the extractor (and head).
-
-    An effdet checkpoint (keys ``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
-    fills backbone, BiFPN and box net; its class net is used only when it predicts the same
-    classes, else the class net keeps a fresh effdet initialisation (effdet's ``reset_head``).
-    A timm backbone file (keys without those prefixes) fills the backbone alone; its
-    classifier keys are ignored. Returns what was loaded and what was reset, per part.
-    """
-    state = read_state_dict(path)
-    report: dict[str, list[str]] = {"loaded": [], "reset": []}
-    is_effdet = any(key.startswith(PART_PREFIXES["extractor"]) for key in state)
-    if not is_effdet:
-        _load_strict_subset(extractor.backbone, state, path, "backbone")
-        report["loaded"].append("backbone")
-        return report
-
-    for name in ("backbone", "fpn"):
-        _load_strict_subset(getattr(extractor, name), _strip(state, f"{name}."), path, name)
-        report["loaded"].append(name)
-    if head is None:
-        return report
-    if head.in_multiplier != 1:
-        raise ValueError(
-            f"{path}: an effdet checkpoint's head takes {extractor.out_channels} channels; "
-            f"this head takes {head.in_channels} (in_multiplier={head.in_multiplier})"
-        )
-    _load_strict_subset(head.box_net, _strip(state, "box_net."), path, "box_net")
-    report["loaded"].append("box_net")
-    class_state = _strip(state, "class_net.")
-    own_shapes = {key: value.shape for key, value in head.class_net.state_dict().items()}
-    if class_state and {key: value.shape for key, value in class_state.items()} == own_shapes:
-        head.class_net.load_state_dict(class_state)
-        report["loaded"].append("class_net")
-    else:
-        head.reset_parameters(class_net_only=True)
-        report["reset"].append("class_net")
-    return report
-
-
-def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-
-
-def _load_strict_subset(module: nn.Module, state: Mapping[str, torch.Tensor], path, name: str):
-    """Load every tensor ``module`` has from ``state``; extra keys in the file (a timm
-    classifier, say) are ignored, missing or misshapen ones are an error naming them."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    mismatched = sorted(
-        f"{key}: file {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in own if key in state and state[key].shape != own[key].shape
+def config_from_spec(spec: Mapping[str, Any], image_size: Sequence[int] | None = None,
+                     focal_alpha: float | None = None, focal_gamma: float | None = None):
+    """The effdet config of a part recorded with ``architecture_spec``."""
+    return build_config(
+        spec["architecture"], image_size or spec["image_size"], spec["num_classes"],
+        spec.get("architecture_overrides"), focal_alpha=focal_alpha, focal_gamma=focal_gamma,
     )
-    if missing or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (first: {missing[:3]})")
-        if mismatched:
-            details.append(f"{len(mismatched)} of another shape (first: {mismatched[:3]})")
-        raise ValueError(
-            f"{path} does not fit this model's {name}: " + "; ".join(details)
-            + ". Check that the architecture (and its overrides) match the file."
-        )
-    module.load_state_dict({key: state[key] for key in own})
+
+
+def _plain(value):
+    """Config values as JSON types (tuples to lists), so a spec survives a JSON round trip."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``requires_grad=False`` and eval mode (BatchNorm statistics never move). Do it before
+    DDP wraps the model: DDP then neither reduces nor waits for these parameters."""
+    module.requires_grad_(False)
+    module.eval()
+    return module
+
+
+@torch.no_grad()
+def widen_head(wide: DetectionHead, narrow: DetectionHead) -> None:
+    """Start a head over ``k * C`` concatenated channels exactly where a ``C``-channel head is.
+
+    Each of ``narrow``'s tensors is copied into the leading block of ``wide``'s (the first
+    ``C`` channels are the narrow head's own input, h_SM); the weights from the other input
+    channels into those outputs are zeroed, so ``wide`` predicts what ``narrow`` predicts
+    whatever the other channels hold. The other channels' own weights keep their fresh
+    initialisation: their path is live, and only its last connection (into the prediction)
+    starts at zero, so training can open it from the first step.
+    """
+    if narrow.in_multiplier != 1:
+        raise ValueError("widen_head copies from a single detector's head (in_multiplier=1)")
+    narrow_state = narrow.state_dict()
+    wide_state = wide.state_dict()
+    if set(narrow_state) != set(wide_state):
+        raise ValueError("the heads differ in structure (repeats, levels or anchors)")
+    channels = narrow.in_channels
+    for key, source in narrow_state.items():
+        target = wide_state[key]
+        if target.ndim != source.ndim or any(t < s for t, s in zip(target.shape, source.shape)):
+            raise ValueError(f"head tensor {key}: {tuple(source.shape)} does not fit "
+                             f"{tuple(target.shape)}")
+        target[tuple(slice(0, side) for side in source.shape)] = source
+        # Dense (not depthwise) weights: zero the other channels' way into the copied outputs.
+        if target.ndim == 4 and target.shape[1] > channels and source.shape[1] == channels:
+            target[: source.shape[0], channels:] = 0
+    wide.load_state_dict(wide_state)

@@ -16,9 +16,10 @@ from lightning_modules.effdet_parts import (
     DetectionCriterion,
     DetectionHead,
     FeatureExtractor,
+    architecture_spec,
     build_config,
-    load_pretrained,
 )
+from lightning_modules.weights import load_pretrained, weights_reference
 
 
 class TeacherDetector(DetectorModule):
@@ -32,14 +33,17 @@ class TeacherDetector(DetectorModule):
         num_classes: lesion classes (1: any lesion).
         focal_alpha, focal_gamma: Eq. 1's alpha and gamma (paper's best: 0.9, 2.5).
         learning_rate: AdamW learning rate (paper: 1.5e-4).
-        pretrained: a local effdet (COCO) checkpoint or timm backbone weight file;
-            nothing is downloaded.
+        pretrained: a local effdet (COCO) checkpoint, a timm backbone weight file, a stage
+            artifact or a Lightning checkpoint of one of our modules (its extractor and
+            head); nothing is downloaded.
         architecture_overrides: effdet config keys to override (backbone, channels,
             repeats, levels, anchors): a small CPU detector is a config entry.
         weight_decay, warmup_steps, lr_schedule: optimiser settings.
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and the bootstrap replicates of its CIs
             (on test and stand-alone validation).
     """
+
+    stage = 1
 
     def __init__(
         self,
@@ -64,6 +68,8 @@ class TeacherDetector(DetectorModule):
         )
         self.save_hyperparameters()
         self.modality = check_modality(modality)
+        self.architecture = architecture
+        self.architecture_overrides = architecture_overrides
         self.config = build_config(
             architecture, image_size, num_classes, architecture_overrides,
             focal_alpha=focal_alpha, focal_gamma=focal_gamma,
@@ -73,7 +79,19 @@ class TeacherDetector(DetectorModule):
         self.criterion = DetectionCriterion(self.config)
         if pretrained:
             load_pretrained(pretrained, self.extractor, self.head)
+            self.inputs["pretrained"] = weights_reference(pretrained)
 
     def features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """h_SM or h_FFDM: the BiFPN levels of this modality's images."""
         return self.extractor(batch[self.modality])
+
+    def artifact_spec(self) -> dict[str, Any]:
+        """Module A (SM) or C (FFDM): its extractor and head, and their architecture."""
+        return {
+            "modality": self.modality,
+            "input_modalities": [self.modality],
+            "weights": ["extractor.", "head."],
+            "focal_alpha": self.criterion.focal_alpha,
+            "focal_gamma": self.criterion.focal_gamma,
+            **architecture_spec(self.architecture, self.architecture_overrides, self.config),
+        }
