@@ -2,7 +2,8 @@
 
 Stage configs are paired with a data config and data configs with a stage config, both
 pointed at the tiny phantom at a small input size; the W&B logger is the CLI's default
-(offline). `--print_config` works for each.
+(offline). Stage II and III configs get the tiny Stage I/II artifacts as their inputs.
+`--print_config` works for each.
 """
 
 from pathlib import Path
@@ -28,6 +29,23 @@ def _run_plan(config: Path) -> list[str]:
     return ["--config", str(TINY_DATA), "--config", str(config)]
 
 
+def _inputs(config: Path, artifacts: dict[str, Path]) -> list[str]:
+    """The artifact paths a Stage II or III config reads, pointed at the tiny ones."""
+    if config in DATA_CONFIGS:
+        return []
+    loaded = yaml.safe_load(config.read_text())
+    model = loaded["model"]["class_path"].rsplit(".", 1)[-1]
+    art = {name: str(path / "artifact") for name, path in artifacts.items()}
+    if model == "DistillStudent":
+        return ["--model.init_args.ffdm_teacher", art["ffdm"],
+                "--model.init_args.init_from", art["sm"]]
+    if model == "FusedDetector":
+        upper_bound = "ffdm" in loaded["data"]["init_args"]["modalities"]
+        return ["--model.init_args.sm_teacher", art["sm"],
+                "--model.init_args.partner", art["ffdm" if upper_bound else "stage2"]]
+    return []
+
+
 def _tiny_overrides(phantom: Path, root: Path) -> list[str]:
     return [
         "--data.init_args.manifest", str(phantom),
@@ -48,20 +66,24 @@ def _tiny_overrides(phantom: Path, root: Path) -> list[str]:
 
 def test_every_yaml_is_covered():
     assert {path.name for path in DATA_CONFIGS} >= {"phantom.yaml", "embed.yaml"}
+    stages = {"stage1_sm.yaml", "stage1_ffdm.yaml", "stage2_distill.yaml", "stage3_fused.yaml",
+              "upper_bound.yaml"}
     assert {path.relative_to(CONFIGS).as_posix() for path in STAGE_CONFIGS} >= {
-        "stage1_sm.yaml", "stage1_ffdm.yaml", "demo/stage1_sm.yaml", "demo/stage1_ffdm.yaml"}
+        *stages, *(f"demo/{name}" for name in stages)}
     for path in ALL_YAMLS:
         assert yaml.safe_load(path.read_text()), f"{path} is empty"
 
 
 @pytest.mark.parametrize("config", ALL_YAMLS, ids=lambda path: path.relative_to(CONFIGS).as_posix())
-def test_config_trains_one_step(config, tiny_phantom, tmp_path):
+def test_config_trains_one_step(config, tiny_phantom, tiny_artifacts, tmp_path):
     root = tmp_path / "run"
     try:
-        cli.main(["fit", *_run_plan(config), *_tiny_overrides(tiny_phantom, root)])
+        cli.main(["fit", *_run_plan(config), *_tiny_overrides(tiny_phantom, root),
+                  *_inputs(config, tiny_artifacts)])
     finally:
         wandb.finish()
     assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "artifact" / "artifact.json").is_file()
     saved = yaml.safe_load((root / "config.yaml").read_text())
     assert saved["trainer"]["max_steps"] == 1
     assert saved["data"]["init_args"]["image_size"] == [128, 128]
@@ -74,7 +96,18 @@ def test_print_config_works(config, capsys):
         cli.main(["fit", *_run_plan(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    modality = printed["model"]["init_args"]["modality"]
-    assert printed["data"]["init_args"]["modalities"] == [modality]
-    assert printed["model"]["init_args"]["focal_alpha"] == 0.9
-    assert printed["model"]["init_args"]["focal_gamma"] == 2.5
+    model, init = printed["model"]["class_path"], printed["model"]["init_args"]
+    modalities = printed["data"]["init_args"]["modalities"]
+    if model.endswith("TeacherDetector"):
+        assert modalities == [init["modality"]]
+    elif model.endswith("DistillStudent"):  # reads the SM and the paired FFDM
+        assert modalities == ["sm", "ffdm"] and init["ffdm_teacher"].endswith("artifact")
+        assert printed["checkpoint"]["monitor"] == "val_cosine"
+    else:  # FusedDetector: the fused model reads the SM alone, BASE_UB both
+        assert model.endswith("FusedDetector")
+        upper_bound = "ffdm" in Path(init["partner"]).parent.name
+        assert modalities == (["sm", "ffdm"] if upper_bound else ["sm"])
+        assert init["sm_teacher"].endswith("artifact")
+    if not model.endswith("DistillStudent"):
+        assert init["focal_alpha"] == 0.9
+        assert init["focal_gamma"] == 2.5
