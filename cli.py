@@ -21,6 +21,7 @@ TOOLS = {
     "evaluate": "metrics.evaluate",
     "report": "analysis.report",
     "export": "lightning_modules.weights",
+    "pipeline": "pipeline.runner",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_LOGGER = {
@@ -35,9 +36,19 @@ def lightning_cli_class():
     end of ``fit`` (``<run>/artifact``), the predictions CSVs (``<run>/predictions``) and the
     offline W&B logs, unless the config says otherwise."""
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-    from callbacks import PredictionWriter, StageHandoff
+    from callbacks import MetricsHistory, PredictionWriter, StageHandoff
+
+    class RunFolderConfig(SaveConfigCallback):
+        """``config.yaml`` in the run folder whatever the logger (Lightning's default puts it
+        in the logger's version folder), so every tool finds a run's config in one place."""
+
+        def save_config(self, trainer, pl_module, stage) -> None:  # called on rank 0 only
+            os.makedirs(trainer.default_root_dir, exist_ok=True)
+            self.parser.save(self.config, os.path.join(trainer.default_root_dir,
+                                                       self.config_filename),
+                             skip_none=False, overwrite=True, multifile=self.multifile)
 
     class MammoCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -46,9 +57,12 @@ def lightning_cli_class():
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             # At the end of fit the best checkpoint becomes <run>/artifact for the next stage.
             parser.add_lightning_class_args(StageHandoff, "handoff")
+            parser.add_lightning_class_args(MetricsHistory, "history")
             parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
             # The model is built for the images the data module makes.
             parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+            parser.link_arguments("data.init_args.hit_min_distance",
+                                  "model.init_args.hit_min_distance")
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
@@ -62,16 +76,21 @@ def lightning_cli_class():
                 init_args.save_dir = root
                 os.makedirs(root, exist_ok=True)
 
+    MammoCLI.save_config_class = RunFolderConfig
     return MammoCLI
 
 
-def run_lightning(args: list[str]) -> None:
-    lightning_cli_class()(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+CLI_KWARGS = {
+    "subclass_mode_model": True,
+    "subclass_mode_data": True,
+    "save_config_kwargs": {"overwrite": True, "save_to_log_dir": False},
+}
+
+
+def run_lightning(args: list[str]):
+    """Run a LightningCLI subcommand; returns the CLI object (its trainer, model, data)."""
+    cli_class = lightning_cli_class()
+    return cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,27 +1,38 @@
-"""Compare detectors from their run folders: the paper's Table 2 and where each one wins.
+"""Compare detectors from their run folders: the paper's Table 2, the paired differences, and
+the per-case analyses of Sections 3 and 6, with FROC curves and Figure S4-style galleries.
 
-    python cli.py report --run Model_SM=runs/demo/sm --run Model_FFDM=runs/demo/ffdm \\
-        --out runs/demo
+    python cli.py report --run Model_SM=runs/demo/stage1_sm \\
+        --run Model_FFDM=runs/demo/stage1_ffdm \\
+        --run BASE_UB=runs/demo/upper_bound --run Fused=runs/demo/stage3 --out runs/demo
 
-Each run folder holds the ``config.yaml`` LightningCLI saved and the ``predictions/`` that
-``cli.py validate`` and ``cli.py test`` wrote (``PredictionWriter``). For each model the
-report gives FAUC-1 on validation and test, on all images and on positive ones, with 95%
-bootstrap CIs (Table 2's four columns); then, at the threshold giving 1 false positive per
-image on validation, the sensitivity on test per lesion kind and per breast density (the
-paper's Section 3 analysis). It writes ``report.md``, ``report.json``, ``froc.png`` and
-``gallery.png`` (lesions one model finds and the other misses) and prints the tables.
+Each run folder holds the ``predictions/`` that ``cli.py validate`` and ``cli.py test`` wrote
+(``PredictionWriter``) with their ``{split}_info.json`` (whose boxes they are, the hit rule),
+and the ``config.yaml`` of the data. Rows named ``Model_SM``, ``Model_FFDM``, ``BASE_UB`` and
+``Fused`` take the paper's roles (paired differences Fused - Model_SM and Fused - Model_FFDM;
+Section 6 needs the first two and Fused, Section 3 the first two); other names are compared
+pairwise. Writes ``report.md``, ``report.json``, ``froc.png`` and ``gallery_*.png`` into
+``--out`` and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from analysis.cases import (
+    BUCKETS,
+    bucket_breakdown,
+    outcomes,
+    section3_buckets,
+    section6_cases,
+    section6_counts,
+)
 from datamodules.manifest import load_tables
 from metrics.evaluate import BOX_COLUMNS, EvaluationTables, read_evaluation_tables
 from metrics.froc import (
@@ -36,6 +47,8 @@ from metrics.froc import (
 
 SPLITS = ("val", "test")
 DENSE = ("C", "D")
+PAPER_COMPARISONS = (("Fused", "Model_SM"), ("Fused", "Model_FFDM"), ("BASE_UB", "Model_SM"),
+                     ("BASE_UB", "Model_FFDM"), ("BASE_UB", "Fused"))
 
 
 @dataclass
@@ -45,47 +58,55 @@ class ModelRun:
     name: str
     folder: Path
     modality: str
+    hit_min_distance: float
     tables: dict[str, EvaluationTables]
     matched: dict[str, MatchedDetections]
     lesions: dict[str, pd.DataFrame]  # ground truth rows joined to the lesion table's columns
 
 
-def read_run(name: str, folder: str | Path, manifest: pd.DataFrame, lesions: pd.DataFrame,
-             min_distance: float) -> ModelRun:
-    """Match a run's ``{val,test}`` prediction CSVs; ground-truth rows get their lesion's
-    attributes (``lesion_type``, ...) and their pair's (``density``, ...)."""
-    folder = Path(folder)
-    modality = _run_config(folder)["model"]["init_args"].get("modality", "sm")
-    _check_same_weights(name, folder)
-    tables, matched, joined = {}, {}, {}
-    for split in SPLITS:
-        prefix = folder / "predictions" / split
-        if not Path(f"{prefix}_predictions.csv").is_file():
-            raise FileNotFoundError(
-                f"{prefix}_predictions.csv not found: run `python cli.py "
-                f"{'validate' if split == 'val' else 'test'} ...` for {name} first"
-            )
-        tables[split] = read_evaluation_tables(
-            f"{prefix}_predictions.csv", f"{prefix}_ground_truth.csv", f"{prefix}_images.csv"
-        )
-        matched[split] = tables[split].match(min_distance=min_distance)
-        joined[split] = _join_lesions(tables[split].ground_truth, lesions, manifest, modality)
-    return ModelRun(name, folder, modality, tables, matched, joined)
-
-
-def _check_same_weights(name: str, folder: Path) -> None:
-    """The validation threshold is applied to test: both must come from the same weights."""
-    steps = {}
+def run_info(name: str, folder: Path) -> dict:
+    """What the run's prediction files say of themselves (``{split}_info.json``); the
+    validation threshold is applied to test, so both must come from the same weights."""
+    infos = {}
     for split in SPLITS:
         path = folder / "predictions" / f"{split}_info.json"
-        if path.is_file():
-            steps[split] = json.loads(path.read_text()).get("trained_steps")
-    if len(steps) == 2 and steps["val"] != steps["test"]:
+        if not path.is_file():
+            command = "validate" if split == "val" else "test"
+            raise FileNotFoundError(f"{path} not found: run `python cli.py {command} ...` for "
+                                    f"{name} first")
+        infos[split] = json.loads(path.read_text())
+    steps = {split: info.get("trained_steps") for split, info in infos.items()}
+    if steps["val"] != steps["test"]:
         raise ValueError(
             f"{name}: validation predictions come from weights trained {steps['val']} steps, "
             f"test predictions from weights trained {steps['test']} steps; run `python cli.py "
             f"validate` with the checkpoint you tested (files in {folder / 'predictions'})"
         )
+    for key in ("modality", "hit_min_distance"):
+        values = {info.get(key) for info in infos.values()}
+        if len(values) > 1:
+            raise ValueError(f"{name}: the validation and test predictions differ in {key}: "
+                             f"{sorted(map(str, values))}")
+    return infos["test"]
+
+
+def read_run(name: str, folder: str | Path, manifest: pd.DataFrame,
+             lesions: pd.DataFrame) -> ModelRun:
+    """Match a run's ``{val,test}`` prediction CSVs with its own hit rule; ground-truth rows
+    get their lesion's attributes (``lesion_type``, ...) and their pair's (``density``, ...)."""
+    folder = Path(folder)
+    info = run_info(name, folder)
+    modality = info.get("modality") or "sm"
+    distance = float(info.get("hit_min_distance", 100.0))
+    tables, matched, joined = {}, {}, {}
+    for split in SPLITS:
+        prefix = folder / "predictions" / split
+        tables[split] = read_evaluation_tables(
+            f"{prefix}_predictions.csv", f"{prefix}_ground_truth.csv", f"{prefix}_images.csv"
+        ).sorted_by_image()
+        matched[split] = tables[split].match(min_distance=distance)
+        joined[split] = _join_lesions(tables[split].ground_truth, lesions, manifest, modality)
+    return ModelRun(name, folder, modality, distance, tables, matched, joined)
 
 
 def _run_config(folder: Path) -> dict:
@@ -102,13 +123,15 @@ def _join_lesions(ground_truth: pd.DataFrame, lesions: pd.DataFrame, manifest: p
     keys = ["image_id", *BOX_COLUMNS]
     boxes = list(BOX_COLUMNS)
     own = own.astype(dict.fromkeys(boxes, float)).drop_duplicates(keys)
-    left = ground_truth.astype(dict.fromkeys(boxes, float))
+    left = ground_truth.drop(columns=["image_index"], errors="ignore").astype(
+        dict.fromkeys(boxes, float))
     joined = left.merge(own.drop(columns=["modality"]), on=keys, how="left", validate="m:1")
     pairs = manifest.rename(columns={"pair_id": "image_id"})
     extra = [c for c in pairs.columns if c not in joined.columns or c == "image_id"]
     return joined.merge(pairs[extra], on="image_id", how="left", validate="m:1")
 
 
+# -- Table 2 and the paired differences ------------------------------------------------------
 def fauc_table(runs: list[ModelRun], max_fp: float, n_boot: int, seed: int) -> pd.DataFrame:
     """Table 2: FAUC-x with 95% CIs, on validation and test, all and positive images."""
     rows = []
@@ -123,6 +146,30 @@ def fauc_table(runs: list[ModelRun], max_fp: float, n_boot: int, seed: int) -> p
                 row[f"{column} CI"] = (interval.low, interval.high)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The paper's differences among the rows present, else every pair in the given order."""
+    pairs = [(a, b) for a, b in PAPER_COMPARISONS if a in names and b in names]
+    if pairs:
+        return pairs
+    return [(a, b) for index, a in enumerate(names) for b in names[index + 1:]]
+
+
+def paired_differences(runs: list[ModelRun], pairs: list[tuple[str, str]], max_fp: float,
+                       n_boot: int, seed: int) -> list[dict]:
+    """FAUC on test of a minus b, on the same bootstrap resamples of the test images."""
+    by_name = {run.name: run for run in runs}
+    results = []
+    for a, b in pairs:
+        first, second = by_name[a], by_name[b]
+        paired = paired_bootstrap_fauc(
+            first.matched["test"], second.matched["test"], max_fp, n_boot=n_boot, seed=seed,
+            same_lesions=first.modality == second.modality)
+        results.append({"models": f"{a} - {b}", "difference": paired.difference,
+                        "ci95": [paired.low, paired.high], "p_value": paired.p_value,
+                        "ci_excludes_zero": bool(paired.low > 0 or paired.high < 0)})
+    return results
 
 
 def sensitivity_table(runs: list[ModelRun], target_fp: float) -> pd.DataFrame:
@@ -158,30 +205,23 @@ def _rate(lesions: pd.DataFrame) -> tuple[int, int]:
     return int(lesions["found"].sum()), int(len(lesions))
 
 
-def found_flags(runs: list[ModelRun], target_fp: float) -> pd.DataFrame:
-    """Per test lesion: found by each model at its validation threshold. Lesions are matched
-    across modalities by ``lesion_id`` where the lesion table has it, else by pair."""
-    frames = []
-    for run in runs:
-        threshold = threshold_at_fp(run.matched["val"], target_fp)
-        lesions = run.lesions["test"].assign(found=lesions_found(run.matched["test"], threshold))
-        key = "lesion_id" if "lesion_id" in lesions.columns else "image_id"
-        frames.append(lesions.groupby(key)["found"].any().rename(run.name))
-    return pd.concat(frames, axis=1)
-
-
+# -- formatting -------------------------------------------------------------------------------
 def _format_rate(value) -> str:
     found, total = value
     return f"{found / total:.3f} ({found}/{total})" if total else "-"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     lines = [header, rule]
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(value) for value in row) + " |")
     return "\n".join(lines)
+
+
+def _interval(value: float, interval) -> str:
+    return f"{value:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
 def format_fauc_table(table: pd.DataFrame, max_fp: float) -> pd.DataFrame:
@@ -190,8 +230,8 @@ def format_fauc_table(table: pd.DataFrame, max_fp: float) -> pd.DataFrame:
     for split in SPLITS:
         name = f"FAUC-{max_fp:g} {split.upper()}"
         formatted[f"{name}+ / {name}"] = [
-            f"{row[name + '+']:.3f} ({row[name + '+ CI'][0]:.3f}-{row[name + '+ CI'][1]:.3f})"
-            f" / {row[name]:.3f} ({row[name + ' CI'][0]:.3f}-{row[name + ' CI'][1]:.3f})"
+            f"{_interval(row[name + '+'], row[name + '+ CI'])} / "
+            f"{_interval(row[name], row[name + ' CI'])}"
             for _, row in table.iterrows()
         ]
     return pd.DataFrame(formatted)
@@ -211,79 +251,155 @@ def format_sensitivity_table(table: pd.DataFrame) -> pd.DataFrame:
     return formatted
 
 
+def _format_differences(differences: list[dict], max_fp: float) -> str:
+    return "\n".join(
+        f"- FAUC-{max_fp:g} test difference {d['models']}: {d['difference']:+.3f} "
+        f"(95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, paired bootstrap p = "
+        f"{d['p_value']:.3g}; the CI {'excludes' if d['ci_excludes_zero'] else 'includes'} 0)"
+        for d in differences)
+
+
+# -- students ----------------------------------------------------------------------------------
+def student_summary(folder: Path) -> dict | None:
+    """A Stage II run's ``val_cosine`` (and per level) at its first and last validation."""
+    path = Path(folder) / "history.csv"
+    if not path.is_file():
+        return None
+    history = pd.read_csv(path).dropna(subset=["val_cosine"])
+    if history.empty:
+        return None
+    columns = ["val_cosine", *sorted(c for c in history.columns
+                                     if re.fullmatch(r"val_cosine_p\d+", c))]
+    first, last = history.iloc[0], history.iloc[-1]
+    return {"first": {"step": int(first["step"]), **{c: float(first[c]) for c in columns}},
+            "last": {"step": int(last["step"]), **{c: float(last[c]) for c in columns}},
+            "validations": int(len(history))}
+
+
+def _format_student(name: str, summary: dict) -> str:
+    columns = [c for c in summary["first"] if c != "step"]
+    rows = pd.DataFrame([
+        {"validation": f"first (step {summary['first']['step']})",
+         **{c: f"{summary['first'][c]:.4f}" for c in columns}},
+        {"validation": f"last (step {summary['last']['step']})",
+         **{c: f"{summary['last'][c]:.4f}" for c in columns}},
+    ])
+    return f"### {name}: mean cosine similarity of z'_SM and h_FFDM (Eq. 2) on validation\n\n" \
+           + _markdown(rows)
+
+
+# -- the report --------------------------------------------------------------------------------
 def build_report(runs: dict[str, str | Path], out: str | Path, max_fp: float = 1.0,
                  target_fp: float = 1.0, n_boot: int = 2000, seed: int = 0,
-                 gallery_cases: int = 4) -> dict:
-    """Write ``report.md``, ``report.json``, ``froc.png`` and ``gallery.png`` into ``out``
-    and return the report's numbers."""
-    from analysis.gallery import plot_gallery
+                 gallery_cases: int = 4, student_runs: dict[str, str | Path] | None = None,
+                 comparisons: list[tuple[str, str]] | None = None) -> dict:
+    """Write ``report.md``, ``report.json``, ``froc.png`` and the galleries into ``out`` and
+    return the report's numbers."""
+    from analysis.gallery import plot_cases
     from metrics.plot import plot_froc
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    first = _run_config(Path(next(iter(runs.values()))))
-    data = first["data"]["init_args"]
-    min_distance = float(data.get("hit_min_distance", 100.0))
+    data = _run_config(Path(next(iter(runs.values()))))["data"]["init_args"]
     manifest, lesions, _ = load_tables(data["manifest"], data.get("lesions"),
                                        seed=data.get("seed", 0),
                                        fractions=tuple(data.get("split_fractions", (.6, .1, .3))))
-    models = [read_run(name, folder, manifest, lesions, min_distance)
-              for name, folder in runs.items()]
+    models = [read_run(name, folder, manifest, lesions) for name, folder in runs.items()]
+    distances = {model.hit_min_distance for model in models}
+    if len(distances) > 1:
+        raise ValueError("the runs were scored with different hit rules (hit_min_distance "
+                         + ", ".join(f"{m.name} {m.hit_min_distance:g}" for m in models) + ")")
+    min_distance = distances.pop()
+    by_name = {model.name: model for model in models}
 
     table = fauc_table(models, max_fp, n_boot, seed)
+    pairs = comparisons or comparison_pairs(list(by_name))
+    differences = paired_differences(models, pairs, max_fp, n_boot, seed)
     sensitivities = sensitivity_table(models, target_fp)
-    flags = found_flags(models, target_fp)
-    comparisons = []
-    for index, first_model in enumerate(models):
-        for second in models[index + 1:]:
-            paired = paired_bootstrap_fauc(first_model.matched["test"], second.matched["test"],
-                                           max_fp, n_boot=n_boot, seed=seed)
-            comparisons.append({"models": f"{first_model.name} - {second.name}",
-                                "difference": paired.difference, "ci95": [paired.low, paired.high],
-                                "p_value": paired.p_value})
+    outcome = {model.name: outcomes(model.matched["val"], model.matched["test"],
+                                    model.lesions["test"], target_fp) for model in models}
+    intervals = {row["model"]: row[f"FAUC-{max_fp:g} TEST CI"] for _, row in table.iterrows()}
     plot_froc({model.name: model.matched["test"] for model in models}, out / "froc.png",
-              max_fp=max_fp, n_boot=min(n_boot, 1000), seed=seed,
+              max_fp=max_fp, n_boot=min(n_boot, 1000), seed=seed, intervals=intervals,
               title=f"FROC on test (bands: 95% bootstrap), hit floor {min_distance:g} px")
-    plot_gallery(models, flags, out / "gallery.png", target_fp=target_fp,
-                 cases_per_side=gallery_cases)
+
+    sections: list[str] = []
+    numbers: dict = {}
+    galleries: list[str] = []
+    test_manifest = manifest[manifest["split"] == "test"]
+
+    def gallery(title: str, images: list[str], names: list[str]) -> None:
+        slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60]
+        path = out / f"gallery_{slug}.png"
+        panels = [(by_name[name], outcome[name].threshold) for name in names]
+        plot_cases(title, images, panels, test_manifest, path, max_cases=gallery_cases,
+                   seed=seed)
+        galleries.append(path.name)
+
+    if {"Model_SM", "Model_FFDM"} <= set(by_name):
+        sm, ffdm = outcome["Model_SM"], outcome["Model_FFDM"]
+        buckets = section3_buckets(sm, ffdm)
+        rows = []
+        numbers["section3"] = {}
+        for bucket in BUCKETS:
+            breakdown = bucket_breakdown(bucket, buckets[bucket], sm, ffdm, test_manifest)
+            numbers["section3"][bucket] = {"images": len(buckets[bucket]), **breakdown}
+            rows.append({"bucket": bucket, "test images": len(buckets[bucket]),
+                         **{f"{kind}": ", ".join(f"{k} {v}" for k, v in counts.items())
+                            for kind, counts in breakdown.items()}})
+            gallery(f"Section 3: {bucket}", buckets[bucket], ["Model_SM", "Model_FFDM"])
+        sections += [
+            f"## Section 3: where Model_SM and Model_FFDM differ (test, {target_fp:g} FP/image "
+            "validation thresholds)",
+            "Missed in FFDM (SM): a lesion Model_SM (Model_FFDM) finds and the other misses; "
+            "false detections in FFDM (SM): images where that model alone has false positives "
+            "above its threshold. Lesion kinds count the lesions missed; densities the images.",
+            _markdown(pd.DataFrame(rows).fillna("-"))]
+    if {"Model_SM", "Model_FFDM", "Fused"} <= set(by_name):
+        counts = section6_counts(outcome["Model_SM"], outcome["Model_FFDM"], outcome["Fused"])
+        numbers["section6"] = counts
+        cases = section6_cases(outcome["Model_SM"], outcome["Model_FFDM"], outcome["Fused"])
+        for title, images in cases.items():
+            gallery(f"Section 6: {title}", images, ["Model_SM", "Model_FFDM", "Fused"])
+        sections += [
+            "## Section 6: does the fused model miss fewer lesions? (test images with lesions)",
+            _markdown(pd.DataFrame({"images": list(counts), "count": list(counts.values())}))]
+    students = {name: student_summary(folder) for name, folder in (student_runs or {}).items()}
+    students = {name: summary for name, summary in students.items() if summary}
+    if students:
+        numbers["students"] = students
+        sections += ["## Stage II"] + [_format_student(n, s) for n, s in students.items()]
 
     fauc_text = _markdown(format_fauc_table(table, max_fp))
+    difference_text = _format_differences(differences, max_fp)
     sensitivity_text = _markdown(format_sensitivity_table(sensitivities))
-    names = [model.name for model in models]
-    overlap = ""
-    if len(names) == 2:
-        a, b = names
-        overlap = (f"Test lesions found by both: {int((flags[a] & flags[b]).sum())}; "
-                   f"only by {a}: {int((flags[a] & ~flags[b]).sum())}; "
-                   f"only by {b}: {int((~flags[a] & flags[b]).sum())}; "
-                   f"by neither: {int((~flags[a] & ~flags[b]).sum())} (of {len(flags)}).")
-    comparison_text = "\n".join(
-        f"- FAUC-{max_fp:g} test difference {c['models']}: {c['difference']:+.3f} "
-        f"(95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f}, paired bootstrap p = "
-        f"{c['p_value']:.3g})" for c in comparisons)
     text = "\n\n".join(filter(None, [
         "# Detection report",
         f"Data: `{data['manifest']}`; hit: detection centre within max(half the lesion's "
         f"diagonal, {min_distance:g} px) of the lesion's centre, in original pixels. "
-        f"CIs: 95% percentile bootstrap over images, {n_boot} replicates, seed {seed}.",
-        f"## FAUC-{max_fp:g} (Table 2's columns; + = images with at least one lesion)",
-        fauc_text, comparison_text,
+        f"CIs: 95% percentile bootstrap over images, {n_boot} replicates, seed {seed}; paired "
+        "differences on the same resamples.",
+        f"## FAUC-{max_fp:g} (Table 2's layout; + = images with at least one lesion)",
+        fauc_text, difference_text,
         f"## Sensitivity on test at {target_fp:g} false positive(s) per image on validation",
         "Each model's threshold is the lowest score keeping its validation FP rate at or "
         f"below {target_fp:g}/image; cells are sensitivity (found/lesions).",
-        sensitivity_text, overlap,
-        "![FROC](froc.png)", "![Lesions one model finds and the other misses](gallery.png)",
+        sensitivity_text, *sections,
+        "## Figures", "![FROC](froc.png)", *(f"![{name}]({name})" for name in galleries),
     ]))
     (out / "report.md").write_text(text + "\n")
-    numbers = {
+    numbers.update({
         "fauc": json.loads(table.to_json(orient="records", double_precision=15)),
+        "differences": differences,
         "sensitivity": json.loads(sensitivities.to_json(orient="records", double_precision=15)),
-        "comparisons": comparisons, "hit_min_distance": min_distance, "n_boot": n_boot,
-    }
+        "thresholds": {name: o.threshold for name, o in outcome.items()},
+        "hit_min_distance": min_distance, "n_boot": n_boot, "seed": seed,
+        "figures": ["froc.png", *galleries],
+    })
     (out / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    print(f"\nFAUC-{max_fp:g}\n{fauc_text}\n\n{comparison_text}\n\n"
+    print(f"\nFAUC-{max_fp:g} (Table 2)\n{fauc_text}\n\n{difference_text}\n\n"
           f"Sensitivity on test at {target_fp:g} FP/image (validation threshold)\n"
-          f"{sensitivity_text}\n\n{overlap}\n\nWritten: {out / 'report.md'}")
+          f"{sensitivity_text}\n\nWritten: {out / 'report.md'}")
     return numbers
 
 
@@ -298,13 +414,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cli.py report", description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=_named_run, action="append", required=True,
                         help="NAME=RUN_FOLDER, once per model (the run's default_root_dir)")
+    parser.add_argument("--student", type=_named_run, action="append", default=[],
+                        help="NAME=RUN_FOLDER of a Stage II run (its val_cosine history)")
     parser.add_argument("--out", required=True, help="folder for report.md and the figures")
     parser.add_argument("--max-fp", type=float, default=1.0)
     parser.add_argument("--target-fp", type=float, default=1.0)
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    build_report(dict(args.run), args.out, args.max_fp, args.target_fp, args.n_boot, args.seed)
+    build_report(dict(args.run), args.out, args.max_fp, args.target_fp, args.n_boot, args.seed,
+                 student_runs=dict(args.student))
     return 0
 
 

@@ -25,13 +25,8 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.batch import PAIR_ID, original_boxes_key
+from metrics.evaluate import PREDICTION_TABLES as TABLES
 
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
-TABLES = {
-    "predictions": ["image_id", *BOX_COLUMNS, "score", "label"],
-    "images": ["image_id"],
-    "ground_truth": ["image_id", *BOX_COLUMNS],
-}
 _OCCURRENCE = "_occurrence"  # rank and running index of an image's reading: the first is kept
 
 
@@ -139,9 +134,15 @@ class PredictionWriter(pl.Callback):
         trainer.strategy.barrier("prediction_writer")
         if trainer.is_global_zero:
             images = self._merge(trainer, split, trainer.world_size, has_lesions)
-            trained_steps = getattr(trainer.lightning_module, "trained_steps", None)
+            module = trainer.lightning_module
+            trained_steps = getattr(module, "trained_steps", None)
             info = {
                 "split": split,
+                "model": type(module).__name__,
+                # what the report needs to score these CSVs: whose boxes they are, the hit rule
+                "modality": module.modality,
+                "input_modalities": list(module.input_modalities),
+                "hit_min_distance": float(module.hit_min_distance),
                 "trained_steps": None if trained_steps is None else int(trained_steps),
                 "ckpt_path": getattr(trainer, "ckpt_path", None),
                 "during_fit": trainer.state.fn == "fit",

@@ -47,24 +47,24 @@ class DetectorModule(StageModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
+        hit_min_distance: float = DEFAULT_HIT_MIN_DISTANCE,
     ):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
                          warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        self.hit_min_distance = float(hit_min_distance)
         self.fauc_max_fp = fauc_max_fp
         self.fauc_n_boot = fauc_n_boot
         self.val_fauc: FAUC | None = None
         self.test_fauc: FAUC | None = None
 
     def setup(self, stage: str) -> None:
-        """Build the FAUC metrics once the data (and so the hit rule's floor) is known.
+        """Build the FAUC metrics; bootstrap CIs are skipped for the validation runs inside
+        ``fit``, where only the value is wanted.
 
-        The floor belongs to the data: the data module's ``hit_min_distance`` (100 px in the
-        paper; scaled for data written at another scale). Bootstrap CIs are skipped for the
-        validation runs inside ``fit``, where only the value is wanted.
+        The hit rule's floor (``hit_min_distance``, 100 px in the paper) belongs to the data,
+        whose pixel size it depends on: the CLI links it from the data config.
         """
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        distance = float(getattr(datamodule, "hit_min_distance", DEFAULT_HIT_MIN_DISTANCE))
-        self.hit_min_distance = distance
+        distance = self.hit_min_distance
         val_boot = 0 if stage == "fit" else self.fauc_n_boot
         self.val_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=val_boot)
         self.test_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=self.fauc_n_boot)

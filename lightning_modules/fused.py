@@ -49,6 +49,8 @@ class FusedDetector(DetectorModule):
         focal_alpha, focal_gamma: Eq. 1's alpha and gamma.
         learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and bootstrap replicates.
+        hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
+            linked from the data config's ``hit_min_distance`` by the CLI.
     """
 
     stage = 3
@@ -68,10 +70,12 @@ class FusedDetector(DetectorModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
+        hit_min_distance: float = 100.0,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
             lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
+            hit_min_distance=hit_min_distance,
         )
         self.save_hyperparameters()
         if partner_features not in PARTNER_FEATURES:

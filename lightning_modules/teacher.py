@@ -41,6 +41,8 @@ class TeacherDetector(DetectorModule):
         weight_decay, warmup_steps, lr_schedule: optimiser settings.
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and the bootstrap replicates of its CIs
             (on test and stand-alone validation).
+        hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
+            linked from the data config's ``hit_min_distance`` by the CLI.
     """
 
     stage = 1
@@ -61,10 +63,12 @@ class TeacherDetector(DetectorModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
+        hit_min_distance: float = 100.0,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
             lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
+            hit_min_distance=hit_min_distance,
         )
         self.save_hyperparameters()
         self.modality = check_modality(modality)

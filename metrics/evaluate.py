@@ -36,6 +36,13 @@ BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 PREDICTION_COLUMNS = ("image_id", *BOX_COLUMNS, "score")
 GROUND_TRUTH_COLUMNS = ("image_id", *BOX_COLUMNS)
 IMAGE_COLUMNS = ("image_id",)
+# The files a run writes per split (``callbacks.PredictionWriter``), which this module reads:
+# ``{split}_predictions.csv``, ``{split}_images.csv``, ``{split}_ground_truth.csv``.
+PREDICTION_TABLES = {
+    "predictions": (*PREDICTION_COLUMNS, "label"),
+    "images": IMAGE_COLUMNS,
+    "ground_truth": GROUND_TRUTH_COLUMNS,
+}
 _MAX_LISTED = 20  # problems of one kind listed per file before "... and N more"
 
 
@@ -56,6 +63,18 @@ class EvaluationTables:
     image_ids: np.ndarray
     predictions: pd.DataFrame
     ground_truth: pd.DataFrame
+
+    def sorted_by_image(self) -> EvaluationTables:
+        """The same tables with the images in sorted id order (runs on different numbers of
+        processes list them in different orders; comparisons need one)."""
+        order = np.argsort(self.image_ids.astype(str), kind="stable")
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        tables = []
+        for table in (self.predictions, self.ground_truth):
+            table = table.assign(image_index=position[table["image_index"].to_numpy()])
+            tables.append(table.sort_values("image_index", kind="stable").reset_index(drop=True))
+        return EvaluationTables(self.image_ids[order], *tables)
 
     def match(self, min_distance: float = 100.0, inclusive: bool = False) -> MatchedDetections:
         """Match the predictions to the lesions; lesion i is row i of ``ground_truth`` and

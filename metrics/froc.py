@@ -529,14 +529,18 @@ def paired_bootstrap_fauc(
     seed: int = 0,
     level: float = 0.95,
     chunk_size: int | None = None,
+    same_lesions: bool = True,
 ) -> PairedBootstrapResult:
     """FAUC-``max_fp`` of model a minus model b, both scored on the same images and resampled
     together. The p-value is two-sided: twice the smaller share of replicate differences on
-    either side of zero, counted as ``(k + 1) / (n_boot + 1)`` so it is never 0, capped at 1."""
+    either side of zero, counted as ``(k + 1) / (n_boot + 1)`` so it is never 0, capped at 1.
+
+    ``same_lesions=False`` compares models scored against different annotations of the same
+    images (an SM model and an FFDM model: each modality's own boxes); images are still
+    resampled together."""
     if matched_a.n_images != matched_b.n_images:
         raise ValueError("the two models were matched on different numbers of images")
-    same_lesions = np.array_equal(matched_a.lesion_image, matched_b.lesion_image)
-    if not same_lesions:
+    if same_lesions and not np.array_equal(matched_a.lesion_image, matched_b.lesion_image):
         raise ValueError("the two models were matched against different lesions")
     if matched_a.image_ids is not None and matched_b.image_ids is not None:
         if not np.array_equal(matched_a.image_ids, matched_b.image_ids):

@@ -31,12 +31,14 @@ def plot_froc(
     seed: int = 0,
     level: float = 0.95,
     title: str | None = None,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Write the FROC curves of ``curves`` (name -> matched records, or a bare curve) to the PNG
     ``path`` and return it. Matched records get a ``level`` bootstrap band (``n_boot``
     resamples; 0: none) and a CI on FAUC-``max_fp`` in the legend; curves are drawn to
     ``x_max`` false positives per image (default ``2 * max_fp``), held flat after their last
-    point, with the FAUC cut-off at ``max_fp`` marked."""
+    point, with the FAUC cut-off at ``max_fp`` marked. ``intervals`` gives the legend's CIs
+    (name -> (low, high)), e.g. a report's own, so figure and table agree to the digit."""
     if not curves:
         raise ValueError("plot_froc needs at least one curve")
     x_max = 2 * max_fp if x_max is None else float(x_max)
@@ -54,6 +56,9 @@ def plot_froc(
         if isinstance(records, MatchedDetections) and n_boot > 0:
             low, high = froc_band(records, grid, n_boot=n_boot, seed=seed, level=level)
             axes.fill_between(grid, low, high, color=colour, alpha=0.18, linewidth=0)
+        if intervals is not None and name in intervals:
+            label += f" ({intervals[name][0]:.3f}-{intervals[name][1]:.3f})"
+        elif isinstance(records, MatchedDetections) and n_boot > 0:
             interval = bootstrap_fauc(records, max_fp, n_boot=n_boot, seed=seed, level=level)
             label += f" ({interval.low:.3f}-{interval.high:.3f})"
         axes.plot(x, y, color=colour, linewidth=1.8, label=label)

@@ -29,10 +29,7 @@ def _lightning(subcommand: str, modality: str, phantom: Path, root: Path, *extra
         *extra,
     ]
     try:
-        return cli.lightning_cli_class()(
-            subclass_mode_model=True, subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True}, args=args,
-        )
+        return cli.run_lightning(args)
     finally:
         wandb.finish()
 

@@ -1,0 +1,1 @@
+"""The whole experiment as one pipeline of stages (``cli.py pipeline``)."""

@@ -1,0 +1,322 @@
+"""The whole experiment as one pipeline: Stage I (SM, FFDM), Stage II, Stage III and BASE_UB,
+each a real ``cli.py fit`` then ``validate``/``test`` in its own run folder, wired by artifact
+path, then the report.
+
+    python cli.py pipeline --config configs/pipeline/phantom.yaml [--data FILE] [--run DIR] \\
+        [--from STAGE] [--only STAGE] [--no-report]
+
+A pipeline config names one data config and, per stage, its stage config, the earlier stages
+whose artifacts it reads (``inputs``: init argument -> stage) and any ``overrides`` (dotted
+config keys); ``overrides`` at the top apply to every stage, and ``report`` maps Table 2's
+row names to stages. The pipeline is a function of its inputs: a stage whose artifact exists
+for the same *stage hash* (its stage and data configs, the overrides, the manifest's and
+lesion table's contents, and its input artifacts' SHA-256) is skipped, so a retrained teacher
+retrains its students and nothing else; a stage killed mid-fit resumes from its
+``last.ckpt``; ``--from STAGE`` reruns that stage and every later one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_modules.weights import is_artifact, read_artifact, sha256_file
+
+STAGE_ORDER = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")
+STATE_FILE = "stage.json"
+CLI = str(Path(__file__).resolve().parents[1] / "cli.py")
+
+
+@dataclass
+class Stage:
+    """One stage of a pipeline config."""
+
+    name: str
+    config: Path
+    inputs: dict[str, str] = field(default_factory=dict)  # init argument -> earlier stage
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    """A parsed pipeline config."""
+
+    path: Path
+    data: Path
+    run: Path
+    stages: dict[str, Stage]
+    overrides: dict[str, Any]
+    report: dict[str, str]
+
+    def order(self) -> list[str]:
+        """Stages in dependency order (inputs first), config order among equals."""
+        done: list[str] = []
+        pending = list(self.stages)
+        while pending:
+            ready = [name for name in pending
+                     if all(source in done for source in self.stages[name].inputs.values())]
+            if not ready:
+                raise ValueError(f"{self.path}: the inputs of {pending} form a cycle")
+            done.append(ready[0])
+            pending.remove(ready[0])
+        return done
+
+
+def _resolve(path: str | os.PathLike, base: Path) -> Path:
+    """A path as given if it exists from the working folder, else relative to ``base``."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = base / path
+    return candidate if candidate.exists() else path
+
+
+def load_pipeline(path: str | os.PathLike, data: str | None = None,
+                  run: str | None = None) -> Pipeline:
+    """Parse and check a pipeline config; ``data``/``run`` replace its data config and run
+    folder. Errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pipeline config not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = path.parent
+    problems = []
+    for key in ("data", "stages"):
+        if key not in raw:
+            problems.append(f"missing key {key!r}")
+    unknown = sorted(set(raw) - {"data", "run", "stages", "overrides", "report"})
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    stages = {}
+    for name, entry in (raw["stages"] or {}).items():
+        if not isinstance(entry, Mapping) or "config" not in entry:
+            problems.append(f"stages.{name}: needs a 'config' (a stage YAML)")
+            continue
+        extra = sorted(set(entry) - {"config", "inputs", "overrides"})
+        if extra:
+            problems.append(f"stages.{name}: unknown keys {extra}")
+        config = _resolve(entry["config"], base)
+        if not config.is_file():
+            problems.append(f"stages.{name}.config: {config} not found")
+        stages[name] = Stage(name, config, dict(entry.get("inputs") or {}),
+                             dict(entry.get("overrides") or {}))
+    for stage in stages.values():
+        for argument, source in stage.inputs.items():
+            if source not in stages:
+                problems.append(f"stages.{stage.name}.inputs.{argument}: no stage {source!r}")
+    report = dict(raw.get("report") or {})
+    for row, source in report.items():
+        if source not in stages:
+            problems.append(f"report.{row}: no stage {source!r}")
+    data_path = Path(data) if data else _resolve(raw["data"], base)
+    if not data_path.is_file():
+        problems.append(f"data: {data_path} not found")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    run_folder = Path(run or raw.get("run") or "runs/pipeline")
+    return Pipeline(path, data_path, run_folder, stages, dict(raw.get("overrides") or {}),
+                    report)
+
+
+# -- hashing ------------------------------------------------------------------------------------
+def _data_fingerprint(data_config: Path) -> dict[str, Any]:
+    """The data config and the SHA-256 of the tables it names (not of every image)."""
+    config = yaml.safe_load(data_config.read_text()) or {}
+    init = ((config.get("data") or {}).get("init_args")) or {}
+    tables = {}
+    manifest = init.get("manifest")
+    if manifest:
+        manifest_path = Path(manifest)
+        if manifest_path.is_dir():
+            manifest_path = manifest_path / "manifest.csv"
+        lesions = Path(init["lesions"]) if init.get("lesions") else (
+            manifest_path.parent / "lesions.csv")
+        for name, table in (("manifest", manifest_path), ("lesions", lesions)):
+            tables[name] = sha256_file(table) if table.is_file() else None
+    return {"config": config, "tables": tables}
+
+
+def stage_hash(pipeline: Pipeline, stage: Stage) -> str:
+    """What the stage's weights are a function of (see the module docstring)."""
+    inputs = {}
+    for argument, source in sorted(stage.inputs.items()):
+        artifact = pipeline.run / source / "artifact"
+        inputs[argument] = read_artifact(artifact, argument).meta["weights_sha256"]
+    payload = {
+        "stage": yaml.safe_load(stage.config.read_text()),
+        "data": _data_fingerprint(pipeline.data),
+        "overrides": {**pipeline.overrides, **stage.overrides},
+        "inputs": inputs,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- running ------------------------------------------------------------------------------------
+def _override_args(overrides: Mapping[str, Any]) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        args.append(f"--{key}={text}")
+    return args
+
+
+def _lightning(command: str, pipeline: Pipeline, stage: Stage, folder: Path,
+               *extra: str) -> None:
+    args = [sys.executable, CLI, command, "--config", str(pipeline.data),
+            "--config", str(stage.config), "--trainer.default_root_dir", str(folder)]
+    for argument, source in stage.inputs.items():
+        args.append(f"--model.init_args.{argument}={pipeline.run / source / 'artifact'}")
+    args += _override_args({**pipeline.overrides, **stage.overrides})
+    args += list(extra)
+    finished = subprocess.run(args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if finished.returncode != 0:
+        raise RuntimeError(f"stage {stage.name}: `cli.py {command}` failed with exit code "
+                           f"{finished.returncode} (command: {' '.join(args)})")
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{STATE_FILE}.tmp"
+    temporary.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, folder / STATE_FILE)
+
+
+def is_current(folder: Path, digest: str) -> bool:
+    """True when the stage folder holds a finished stage for this hash."""
+    state = _state(folder)
+    artifact = folder / "artifact"
+    if state.get("hash") != digest or state.get("status") != "done" or not is_artifact(artifact):
+        return False
+    try:
+        meta = read_artifact(artifact).meta
+    except (OSError, ValueError):
+        return False
+    return meta.get("config_hash") == digest and meta.get("weights_sha256") == state.get(
+        "weights_sha256")
+
+
+def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[str, Any]:
+    """Fit (or resume) one stage, then write its validation and test predictions."""
+    folder = pipeline.run / stage.name
+    state = _state(folder)
+    resume = folder / "checkpoints" / "last.ckpt"
+    extra = [f"--handoff.config_hash={digest}"]
+    if state.get("hash") == digest and state.get("status") == "fitting" and resume.is_file():
+        log(f"[pipeline] {stage.name}: resuming the interrupted fit from {resume}")
+        extra.append(f"--ckpt_path={resume}")
+    elif folder.exists():
+        shutil.rmtree(folder)  # another config's (or a finished stale) run: start clean
+    started = time.time()
+    _write_state(folder, {"hash": digest, "status": "fitting", "started": started})
+    _lightning("fit", pipeline, stage, folder, *extra)
+    fitted = time.time()
+    artifact = read_artifact(folder / "artifact")
+    checkpoint = artifact.meta["checkpoint"]
+    detector = artifact.meta["module_class"] != "DistillStudent"
+    evaluations = ("validate", "test") if detector else ("validate",)
+    for command in evaluations:
+        _lightning(command, pipeline, stage, folder, f"--ckpt_path={checkpoint}")
+    finished = time.time()
+    state = {"hash": digest, "status": "done", "weights_sha256": artifact.meta["weights_sha256"],
+             "checkpoint": checkpoint, "fit_seconds": round(fitted - started, 1),
+             "evaluate_seconds": round(finished - fitted, 1),
+             "seconds": round(finished - started, 1)}
+    _write_state(folder, state)
+    return state
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | None = None,
+                 report: bool = True, log=print) -> dict[str, Any]:
+    """Run (or skip) every stage in order, then the report. Returns per-stage states."""
+    order = pipeline.order()
+    for name, flag in ((start_from, "--from"), (only, "--only")):
+        if name is not None and name not in pipeline.stages:
+            raise ValueError(f"{flag} {name!r}: the pipeline's stages are {order}")
+    selected = [only] if only else order
+    forced = set(order[order.index(start_from):]) if start_from else set()
+    history_path = pipeline.run / "durations.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    began, states = time.time(), {}
+    for index, name in enumerate(selected):
+        stage = pipeline.stages[name]
+        folder = pipeline.run / name
+        missing = [source for source in stage.inputs.values()
+                   if not is_artifact(pipeline.run / source / "artifact")]
+        if missing:
+            raise RuntimeError(f"stage {name} needs the artifacts of {missing}: run them first "
+                               f"(without --only)")
+        digest = stage_hash(pipeline, stage)
+        elapsed = time.time() - began
+        remaining = [history.get(other) for other in selected[index:]]
+        known = [value for value in remaining if value is not None]
+        eta = sum(known) if len(known) == len(remaining) else None
+        prefix = f"[pipeline] {index + 1}/{len(selected)} {name}"
+        if name not in forced and is_current(folder, digest):
+            log(f"{prefix}: up to date (hash {digest[:12]}), skipped | elapsed "
+                f"{_clock(elapsed)}")
+            states[name] = {**_state(folder), "skipped": True}
+            continue
+        if name in forced and (folder / STATE_FILE).is_file():
+            (folder / STATE_FILE).unlink()  # rerun from scratch
+        log(f"{prefix}: training ({stage.config}) | elapsed {_clock(elapsed)} | ETA "
+            f"{_clock(eta)}")
+        states[name] = run_stage(pipeline, stage, digest, log)
+        history[name] = states[name]["seconds"]
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.write_text(json.dumps(history, indent=2) + "\n")
+        log(f"{prefix}: done in {_clock(states[name]['seconds'])} (fit "
+            f"{_clock(states[name]['fit_seconds'])}) | elapsed {_clock(time.time() - began)}")
+    summary = {"stages": states, "seconds": round(time.time() - began, 1)}
+    (pipeline.run / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if report and pipeline.report and not only:
+        from analysis.report import build_report
+
+        rows = {row: pipeline.run / stage for row, stage in pipeline.report.items()}
+        extra = {"stage2": pipeline.run / "stage2"} if "stage2" in pipeline.stages else {}
+        build_report(rows, pipeline.run, student_runs=extra)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="cli.py pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="a pipeline YAML (configs/pipeline/)")
+    parser.add_argument("--data", help="a data config replacing the pipeline's")
+    parser.add_argument("--run", help="the run folder (default: the config's `run`)")
+    parser.add_argument("--from", dest="start_from", metavar="STAGE",
+                        help="rerun this stage and every later one")
+    parser.add_argument("--only", metavar="STAGE", help="run this stage alone")
+    parser.add_argument("--no-report", action="store_true", help="skip the report")
+    args = parser.parse_args(argv)
+    try:
+        pipeline = load_pipeline(args.config, args.data, args.run)
+        run_pipeline(pipeline, args.start_from, args.only, report=not args.no_report)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
