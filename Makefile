@@ -10,7 +10,7 @@ DEMO_SIZE ?= 320 256
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test test-slow lint demo demo-models clean
+.PHONY: venv test test-slow lint demo clean
 
 venv: $(STAMP)
 
@@ -33,17 +33,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# The main job on the built-in phantom: Stage I Model_SM and Model_FFDM, then the report.
+# The main job on the built-in phantom: the whole experiment (Stage I SM and FFDM, Stage II,
+# Stage III, BASE_UB and a control) as one pipeline, then the report; a rerun skips what is done.
 demo: $(STAMP) $(PHANTOM)/cache/.complete
-	$(MAKE) --no-print-directory demo-models
-	$(PY) cli.py report --run Model_SM=$(RUN)/sm --run Model_FFDM=$(RUN)/ffdm --out $(RUN)
-
-demo-models:
-	for modality in sm ffdm; do \
-	  args="--config configs/data/phantom.yaml --config configs/demo/stage1_$$modality.yaml --trainer.default_root_dir $(RUN)/$$modality"; \
-	  $(PY) cli.py fit $$args || exit 1; \
-	  $(PY) cli.py test $$args --ckpt_path $(RUN)/$$modality/checkpoints/last.ckpt || exit 1; \
-	done
+	$(PY) cli.py pipeline --config configs/pipeline/phantom.yaml --run $(RUN)
 
 $(PHANTOM)/manifest.csv: | $(STAMP)
 	$(PY) cli.py phantom --out $(PHANTOM) --pairs $(DEMO_PAIRS) --seed 0

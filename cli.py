@@ -23,7 +23,7 @@ TOOLS = {
     "export": "lightning_modules.weights",
     "pipeline": "pipeline.runner",
 }
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "assess")
 DEFAULT_LOGGER = {
     "class_path": "pytorch_lightning.loggers.WandbLogger",
     "init_args": {"project": "mammofuse", "offline": True},
@@ -66,6 +66,7 @@ def lightning_cli_class():
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
+            _artifact_as_pretrained(config)
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(root, "checkpoints")
@@ -78,6 +79,22 @@ def lightning_cli_class():
 
     MammoCLI.save_config_class = RunFolderConfig
     return MammoCLI
+
+
+def _artifact_as_pretrained(config) -> None:
+    """``--ckpt_path <artifact folder>``: a stage artifact is no Lightning checkpoint; the model
+    is built from it instead (its ``pretrained``), with fresh optimiser and loop state."""
+    from lightning_modules.weights import is_artifact
+
+    checkpoint = config.get("ckpt_path")
+    if not checkpoint or not is_artifact(checkpoint):
+        return
+    init_args = config.model.init_args
+    if "pretrained" not in init_args:
+        raise ValueError(f"--ckpt_path {checkpoint} is a stage artifact, and "
+                         f"{config.model.class_path} cannot be built from one (no `pretrained`)")
+    init_args.pretrained = str(checkpoint)
+    config.ckpt_path = None
 
 
 CLI_KWARGS = {
@@ -93,6 +110,44 @@ def run_lightning(args: list[str]):
     return cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args)
 
 
+def assess(args: list[str]):
+    """``cli.py assess ... --ckpt_path CKPT``: ``validate`` then ``test`` of one checkpoint in
+    one process (one start-up instead of two), writing both splits' predictions. A Stage II
+    student, which detects nothing, is validated only."""
+    args = list(args)
+    checkpoint = None
+    for index, arg in enumerate(args):
+        if arg.startswith("--ckpt_path="):
+            checkpoint = args.pop(index).split("=", 1)[1]
+            break
+        if arg == "--ckpt_path" and index + 1 < len(args):
+            checkpoint = args[index + 1]
+            del args[index:index + 2]
+            break
+    cli_class = lightning_cli_class()
+    cli = cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args,
+                    run=False)
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    if hasattr(cli.model, "detections"):
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    return cli
+
+
+def _data_file_first(argv: list[str]) -> list[str]:
+    """Move ``--data FILE`` (a data module's own YAML, e.g. configs/data/sm_folder.yaml) before
+    the ``--config`` files: a stage config's ``data.init_args`` (its modalities) then apply to
+    the data class that file names, as they do after a ``--config`` data config."""
+    for index, arg in enumerate(argv[1:], start=1):
+        value = None
+        if arg == "--data" and index + 1 < len(argv):
+            value, end = argv[index + 1], index + 2
+        elif arg.startswith("--data="):
+            value, end = arg.split("=", 1)[1], index + 1
+        if value is not None and value.endswith((".yaml", ".yml")) and os.path.isfile(value):
+            return [argv[0], *argv[index:end], *argv[1:index], *argv[end:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TOOLS:
@@ -101,7 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         commands = ", ".join((*LIGHTNING_COMMANDS, *TOOLS))
         print(f"unknown command {argv[0]!r}; commands: {commands}", file=sys.stderr)
         return 2
-    run_lightning(argv)
+    argv = _data_file_first(argv)
+    if argv and argv[0] == "predict" and "--overlays" in argv:
+        argv = [arg if arg != "--overlays" else "--predictions.overlays=true" for arg in argv]
+    if argv and argv[0] == "assess":
+        assess(argv[1:])
+    else:
+        run_lightning(argv)
     return 0
 
 

@@ -1,12 +1,15 @@
 """Write every detection of a validation, test or predict run as CSV, in original pixels.
 
-Files (in ``output_dir``, default ``<run folder>/predictions``), one set per split:
-``{split}_predictions.csv`` (``image_id,x1,y1,x2,y2,score,label``), ``{split}_images.csv``
-(every image read, with or without detections) and, where the batches carry lesions,
-``{split}_ground_truth.csv`` (``image_id,x1,y1,x2,y2``): exactly what ``cli.py evaluate``
-reads, so its FAUC equals the one logged during the run. ``{split}_info.json`` says which
-weights made them (the module's ``trained_steps``, the checkpoint), so a report can refuse
-to apply a threshold chosen on validation to test predictions of other weights.
+Files (in ``output_dir``, default ``<run folder>/predictions``), one set per split (``val``,
+``test``): ``{split}_predictions.csv`` (``image_id,x1,y1,x2,y2,score,label``),
+``{split}_images.csv`` (every image read, with or without detections) and, where the batches
+carry lesions, ``{split}_ground_truth.csv`` (``image_id,x1,y1,x2,y2``): exactly what
+``cli.py evaluate`` reads, so its FAUC equals the one logged during the run.
+``{split}_info.json`` says which weights made them (the module's ``trained_steps``, the
+checkpoint) and how to score them (the boxes' modality, the hit rule), so a report can refuse
+to apply a threshold chosen on validation to test predictions of other weights. ``predict``
+writes ``predictions.csv``, ``images.csv`` and ``info.json``, and with ``overlays`` one PNG
+per image (``overlays/<image id>.png``): the DICOM as stored, its detections drawn.
 
 Under DDP each rank appends to its own part files as batches come; at the end of the run
 rank 0 merges them and drops the images that DistributedSampler padding repeated.
@@ -36,12 +39,17 @@ class PredictionWriter(pl.Callback):
     Args:
         output_dir: where the CSVs go; default ``<trainer.default_root_dir>/predictions``.
         during_fit: also write the validation runs inside ``fit`` (overwritten each epoch).
+        overlays: ``predict`` also draws each image's detections into a PNG.
+        overlay_min_score: the lowest score drawn.
     """
 
-    def __init__(self, output_dir: str | None = None, during_fit: bool = False):
+    def __init__(self, output_dir: str | None = None, during_fit: bool = False,
+                 overlays: bool = False, overlay_min_score: float = 0.3):
         super().__init__()
         self.output_dir = output_dir
         self.during_fit = during_fit
+        self.overlays = overlays
+        self.overlay_min_score = overlay_min_score
         self._parts: dict[str, Any] = {}
         self._count = 0
 
@@ -89,6 +97,7 @@ class PredictionWriter(pl.Callback):
         return self.directory(trainer) / f"{split}_{table}.rank{rank}.part.csv"
 
     def _open(self, trainer: pl.Trainer, split: str) -> None:
+        self._trainer = trainer
         self.directory(trainer).mkdir(parents=True, exist_ok=True)
         self._count = 0
         self._parts = {"split": split}
@@ -112,6 +121,8 @@ class PredictionWriter(pl.Callback):
                     f"'{pl_module.modality}_geometry' (PairedMammoDataModule provides it)"
                 )
             image_id = str(batch[PAIR_ID][index])
+            if self.overlays and self._parts["split"] == "predict":
+                self._overlay(image_id, detection, batch, index, pl_module.modality)
             occurrence = f"{rank:05d}:{self._count:012d}"
             self._count += 1
             self._parts["images"][1].writerow([image_id, occurrence])
@@ -149,7 +160,7 @@ class PredictionWriter(pl.Callback):
                 "world_size": int(trainer.world_size),
                 "n_images": images,
             }
-            path = self.directory(trainer) / f"{split}_info.json"
+            path = self.directory(trainer) / _file_name(split, "info", "json")
             path.write_text(json.dumps(info, indent=2) + "\n")
         trainer.strategy.barrier("prediction_writer_merged")
 
@@ -175,8 +186,40 @@ class PredictionWriter(pl.Callback):
             frame = frame[frame[_OCCURRENCE].isin(kept)].drop(columns=_OCCURRENCE)
             temporary = directory / f".{split}_{table}.csv.tmp"
             frame.to_csv(temporary, index=False)
-            os.replace(temporary, directory / f"{split}_{table}.csv")
+            os.replace(temporary, directory / _file_name(split, table))
         return len(kept)
+
+
+    def _overlay(self, image_id: str, detection: dict, batch: dict, index: int,
+                 modality: str) -> None:
+        """The DICOM as stored (windowed for display), detections >= the minimum score in
+        green with their scores, as ``overlays/<image id>.png``."""
+        from PIL import Image, ImageDraw
+
+        from datamodules.dicom import read_dicom, to_unit_range
+
+        paths = batch.get(f"{modality}_path")
+        if paths is None:
+            raise ValueError(f"overlays need the batches' '{modality}_path' (the DICOM files)")
+        pixels, dataset = read_dicom(paths[index])
+        image = Image.fromarray((to_unit_range(pixels, dataset) * 255).astype("uint8")).convert(
+            "RGB")
+        draw = ImageDraw.Draw(image)
+        width = max(2, round(max(image.size) / 400))
+        for box, score in zip(_rows(detection["boxes_original"]),
+                              detection["scores"].detach().cpu().tolist()):
+            if score >= self.overlay_min_score:
+                draw.rectangle(box, outline=(0, 255, 0), width=width)
+                draw.text((box[0], max(box[1] - 12, 0)), f"{score:.2f}", fill=(0, 255, 0))
+        path = self.directory(self._trainer) / "overlays" / f"{image_id}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+
+
+def _file_name(split: str, table: str, suffix: str = "csv") -> str:
+    """``{split}_{table}.csv`` for val and test; a predict run's files are plain
+    ``predictions.csv``, ``images.csv``, ``info.json``."""
+    return f"{table}.{suffix}" if split == "predict" else f"{split}_{table}.{suffix}"
 
 
 def _rows(boxes: Any) -> list[list[float]]:

@@ -14,6 +14,7 @@ key                   value
                       DICOM's pixels and back (``datamodules.dicom.Geometry``).
 ``"{m}_boxes_original"`` list of B float32 tensors [n, 4] (optional): the same lesions, xyxy,
                       in the original DICOM's pixels, unclipped: the metric's ground truth.
+``"{m}_path"``        list of B str (optional): the DICOM file each image was read from.
 ====================  =========================================================================
 
 And for every batch: ``"pair_id"``, a list of B str (also the image id of each model's
@@ -75,13 +76,16 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def validate_batch(batch: dict[str, Any], modalities: Sequence[str]) -> None:
-    """Raise a ValueError naming the key when a batch does not follow the contract."""
+def validate_batch(batch: dict[str, Any], modalities: Sequence[str], targets: bool = True) -> None:
+    """Raise a ValueError naming the key when a batch does not follow the contract.
+    ``targets=False`` (prediction) needs the images alone, no boxes or labels."""
     if PAIR_ID not in batch:
         raise ValueError(f"batch has no {PAIR_ID!r} key (keys: {sorted(batch)})")
     size = len(batch[PAIR_ID])
     for modality in modalities:
-        for key in (modality, boxes_key(modality), labels_key(modality)):
+        required = (modality, boxes_key(modality), labels_key(modality)) if targets else (
+            modality,)
+        for key in required:
             if key not in batch:
                 raise ValueError(f"batch has no {key!r} key (keys: {sorted(batch)})")
         images = batch[modality]
@@ -90,6 +94,8 @@ def validate_batch(batch: dict[str, Any], modalities: Sequence[str]) -> None:
                 f"batch[{modality!r}] must be [B, 1|3, H, W] with B={size}, "
                 f"got {tuple(images.shape)}"
             )
+        if not targets:
+            continue
         for key in (boxes_key(modality), labels_key(modality)):
             if len(batch[key]) != size:
                 raise ValueError(f"batch[{key!r}] has {len(batch[key])} entries, expected {size}")

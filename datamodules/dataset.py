@@ -153,6 +153,7 @@ class PairedMammoDataset(Dataset):
             ).reshape(-1, 4)
             sample[labels_key(modality)] = torch.as_tensor(labels[modality], dtype=torch.int64)
             sample[geometry_key(modality)] = geometries[modality]
+            sample[f"{modality}_path"] = self.paths[modality][index].decode()
             sample[original_boxes_key(modality)] = torch.as_tensor(
                 originals[modality], dtype=torch.float32
             ).reshape(-1, 4)

@@ -79,9 +79,10 @@ class DetectorModule(StageModule):
         """The modalities whose images ``features`` reads (checked against each batch)."""
         return (self.modality,)
 
-    def check_batch(self, batch: dict[str, Any]) -> None:
-        """Raise a ValueError naming what is missing when a batch lacks this model's inputs."""
-        validate_batch(batch, self.input_modalities)
+    def check_batch(self, batch: dict[str, Any], targets: bool = True) -> None:
+        """Raise a ValueError naming what is missing when a batch lacks this model's inputs
+        (and, with ``targets``, its boxes and labels)."""
+        validate_batch(batch, self.input_modalities, targets=targets)
 
     # -- shared loop ------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]):
@@ -162,5 +163,5 @@ class DetectorModule(StageModule):
         return decoded
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        self.check_batch(batch)
+        self.check_batch(batch, targets=False)
         return self.detections(batch)

@@ -51,14 +51,17 @@ class FusedDetector(DetectorModule):
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and bootstrap replicates.
         hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
             linked from the data config's ``hit_min_distance`` by the CLI.
+        pretrained: a Stage III artifact: the whole model (architecture and weights) is
+            built from it, and ``sm_teacher``/``partner`` are not read (for predicting, or
+            training on from a finished fused model).
     """
 
     stage = 3
 
     def __init__(
         self,
-        sm_teacher: str,
-        partner: str,
+        sm_teacher: str | None = None,
+        partner: str | None = None,
         image_size: tuple[int, int] = (1280, 1024),
         partner_features: str = "extractor",
         head_init: str = "sm_teacher",
@@ -71,6 +74,7 @@ class FusedDetector(DetectorModule):
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
         hit_min_distance: float = 100.0,
+        pretrained: str | None = None,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -84,53 +88,72 @@ class FusedDetector(DetectorModule):
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.modality = "sm"
-        self.partner_features = partner_features
         self.head_init = head_init
 
-        teacher = self.load_input(sm_teacher, "sm_teacher", [(1, "TeacherDetector", "sm")],
-                                  image_size)
-        self.sm_spec = {key: teacher.meta[key] for key in SPEC_KEYS}
-        self.config = config_from_spec(self.sm_spec, focal_alpha=focal_alpha,
-                                       focal_gamma=focal_gamma)
-        self.extractor = FeatureExtractor(self.config)
-        teacher.load_into(self.extractor, "extractor.", "sm_teacher")
-
-        partner_artifact = self.load_input(
-            partner, "partner", [(2, "DistillStudent", None), (1, "TeacherDetector", "ffdm")],
-            image_size)
-        meta = partner_artifact.meta
-        self.variant = "fused" if meta["stage"] == 2 else "upper_bound"
-        if self.variant == "upper_bound" and partner_features != "extractor":
-            raise ValueError("partner_features='projected' needs a Stage II partner; BASE_UB "
-                             "concatenates the FFDM teacher's own features")
-        self.partner_spec = {key: meta[key] for key in SPEC_KEYS}
-        check_same_features("partner", partner_artifact.path, self.partner_spec, self.sm_spec,
-                            "the sm_teacher")
-        self.partner = FeatureExtractor(config_from_spec(self.partner_spec))
-        partner_artifact.load_into(self.partner, "extractor.", "partner")
-        self.partner_projection = None
-        if partner_features == "projected":
-            self.partner_projection = FeatureProjection(
-                self.partner.out_channels, int(self.partner.config.num_levels),
-                meta.get("projection", "conv3x3"))
-            partner_artifact.load_into(self.partner_projection, "projection.", "partner")
+        if pretrained:  # a Stage III artifact: the whole model, architecture and weights
+            fused = self.load_input(pretrained, "pretrained", [(3, "FusedDetector", None)],
+                                    image_size)
+            meta = fused.meta
+            self._build(meta["variant"], {key: meta[key] for key in SPEC_KEYS},
+                        meta["partner"], meta["partner_features"],
+                        meta.get("partner_projection"), focal_alpha, focal_gamma)
+            for name in ("extractor", "partner", "partner_projection", "head"):
+                if getattr(self, name) is not None:
+                    fused.load_into(getattr(self, name), f"{name}.", "pretrained")
+        else:
+            if not sm_teacher or not partner:
+                raise ValueError("FusedDetector needs sm_teacher and partner (Stage I and II "
+                                 "artifacts), or pretrained (a Stage III artifact)")
+            teacher = self.load_input(sm_teacher, "sm_teacher", [(1, "TeacherDetector", "sm")],
+                                      image_size)
+            other = self.load_input(
+                partner, "partner",
+                [(2, "DistillStudent", None), (1, "TeacherDetector", "ffdm")], image_size)
+            variant = "fused" if other.meta["stage"] == 2 else "upper_bound"
+            if variant == "upper_bound" and partner_features != "extractor":
+                raise ValueError("partner_features='projected' needs a Stage II partner; "
+                                 "BASE_UB concatenates the FFDM teacher's own features")
+            partner_spec = {key: other.meta[key] for key in SPEC_KEYS}
+            check_same_features("partner", other.path, partner_spec, teacher.meta,
+                                "the sm_teacher")
+            projection = other.meta.get("projection", "conv3x3") if (
+                partner_features == "projected") else None
+            self._build(variant, {key: teacher.meta[key] for key in SPEC_KEYS}, partner_spec,
+                        partner_features, projection, focal_alpha, focal_gamma)
+            teacher.load_into(self.extractor, "extractor.", "sm_teacher")
+            other.load_into(self.partner, "extractor.", "partner")
+            if self.partner_projection is not None:
+                other.load_into(self.partner_projection, "projection.", "partner")
+            if head_init == "sm_teacher":
+                single = DetectionHead(self.config)
+                teacher.load_into(single, "head.", "sm_teacher")
+                widen_head(self.head, single)
         if self.variant == "fused":
             self.freeze_part("partner")
             if self.partner_projection is not None:
                 self.freeze_part("partner_projection")
 
+    def _build(self, variant: str, sm_spec: dict, partner_spec: dict, partner_features: str,
+               projection: str | None, focal_alpha: float, focal_gamma: float) -> None:
+        """A's extractor, the partner's (and its projection), the 2x head and the criterion."""
+        self.variant = variant
+        self.partner_features = partner_features
+        self.sm_spec, self.partner_spec = sm_spec, partner_spec
+        self.config = config_from_spec(sm_spec, focal_alpha=focal_alpha, focal_gamma=focal_gamma)
+        self.extractor = FeatureExtractor(self.config)
+        self.partner = FeatureExtractor(config_from_spec(partner_spec))
+        self.partner_projection = None
+        if projection is not None:
+            self.partner_projection = FeatureProjection(
+                self.partner.out_channels, int(self.partner.config.num_levels), projection)
         self.head = DetectionHead(self.config, in_multiplier=2)
-        if head_init == "sm_teacher":
-            single = DetectionHead(self.config)
-            teacher.load_into(single, "head.", "sm_teacher")
-            widen_head(self.head, single)
         self.criterion = DetectionCriterion(self.config)
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
         return ("sm",) if self.variant == "fused" else ("sm", "ffdm")
 
-    def check_batch(self, batch: dict[str, Any]) -> None:
+    def check_batch(self, batch: dict[str, Any], targets: bool = True) -> None:
         if self.variant == "upper_bound" and "ffdm" not in batch:
             raise ValueError(
                 "BASE_UB (a FusedDetector whose partner is the FFDM teacher) reads the FFDM as "
@@ -138,7 +161,7 @@ class FusedDetector(DetectorModule):
                 "(data.init_args.modalities [sm, ffdm]). The fused model (partner = a Stage II "
                 "student) is the one that predicts from the SM alone."
             )
-        super().check_batch(batch)
+        super().check_batch(batch, targets)
 
     def partner_features_of(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """h'_SM (or z'_SM) of the frozen student, or h_FFDM of the trained FFDM teacher."""
@@ -165,6 +188,8 @@ class FusedDetector(DetectorModule):
             "input_modalities": list(self.input_modalities),
             "weights": prefixes,
             "partner_features": self.partner_features,
+            "partner_projection": None if self.partner_projection is None else (
+                self.partner_projection.kind),
             "partner": self.partner_spec,
             "focal_alpha": self.criterion.focal_alpha,
             "focal_gamma": self.criterion.focal_gamma,

@@ -43,6 +43,8 @@ class TeacherDetector(DetectorModule):
             (on test and stand-alone validation).
         hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
             linked from the data config's ``hit_min_distance`` by the CLI.
+        freeze_extractor: train the head alone on a frozen extractor (from ``pretrained``):
+            a probe of what another stage's features carry, e.g. the student B's.
     """
 
     stage = 1
@@ -64,6 +66,7 @@ class TeacherDetector(DetectorModule):
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
         hit_min_distance: float = 100.0,
+        freeze_extractor: bool = False,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -84,6 +87,10 @@ class TeacherDetector(DetectorModule):
         if pretrained:
             load_pretrained(pretrained, self.extractor, self.head)
             self.inputs["pretrained"] = weights_reference(pretrained)
+        if freeze_extractor:
+            if not pretrained:
+                raise ValueError("freeze_extractor needs pretrained weights to freeze")
+            self.freeze_part("extractor")
 
     def features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """h_SM or h_FFDM: the BiFPN levels of this modality's images."""

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lightning_modules.weights import is_artifact, read_artifact, sha256_file
+from lightning_modules.weights import is_artifact, read_artifact, read_checkpoint, sha256_file
 
 STAGE_ORDER = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")
 STATE_FILE = "stage.json"
@@ -59,6 +59,8 @@ class Pipeline:
     stages: dict[str, Stage]
     overrides: dict[str, Any]
     report: dict[str, str]
+    comparisons: list[tuple[str, str]] | None = None
+    report_dir: str = "."
 
     def order(self) -> list[str]:
         """Stages in dependency order (inputs first), config order among equals."""
@@ -96,7 +98,8 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
     for key in ("data", "stages"):
         if key not in raw:
             problems.append(f"missing key {key!r}")
-    unknown = sorted(set(raw) - {"data", "run", "stages", "overrides", "report"})
+    unknown = sorted(set(raw) - {"data", "run", "stages", "overrides", "report", "comparisons",
+                                 "report_dir"})
     if unknown:
         problems.append(f"unknown keys {unknown}")
     if problems:
@@ -122,6 +125,10 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
     for row, source in report.items():
         if source not in stages:
             problems.append(f"report.{row}: no stage {source!r}")
+    comparisons = [tuple(pair) for pair in raw.get("comparisons") or []] or None
+    for pair in comparisons or []:
+        if len(pair) != 2 or any(name not in report for name in pair):
+            problems.append(f"comparisons: {list(pair)} must name two rows of `report`")
     data_path = Path(data) if data else _resolve(raw["data"], base)
     if not data_path.is_file():
         problems.append(f"data: {data_path} not found")
@@ -129,7 +136,7 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
         raise ValueError(f"{path}: " + "; ".join(problems))
     run_folder = Path(run or raw.get("run") or "runs/pipeline")
     return Pipeline(path, data_path, run_folder, stages, dict(raw.get("overrides") or {}),
-                    report)
+                    report, comparisons, str(raw.get("report_dir") or "."))
 
 
 # -- hashing ------------------------------------------------------------------------------------
@@ -220,10 +227,13 @@ def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[
     state = _state(folder)
     resume = folder / "checkpoints" / "last.ckpt"
     extra = [f"--handoff.config_hash={digest}"]
-    if state.get("hash") == digest and state.get("status") == "fitting" and resume.is_file():
+    if state.get("hash") == digest and state.get("status") == "fitting" and _readable(resume):
         log(f"[pipeline] {stage.name}: resuming the interrupted fit from {resume}")
         extra.append(f"--ckpt_path={resume}")
     elif folder.exists():
+        if state.get("status") == "fitting" and resume.exists():
+            log(f"[pipeline] {stage.name}: {resume} is unreadable (cut off by the kill?); "
+                "starting the stage over")
         shutil.rmtree(folder)  # another config's (or a finished stale) run: start clean
     started = time.time()
     _write_state(folder, {"hash": digest, "status": "fitting", "started": started})
@@ -231,10 +241,7 @@ def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[
     fitted = time.time()
     artifact = read_artifact(folder / "artifact")
     checkpoint = artifact.meta["checkpoint"]
-    detector = artifact.meta["module_class"] != "DistillStudent"
-    evaluations = ("validate", "test") if detector else ("validate",)
-    for command in evaluations:
-        _lightning(command, pipeline, stage, folder, f"--ckpt_path={checkpoint}")
+    _lightning("assess", pipeline, stage, folder, f"--ckpt_path={checkpoint}")
     finished = time.time()
     state = {"hash": digest, "status": "done", "weights_sha256": artifact.meta["weights_sha256"],
              "checkpoint": checkpoint, "fit_seconds": round(fitted - started, 1),
@@ -242,6 +249,26 @@ def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[
              "seconds": round(finished - started, 1)}
     _write_state(folder, state)
     return state
+
+
+def _eta(remaining: list[str], history: dict[str, float],
+         states: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds the remaining stages should take: each one's duration in an earlier run of this
+    folder, else the mean of the stages trained so far in this run (None before the first)."""
+    trained = [state["seconds"] for state in states.values() if not state.get("skipped")]
+    fallback = sum(trained) / len(trained) if trained else None
+    estimates = [history.get(name, fallback) for name in remaining]
+    return None if any(value is None for value in estimates) else sum(estimates)
+
+
+def _readable(checkpoint: Path) -> bool:
+    if not checkpoint.is_file():
+        return False
+    try:
+        read_checkpoint(checkpoint)
+    except ValueError:
+        return False
+    return True
 
 
 def _clock(seconds: float | None) -> str:
@@ -273,9 +300,7 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | 
                                f"(without --only)")
         digest = stage_hash(pipeline, stage)
         elapsed = time.time() - began
-        remaining = [history.get(other) for other in selected[index:]]
-        known = [value for value in remaining if value is not None]
-        eta = sum(known) if len(known) == len(remaining) else None
+        eta = _eta([name for name in selected[index:]], history, states)
         prefix = f"[pipeline] {index + 1}/{len(selected)} {name}"
         if name not in forced and is_current(folder, digest):
             log(f"{prefix}: up to date (hash {digest[:12]}), skipped | elapsed "
@@ -299,7 +324,8 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | 
 
         rows = {row: pipeline.run / stage for row, stage in pipeline.report.items()}
         extra = {"stage2": pipeline.run / "stage2"} if "stage2" in pipeline.stages else {}
-        build_report(rows, pipeline.run, student_runs=extra)
+        build_report(rows, pipeline.run / pipeline.report_dir, student_runs=extra,
+                     comparisons=pipeline.comparisons)
     return summary
 
 

@@ -138,7 +138,7 @@ def test_predictions_are_in_original_pixels(runs, tiny_phantom):
 def test_predict_writes_the_test_split_detections(runs):
     _, results = runs
     predictions = results["sm"][0] / "predictions"
-    predicted, tested = _table(predictions / "predict_predictions.csv"), _table(
+    predicted, tested = _table(predictions / "predictions.csv"), _table(
         predictions / "test_predictions.csv")
     assert predicted["image_id"].tolist() == tested["image_id"].tolist()
     assert predicted["score"].tolist() == pytest.approx(tested["score"].tolist(), abs=1e-6)
