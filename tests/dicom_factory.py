@@ -91,12 +91,17 @@ def write_mammogram(
     voi_lut: np.ndarray | None = None,
     rescale: tuple[float, float] | None = None,
     pixels: np.ndarray | None = None,
+    patient_orientation: Sequence[str] | None = None,
+    series_number: int | None = None,
+    series_time: str | int | None = None,
 ) -> Path:
     """Write ``image`` (display values in [0, 1]) as an MG DICOM file and return its path.
 
     ``laterality`` None writes no laterality tags. ``window`` (center, width) and ``voi_lut``
     (LUT entries for stored values 0, 1, ...) are written as such; ``rescale`` (slope,
     intercept) writes the modality LUT tags. ``pixels`` overrides the stored values.
+    ``patient_orientation`` (e.g. ``("P", "L")``: the patient directions of the rows and the
+    columns), ``series_number`` and ``series_time`` (``"HHMMSS"``) are written when given.
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
@@ -120,6 +125,12 @@ def write_mammogram(
         ds.ImageLaterality = laterality
         ds.Laterality = laterality
     ds.ViewPosition = view
+    if patient_orientation is not None:
+        ds.PatientOrientation = list(patient_orientation)
+    if series_number is not None:
+        ds.SeriesNumber = int(series_number)
+    if series_time is not None:
+        ds.SeriesTime = str(series_time)
     ds.Rows, ds.Columns = (int(v) for v in stored.shape)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric

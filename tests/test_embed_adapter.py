@@ -55,14 +55,20 @@ IMAGES = [
     ("ssc_lcc", P3, E3, "ROI_SSC", "L", "CC", "", "", "", ""),
     ("ffdm_xcc", P3, E3, "2D", "", "CC", "", "", "", ""),
 ]
-# empi_anon, acc_anon, side, path_severity, asses, tissueden (one id written as a float)
+# empi_anon, acc_anon, side, path_severity, asses, tissueden (one id written as a float),
+# study_date_anon, desc: diagnostic exams, so the follow-up rule (tests/test_embed_release.py)
+# carries nothing back here
 FINDINGS = [
-    (P1, E1, "R", "0", "S", "3"),
-    (P1, E1, "L", "", "B", "3"),
-    (P2, E2, "B", "4", "B", "2"),
-    (P2, E2 + ".0", "R", "1.0", "M", "2"),
-    (P2, E2, "", "", "N", "2"),
+    (P1, E1, "R", "0", "S", "3", "2016-03-01", "MG Diagnostic Mammo Bilateral"),
+    (P1, E1, "L", "", "B", "3", "2016-03-01", "MG Diagnostic Mammo Bilateral"),
+    (P2, E2, "B", "4", "B", "2", "2017-05-02", "MG Diagnostic Mammo Bilateral"),
+    (P2, E2 + ".0", "R", "1.0", "M", "2", "2017-05-02", "MG Diagnostic Mammo Bilateral"),
+    (P2, E2, "", "", "N", "2", "2017-05-02", "MG Diagnostic Mammo Bilateral"),
 ]
+CLINICAL_FIELDS = (
+    "empi_anon", "acc_anon", "side", "path_severity", "asses", "tissueden", "study_date_anon",
+    "desc",
+)  # fmt: skip
 
 
 def source_path(patient, exam, name):
@@ -102,11 +108,7 @@ def write_embed_copy(root: Path, chest_wall_left=(), size_columns=None, write_im
             row["Rows"] = rows
             row["Columns"] = size_columns[0] if kind == "2D" else size_columns[1]
         metadata.append(row)
-    clinical = [
-        dict(zip(("empi_anon", "acc_anon", "side", "path_severity", "asses", "tissueden"), f))
-        | {"numfind": 1}
-        for f in FINDINGS
-    ]
+    clinical = [dict(zip(CLINICAL_FIELDS, f)) | {"numfind": 1} for f in FINDINGS]
     root.mkdir(parents=True, exist_ok=True)
     metadata_path, clinical_path = root / "metadata.csv", root / "clinical.csv"
     pd.DataFrame(metadata).to_csv(metadata_path, index=False)
@@ -261,23 +263,52 @@ def test_pairs_labels_and_boxes_in_stored_pixels(embed_copy, tmp_path, capsys):
         "spot_or_magnification_view": 1,
         "laterality_not_L_or_R": 1,
     }
+    # no SeriesNumber/SeriesTime columns here: the ROIs decide (tests/test_embed_release.py)
     assert summary["several_candidates"] == {
         "keys_with_several_2d": 1,
         "keys_with_several_cview": 0,
         "images_not_chosen": 1,
+        "chosen_by": {"with_rois": 1},
     }
+    assert summary["pair_series"] == {"same_series": 0, "other_series": 0, "series_unknown": 6}
+    assert rows["pairing_basis"].tolist()[4] == "with_rois"
     assert summary["unpaired_images"] == {"2d_without_cview": 1, "cview_without_2d": 1}
-    assert summary["excluded_pairs"] == {"dicom_file_not_found": 0, "dicom_unreadable": 0}
+    assert summary["excluded_pairs"] == {
+        "path_severity_6": 0,
+        "follow_up_path_severity_6": 0,
+        "dicom_file_not_found": 0,
+        "dicom_unreadable": 0,
+    }
+    assert summary["paths"] == {
+        "prefix_removed": {"/mnt/NAS*/mammo/anon_dicom/": 15},
+        "files_found": 15,
+        "files_not_found": 0,
+    }
     assert (summary["pairs"], summary["positives"], summary["patients"]) == (6, 3, 3)
     assert summary["annotated"]["true"] == 4 and summary["annotated"]["false"] == 2
     assert summary["lesions"] == {"sm": 3, "ffdm": 4}
     assert summary["rois"]["mirrored_images"] == 4
     assert summary["rois"]["unmirrored_images"] == 2
     assert summary["rois"]["outside_image_kept"] == 0
-    assert summary["image_size_from"] == {"dicom_header": 4}
-    assert summary["num_roi_differs_from_ROI_coords"] == 0
+    # these DICOMs carry no PatientOrientation: EMBED's fallback mirrors R CC/MLO/ML views
+    assert summary["rois"]["frame_rule"] == {"laterality_no_patient_orientation": 6}
+    assert summary["image_size_from"] == {"dicom_header": 6}
+    assert summary["roi_table"]["images_by_column"] == {"ROI_coords": 7}
+    assert summary["roi_table"]["num_roi_differs"] == 0
+    assert summary["roi_table"]["match_level_count_differs"] == 0
+    assert summary["columns_read"]["num_roi"] == "num_roi"
+    assert summary["columns_read"]["match_level"] == "match_level"
+    assert summary["labels"]["positives_by_source"] == {
+        "own_exam": 3,
+        "follow_up_diagnostic": 0,
+        "follow_up_ultrasound": 0,
+    }
+    # E2 R CC (asses M) has its pathology; no pair is BI-RADS 5/6 without one
+    assert summary["labels"]["birads_5_or_6_without_pathology"] == {"pairs": 0, "exams": 0}
+    assert set(lesions["frame_rule"]) == {"laterality_no_patient_orientation"}
+    assert set(lesions["roi_column"]) == {"ROI_coords"}
     assert summary["conventions"]["roi_frame"] == "chest-wall-left"
-    assert summary["conventions"]["stored_orientation_from"] == "laterality"
+    assert summary["conventions"]["stored_orientation_from"] == "embed"
     assert json.loads(printed[: printed.rindex("}") + 1]) == summary
     # anonymised patient ids stay in the tables, out of the summary and the log
     text = printed + (out / "adapter_summary.json").read_text()
@@ -326,12 +357,17 @@ def test_pixel_orientation_follows_how_each_image_is_stored(tmp_path):
 
 def test_sizes_from_metadata_columns_without_the_files(tmp_path):
     metadata, clinical = write_embed_copy(tmp_path, size_columns=(100, 80), write_images=False)
-    options = EmbedOptions(images_root=tmp_path / "nowhere", check_files=False)
+    # without the files there is no header to read PatientOrientation from: say laterality
+    options = EmbedOptions(
+        images_root=tmp_path / "nowhere", check_files=False, orientation_from="laterality"
+    )
     manifest, lesions, summary = build_tables(metadata, clinical, options)
     assert len(manifest) == 6
     assert boxes_of(lesions, f"{E1}_R_CC", "ffdm") == [[94, 19, 97, 22]]
     assert boxes_of(lesions, f"{E1}_R_CC", "sm") == [[75, 12, 78, 15]]
     assert summary["image_size_from"] == {"metadata": 6}
+    assert summary["rois"]["frame_rule"] == {"laterality": 6}
+    assert "files_found" not in summary["paths"]
 
 
 def test_missing_files_exclude_their_pair_and_are_counted(tmp_path):
@@ -354,7 +390,11 @@ def test_an_unreadable_image_drops_its_pair_and_is_counted(tmp_path):
     (tmp_path / "images" / "cohort_1" / P2 / E2 / "sm_rcc.dcm").unlink()
     options = EmbedOptions(images_root=tmp_path / "images", check_files=False)
     manifest, lesions, summary = build_tables(metadata, clinical, options)
-    assert summary["excluded_pairs"] == {"dicom_unreadable": 1}
+    assert summary["excluded_pairs"] == {
+        "path_severity_6": 0,
+        "follow_up_path_severity_6": 0,
+        "dicom_unreadable": 1,
+    }
     assert f"{E2}_R_CC" not in set(manifest["pair_id"]) and len(manifest) == 5
     assert set(lesions["pair_id"]) == {f"{E1}_L_CC", f"{E1}_R_CC"}
     assert summary["rois"]["mirrored_images"] == 2
@@ -365,7 +405,7 @@ def test_an_exam_id_of_two_patients_is_excluded_not_merged(tmp_path):
     table = pd.read_csv(metadata, dtype=str)
     stray = table.iloc[[0]].assign(empi_anon=P2, anon_dicom_path=source_path(P2, E1, "x"))
     pd.concat([table, stray]).to_csv(metadata, index=False)
-    options = EmbedOptions(images_root=tmp_path, check_files=False)
+    options = EmbedOptions(images_root=tmp_path, check_files=False, orientation_from="laterality")
     manifest, lesions, summary = build_tables(metadata, clinical, options)
     assert summary["excluded_images"]["exam_id_shared_by_patients"] == 8  # + 1 spot view
     assert list(manifest["pair_id"]) == [f"{E2}_L_CC", f"{E2}_R_CC", f"{E3}_L_CC"]

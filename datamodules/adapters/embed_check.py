@@ -1,6 +1,7 @@
 """``python cli.py adapt embed-check``: draw a sample of the boxes ``adapt embed`` wrote (left)
-beside their mirror images x' = Columns - x (right), so a user sees which ROI convention their
-copy of EMBED follows (see ``datamodules.adapters.embed``, "ROI frame").
+beside their mirror images x' = Columns - x (right), so a user sees whether the ROI frame of
+their copy of EMBED was read right (see ``datamodules.adapters.embed``, "ROIs"). Each image is
+titled with the rule that placed its boxes (``frame_rule`` in ``lesions.csv``).
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ def render_check(
         view = rows.loc[pair_id, "view"]
         # named by the EMBED metadata row, so the picture carries no patient or exam id
         source_row = rows.loc[pair_id].get(f"{modality}_metadata_row", "?")
+        rules = sorted(set(mine["frame_rule"].dropna())) if "frame_rule" in mine else []
         label = f"metadata row {source_row}: {modality} {laterality} {view}"
+        if rules:
+            label += f" ({', '.join(map(str, rules))})"
         for axis, boxes, colour, title in (
             (left, written, "lime", f"as written (--roi-frame {frame})"),
             (right, mirrored, "orange", "mirrored: x' = Columns - x"),
@@ -117,9 +121,9 @@ def render_check(
             }
         )
     figure.suptitle(
-        "Which column puts the boxes on the lesions? Left: keep this run. Right, for the R "
-        f"images: rerun with --roi-frame {other}.\nRight for only some images: try "
-        "--orientation-from pixels.",
+        "Which column puts the boxes on the lesions? Left: keep this run. Right for every "
+        f"PNG-frame image: rerun with --roi-frame {other}.\nRight for only some images: try "
+        "--orientation-from pixels (dcm_roi_coords boxes are never mirrored).",
         fontsize=8,
     )
     figure.tight_layout()
