@@ -22,6 +22,7 @@ TOOLS = {
     "report": "analysis.report",
     "export": "lightning_modules.weights",
     "pipeline": "pipeline.runner",
+    "sweep": "pipeline.sweep",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "assess")
 DEFAULT_LOGGER = {

@@ -7,9 +7,10 @@ at a barrier and receives the artifact's path from rank 0, so all ranks of the n
 the same file. Writing the artifact of the same checkpoint again is a no-op.
 
 Each rank also appends what it did to ``<run>/handoff.jsonl`` (one JSON object per line):
-the inputs it loaded (path and SHA-256), the digest of its final weights (equal on every rank
-under DDP), and the artifact it wrote or received. A user, or a test, reads there that the
-stages handed over the files they were meant to.
+the inputs it loaded (path and SHA-256) and the hyperparameters it was built with, the digest
+of its final weights, whole and per part (equal on every rank under DDP once rank 0's
+BatchNorm statistics are shared), and the artifact it wrote or received. A user, or a test,
+reads there that the stages handed over the files they were meant to.
 """
 
 from __future__ import annotations
@@ -92,13 +93,20 @@ class StageHandoff(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled and isinstance(pl_module, StageModule):
-            self.journal(trainer, "inputs", inputs=pl_module.inputs)
+            hyperparameters = json.loads(json.dumps(dict(pl_module.hparams), default=str))
+            self.journal(trainer, "inputs", inputs=pl_module.inputs,
+                         hyperparameters=hyperparameters)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not isinstance(pl_module, StageModule):
             return
-        digest = state_digest(pl_module.state_dict())
-        self.journal(trainer, "final_weights", digest=digest,
+        _share_rank_zero_buffers(pl_module)
+        state = pl_module.state_dict()
+        parts = {}
+        for key, value in state.items():
+            parts.setdefault(key.split(".", 1)[0], {})[key] = value
+        self.journal(trainer, "final_weights", digest=state_digest(state),
+                     parts={name: state_digest(part) for name, part in sorted(parts.items())},
                      trained_steps=int(pl_module.trained_steps))
         checkpoint, monitor, value = self._best_checkpoint(trainer)
         if checkpoint is None:  # no ModelCheckpoint: save the final weights (all ranks call)
@@ -139,3 +147,19 @@ class StageHandoff(pl.Callback):
             config = {"model": {"class_path": type(pl_module).__name__,
                                 "init_args": dict(pl_module.hparams)}}
         return config_hash(config, pl_module.inputs)
+
+
+def _share_rank_zero_buffers(module: pl.LightningModule) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP keeps parameters equal by reducing gradients, but each rank's last forward updates its
+    own BatchNorm statistics (DDP broadcasts rank 0's only before the next forward), so ranks
+    end a fit with slightly different buffers. Rank 0's are the ones checkpointed; after this,
+    every rank holds exactly them.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)

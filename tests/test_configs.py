@@ -16,10 +16,12 @@ import cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Lightning configs given with --config. Not here: configs/pipeline/ (pipeline configs, tested
-# by test_pipeline_runner) and data/sm_folder.yaml (a --data file, tested by test_predict).
+# by test_pipeline_runner), configs/sweeps/ (W&B sweep files, test_sweep), configs/cluster/
+# (test_cluster) and data/sm_folder.yaml (a --data file, tested by test_predict).
 PREDICT_DATA = CONFIGS / "data" / "sm_folder.yaml"
+OTHER_FOLDERS = ("pipeline", "sweeps", "cluster")
 ALL_YAMLS = sorted(path for path in CONFIGS.rglob("*.yaml")
-                   if path.parent.name != "pipeline" and path != PREDICT_DATA)
+                   if path.parent.name not in OTHER_FOLDERS and path != PREDICT_DATA)
 DATA_CONFIGS = sorted(path for path in (CONFIGS / "data").glob("*.yaml") if path != PREDICT_DATA)
 STAGE_CONFIGS = [path for path in ALL_YAMLS if path not in DATA_CONFIGS]
 TINY_STAGE = CONFIGS / "demo" / "stage1_sm.yaml"
