@@ -10,7 +10,7 @@ DEMO_SIZE ?= 320 256
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test test-slow lint demo clean
+.PHONY: venv test test-slow test-cluster lint demo clean
 
 venv: $(STAMP)
 
@@ -24,10 +24,15 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not cluster" -q
+
+# A real single-machine SLURM (installs Debian's slurm-wlm and munge when missing; needs root):
+# the emitted pipeline submitted as chained jobs, one stage a two-task DDP job through srun.
+test-cluster: $(STAMP)
+	PYTHON=$(PY) bash tests/cluster/run.sh
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m "slow and not cluster" -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

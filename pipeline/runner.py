@@ -61,6 +61,7 @@ class Pipeline:
     report: dict[str, str]
     comparisons: list[tuple[str, str]] | None = None
     report_dir: str = "."
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def order(self) -> list[str]:
         """Stages in dependency order (inputs first), config order among equals."""
@@ -74,6 +75,39 @@ class Pipeline:
             done.append(ready[0])
             pending.remove(ready[0])
         return done
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How stages are started: ``local`` (Lightning starts its own processes for
+    ``devices > 1``) or ``srun`` inside a SLURM allocation (one task per device)."""
+
+    launcher: str = "local"
+    num_nodes: int | None = None
+    devices: int | None = None
+    accelerator: str | None = None
+
+    def trainer_args(self, command: str) -> list[str]:
+        if command != "fit":  # validation and test run on one device
+            args = ["--trainer.devices=1", "--trainer.num_nodes=1"]
+        else:
+            args = []
+            if self.num_nodes is not None:
+                args.append(f"--trainer.num_nodes={self.num_nodes}")
+            if self.devices is not None:
+                args.append(f"--trainer.devices={self.devices}")
+            if (self.devices or 1) * (self.num_nodes or 1) > 1:
+                args.append("--trainer.strategy=ddp")
+        if self.accelerator is not None:
+            args.append(f"--trainer.accelerator={self.accelerator}")
+        return args if (command == "fit" or self.launcher == "srun") else []
+
+    def prefix(self, command: str) -> list[str]:
+        if self.launcher != "srun":
+            return []
+        if command == "fit":
+            return ["srun", "--kill-on-bad-exit=1"]
+        return ["srun", "--ntasks=1", "--nodes=1"]
 
 
 def _resolve(path: str | os.PathLike, base: Path) -> Path:
@@ -99,7 +133,7 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
         if key not in raw:
             problems.append(f"missing key {key!r}")
     unknown = sorted(set(raw) - {"data", "run", "stages", "overrides", "report", "comparisons",
-                                 "report_dir"})
+                                 "report_dir", "slurm"})
     if unknown:
         problems.append(f"unknown keys {unknown}")
     if problems:
@@ -136,7 +170,8 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
         raise ValueError(f"{path}: " + "; ".join(problems))
     run_folder = Path(run or raw.get("run") or "runs/pipeline")
     return Pipeline(path, data_path, run_folder, stages, dict(raw.get("overrides") or {}),
-                    report, comparisons, str(raw.get("report_dir") or "."))
+                    report, comparisons, str(raw.get("report_dir") or "."),
+                    dict(raw.get("slurm") or {}))
 
 
 # -- hashing ------------------------------------------------------------------------------------
@@ -181,13 +216,14 @@ def _override_args(overrides: Mapping[str, Any]) -> list[str]:
     return args
 
 
-def _lightning(command: str, pipeline: Pipeline, stage: Stage, folder: Path,
-               *extra: str) -> None:
-    args = [sys.executable, CLI, command, "--config", str(pipeline.data),
+def _lightning(command: str, pipeline: Pipeline, stage: Stage, folder: Path, *extra: str,
+               launch: Launch = Launch()) -> None:
+    args = [*launch.prefix(command), sys.executable, CLI, command, "--config", str(pipeline.data),
             "--config", str(stage.config), "--trainer.default_root_dir", str(folder)]
     for argument, source in stage.inputs.items():
         args.append(f"--model.init_args.{argument}={pipeline.run / source / 'artifact'}")
     args += _override_args({**pipeline.overrides, **stage.overrides})
+    args += launch.trainer_args(command)
     args += list(extra)
     finished = subprocess.run(args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if finished.returncode != 0:
@@ -221,7 +257,8 @@ def is_current(folder: Path, digest: str) -> bool:
         "weights_sha256")
 
 
-def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[str, Any]:
+def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print,
+              launch: Launch = Launch()) -> dict[str, Any]:
     """Fit (or resume) one stage, then write its validation and test predictions."""
     folder = pipeline.run / stage.name
     state = _state(folder)
@@ -237,11 +274,11 @@ def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print) -> dict[
         shutil.rmtree(folder)  # another config's (or a finished stale) run: start clean
     started = time.time()
     _write_state(folder, {"hash": digest, "status": "fitting", "started": started})
-    _lightning("fit", pipeline, stage, folder, *extra)
+    _lightning("fit", pipeline, stage, folder, *extra, launch=launch)
     fitted = time.time()
     artifact = read_artifact(folder / "artifact")
     checkpoint = artifact.meta["checkpoint"]
-    _lightning("assess", pipeline, stage, folder, f"--ckpt_path={checkpoint}")
+    _lightning("assess", pipeline, stage, folder, f"--ckpt_path={checkpoint}", launch=launch)
     finished = time.time()
     state = {"hash": digest, "status": "done", "weights_sha256": artifact.meta["weights_sha256"],
              "checkpoint": checkpoint, "fit_seconds": round(fitted - started, 1),
@@ -279,7 +316,7 @@ def _clock(seconds: float | None) -> str:
 
 
 def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | None = None,
-                 report: bool = True, log=print) -> dict[str, Any]:
+                 report: bool = True, log=print, launch: Launch = Launch()) -> dict[str, Any]:
     """Run (or skip) every stage in order, then the report. Returns per-stage states."""
     order = pipeline.order()
     for name, flag in ((start_from, "--from"), (only, "--only")):
@@ -311,7 +348,7 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | 
             (folder / STATE_FILE).unlink()  # rerun from scratch
         log(f"{prefix}: training ({stage.config}) | elapsed {_clock(elapsed)} | ETA "
             f"{_clock(eta)}")
-        states[name] = run_stage(pipeline, stage, digest, log)
+        states[name] = run_stage(pipeline, stage, digest, log, launch)
         history[name] = states[name]["seconds"]
         history_path.parent.mkdir(parents=True, exist_ok=True)
         history_path.write_text(json.dumps(history, indent=2) + "\n")
@@ -338,10 +375,36 @@ def main(argv: list[str]) -> int:
                         help="rerun this stage and every later one")
     parser.add_argument("--only", metavar="STAGE", help="run this stage alone")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
+    cluster = parser.add_argument_group("devices and clusters")
+    cluster.add_argument("--launcher", choices=("local", "srun"), default="local",
+                         help="srun: inside a SLURM job, start each fit on every task")
+    cluster.add_argument("--num-nodes", type=int, help="nodes per stage (trainer.num_nodes)")
+    cluster.add_argument("--devices", type=int, help="devices per node (trainer.devices)")
+    cluster.add_argument("--accelerator", help="trainer.accelerator (gpu, cpu, auto)")
+    cluster.add_argument("--emit-slurm", metavar="DIR",
+                         help="write one SLURM job per stage and submit.sh, and run nothing")
+    for flag in ("--partition", "--account", "--time"):
+        cluster.add_argument(flag, help="for --emit-slurm")
+    cluster.add_argument("--cpus-per-task", type=int, help="for --emit-slurm")
+    cluster.add_argument("--no-gpus", action="store_true",
+                         help="for --emit-slurm: request no GPUs (CPU jobs)")
     args = parser.parse_args(argv)
     try:
         pipeline = load_pipeline(args.config, args.data, args.run)
-        run_pipeline(pipeline, args.start_from, args.only, report=not args.no_report)
+        if args.emit_slurm:
+            from pipeline.slurm import emit_slurm
+
+            written = emit_slurm(pipeline, args.emit_slurm, {
+                "nodes": args.num_nodes, "devices": args.devices,
+                "accelerator": args.accelerator, "partition": args.partition,
+                "account": args.account, "time": args.time,
+                "cpus_per_task": args.cpus_per_task, "gpus": False if args.no_gpus else None})
+            print(f"wrote {len(written)} files to {args.emit_slurm}; submit with: bash "
+                  f"{Path(args.emit_slurm) / 'submit.sh'}")
+            return 0
+        launch = Launch(args.launcher, args.num_nodes, args.devices, args.accelerator)
+        run_pipeline(pipeline, args.start_from, args.only, report=not args.no_report,
+                     launch=launch)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
