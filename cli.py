@@ -67,6 +67,7 @@ def lightning_cli_class():
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
+            check_values(config)
             _artifact_as_pretrained(config)
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
@@ -80,6 +81,83 @@ def lightning_cli_class():
 
     MammoCLI.save_config_class = RunFolderConfig
     return MammoCLI
+
+
+class ConfigValueError(ValueError):
+    """A config value that cannot work, named by its key; printed as one line."""
+
+
+INPUT_PATHS = ("pretrained", "init_from", "ffdm_teacher", "sm_teacher", "partner")
+
+
+def check_values(config) -> None:
+    """Refuse values that cannot train, naming the key, before any class is built (an error
+    raised inside a class's __init__ would reach the user through jsonargparse's Union noise).
+    """
+    from lightning_modules.effdet_parts import check_architecture, get_efficientdet_config
+
+    model = dict(config.model.init_args or {}) if config.get("model") else {}
+    data = dict(config.data.init_args or {}) if config.get("data") else {}
+    problems = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{key}: {message}")
+
+    alpha, gamma = model.get("focal_alpha"), model.get("focal_gamma")
+    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+        bad("model.init_args.focal_alpha", f"must lie in [0, 1] (Eq. 1's weight of the "
+            f"positives), got {alpha}")
+    if gamma is not None and float(gamma) < 0:
+        bad("model.init_args.focal_gamma", f"must be >= 0, got {gamma}")
+    rate = model.get("learning_rate")
+    if rate is not None and not float(rate) > 0:
+        bad("model.init_args.learning_rate", f"must be > 0, got {rate}")
+    batch = data.get("batch_size")
+    if batch is not None and int(batch) < 1:
+        bad("data.init_args.batch_size", f"must be >= 1, got {batch}")
+    size = data.get("image_size")
+    architecture = model.get("architecture")
+    if architecture:
+        try:
+            check_architecture(architecture)
+        except ValueError as error:
+            bad("model.init_args.architecture", str(error))
+        else:
+            overrides = dict(model.get("architecture_overrides") or {})
+            max_level = int(overrides.get("max_level",
+                                          get_efficientdet_config(architecture).max_level))
+            stride = 2**max_level
+            if size is not None and any(int(side) % stride for side in size):
+                bad("data.init_args.image_size", f"{list(size)} must be divisible by "
+                    f"2**max_level = {stride} for {architecture} (e.g. "
+                    f"{[max(stride, int(side) // stride * stride) for side in size]})")
+    for key in INPUT_PATHS:
+        value = model.get(key)
+        if value and not os.path.exists(value):
+            bad(f"model.init_args.{key}", f"{value} does not exist")
+    checkpoint = config.get("ckpt_path")
+    if checkpoint and checkpoint != "last" and not os.path.exists(checkpoint):
+        bad("ckpt_path", f"{checkpoint} does not exist")
+    if problems:
+        raise ConfigValueError("; ".join(problems))
+
+
+def _check_checkpoint_argument(argv: list[str]) -> None:
+    """Read ``--ckpt_path FILE`` once up front (``weights_only``): LightningCLI opens it before
+    any hook of ours, and a truncated file would fail there without its name."""
+    from lightning_modules.weights import read_checkpoint
+
+    for index, arg in enumerate(argv):
+        value = None
+        if arg == "--ckpt_path" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--ckpt_path="):
+            value = arg.split("=", 1)[1]
+        if value and os.path.isfile(value):
+            try:
+                read_checkpoint(value)
+            except ValueError as error:
+                raise ConfigValueError(f"ckpt_path: {error}") from error
 
 
 def _artifact_as_pretrained(config) -> None:
@@ -128,9 +206,11 @@ def assess(args: list[str]):
     cli_class = lightning_cli_class()
     cli = cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args,
                     run=False)
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
+                         weights_only=True)
     if hasattr(cli.model, "detections"):
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
+                         weights_only=True)
     return cli
 
 
@@ -158,12 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {argv[0]!r}; commands: {commands}", file=sys.stderr)
         return 2
     argv = _data_file_first(argv)
+    if argv and argv[0] in ("fit", "validate", "test", "predict") and not any(
+            arg.startswith("--weights_only") for arg in argv):
+        argv.append("--weights_only=true")  # checkpoints load without unpickling code
     if argv and argv[0] == "predict" and "--overlays" in argv:
         argv = [arg if arg != "--overlays" else "--predictions.overlays=true" for arg in argv]
-    if argv and argv[0] == "assess":
-        assess(argv[1:])
-    else:
-        run_lightning(argv)
+    try:
+        _check_checkpoint_argument(argv)
+        if argv and argv[0] == "assess":
+            assess(argv[1:])
+        else:
+            run_lightning(argv)
+    except ConfigValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

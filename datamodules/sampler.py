@@ -51,7 +51,9 @@ class BalancedDistributedSampler(DistributedSampler):
     If one class is empty, the epoch is drawn from the other (with a warning).
 
     After construction ``len(sampler)`` and ``sampler.num_samples`` are per rank (as in
-    DistributedSampler); ``sampler.epoch_size`` is the global count per epoch.
+    DistributedSampler); ``sampler.epoch_size`` is the global count per epoch. With
+    ``with_seeds`` it yields ``(index, seed)``: a seed per draw for the data set's augmentation,
+    a function of (seed, epoch, position in the global draw).
     """
 
     def __init__(
@@ -62,7 +64,9 @@ class BalancedDistributedSampler(DistributedSampler):
         rank: int | None = None,
         seed: int = 0,
         drop_last: bool = False,
+        with_seeds: bool = False,
     ):
+        self.with_seeds = with_seeds
         labels = torch.as_tensor(np.array(labels, dtype=np.int64)).reshape(-1)
         if num_replicas is None:
             num_replicas = dist.get_world_size() if dist.is_initialized() else 1
@@ -122,7 +126,16 @@ class BalancedDistributedSampler(DistributedSampler):
             repeats = math.ceil(self.total_size / len(indices))
             indices = indices.repeat(repeats)
         indices = indices[: self.total_size]
-        return iter(indices[self.rank : self.total_size : self.num_replicas].tolist())
+        positions = range(self.rank, self.total_size, self.num_replicas)
+        mine = indices[self.rank : self.total_size : self.num_replicas].tolist()
+        if not self.with_seeds:
+            return iter(mine)
+        # One seed per draw, a function of (seed, epoch, position in the epoch's global draw):
+        # the augmentation of each draw is then the same whatever the world size or workers,
+        # and a resumed epoch repeats it.
+        seeds = np.random.SeedSequence([int(self.seed), int(self.epoch), 0x5EED]).generate_state(
+            self.total_size, dtype=np.uint32)
+        return iter((index, int(seeds[position])) for index, position in zip(mine, positions))
 
     def __len__(self) -> int:
         return self.num_samples

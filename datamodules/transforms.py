@@ -37,8 +37,12 @@ class PairedTransform:
     follow them (each box carries its index through albumentations as an extra column, since
     albumentations' ``label_fields`` cannot serve two box sets).
 
-    Randomness: a DataLoader worker reseeds the draw from its own seed (and the DDP rank), so
-    workers and ranks do not repeat each other's augmentations; the main process uses ``seed``.
+    Randomness: called with ``seed`` (what the training sampler gives each draw of an epoch),
+    the draw is a function of that seed alone, so an epoch's augmentations do not depend on
+    the number of workers or ranks, and a run resumed from a checkpoint repeats them exactly.
+    Without it, a DataLoader worker reseeds the draw from its own seed (and the DDP rank), so
+    workers and ranks do not repeat each other's augmentations; the main process uses
+    ``seed``.
     """
 
     def __init__(
@@ -84,8 +88,12 @@ class PairedTransform:
         images: dict[str, np.ndarray],
         boxes: dict[str, np.ndarray],
         labels: dict[str, np.ndarray],
+        seed: int | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        self._reseed_for_worker()
+        if seed is None:
+            self._reseed_for_worker()
+        else:
+            self.compose.set_random_seed(int(seed))
         first = self.modalities[0]
         data = {}
         for modality in self.modalities:

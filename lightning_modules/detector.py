@@ -106,6 +106,7 @@ class DetectorModule(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self.check_batch(batch)
         losses = self.detection_loss(batch)
+        self.check_finite(losses["loss"], batch)
         self._log_losses(losses, "train", len(batch[PAIR_ID]))
         return losses["loss"]
 

@@ -44,9 +44,8 @@ def build_config(
     ``anchor_scale``, ``aspect_ratios``, ``backbone_args``, ...), so a small CPU detector is a
     config entry, not code. The returned config is read-only, as effdet leaves it.
     """
+    check_architecture(architecture)
     config = get_efficientdet_config(architecture)
-    if config is None or not config:
-        raise ValueError(f"unknown effdet architecture {architecture!r}")
     set_config_writeable(config)
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(config.keys()))
@@ -63,6 +62,8 @@ def build_config(
     config.backbone_args = dict(config.backbone_args or {})
     config.image_size = tuple(int(side) for side in image_size)
     config.num_classes = int(num_classes)
+    check_focal(config.alpha if focal_alpha is None else focal_alpha,
+                config.gamma if focal_gamma is None else focal_gamma)
     if focal_alpha is not None:
         config.alpha = float(focal_alpha)
     if focal_gamma is not None:
@@ -85,6 +86,33 @@ def build_config(
     )
     set_config_readonly(config)
     return config
+
+
+def architectures() -> list[str]:
+    """The effdet architecture names ``build_config`` accepts."""
+    from effdet.config.model_config import efficientdet_model_param_dict
+
+    return sorted(efficientdet_model_param_dict)
+
+
+def check_architecture(architecture: str) -> None:
+    """A ValueError naming the closest known architectures (effdet itself raises a bare
+    KeyError)."""
+    import difflib
+
+    known = architectures()
+    if architecture not in known:
+        close = difflib.get_close_matches(str(architecture), known, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+        raise ValueError(f"unknown effdet architecture {architecture!r}{hint}")
+
+
+def check_focal(alpha: float, gamma: float) -> None:
+    """Eq. 1's alpha weighs positives against negatives (in [0, 1]); gamma >= 0 focuses."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"focal_alpha must lie in [0, 1], got {alpha}")
+    if float(gamma) < 0:
+        raise ValueError(f"focal_gamma must be >= 0, got {gamma}")
 
 
 def input_channels(config) -> int:

@@ -34,6 +34,8 @@ class StageModule(pl.LightningModule, ABC):
     def __init__(self, learning_rate: float, weight_decay: float = 1e-4, warmup_steps: int = 0,
                  lr_schedule: str = "cosine"):
         super().__init__()
+        if not float(learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
         self.learning_rate = learning_rate
@@ -78,6 +80,24 @@ class StageModule(pl.LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_SPEC_KEY] = self.full_artifact_spec()
+
+    def check_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Stop the run on a non-finite loss, naming the step and the pairs, before the
+        optimiser steps: the last checkpoint on disk stays the last good one. Under DDP every
+        rank takes the same decision (one collective on a boolean), so none is left waiting."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            pairs = ", ".join(map(str, batch.get("pair_id", [])[:8]))
+            checkpoint = getattr(getattr(self._trainer, "checkpoint_callback", None),
+                                 "last_model_path", "") if self._trainer else ""
+            raise FloatingPointError(
+                f"non-finite training loss ({float(loss.detach())}) at training step "
+                f"{int(self.trained_steps) + 1} (pairs {pairs}, on some rank); training stopped. "
+                f"The last checkpoint ({checkpoint or 'none written yet'}) is untouched: lower "
+                f"the learning rate or check these images, then resume from it"
+            )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.trained_steps += 1

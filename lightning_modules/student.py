@@ -163,6 +163,7 @@ class DistillStudent(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         similarities = self.similarities(batch)
         loss = self.loss(similarities)
+        self.check_finite(loss, batch)
         size = len(batch[PAIR_ID])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train_cosine", -loss, on_step=True, on_epoch=True, batch_size=size)

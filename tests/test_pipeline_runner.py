@@ -129,10 +129,19 @@ def test_bad_pipeline_configs_are_refused_with_the_key(tmp_path):
     assert "data: nowhere.yaml not found" in message
 
 
-def test_the_demo_pipeline_config_parses():
-    pipeline = load_pipeline(CONFIGS / "pipeline" / "phantom.yaml")
+@pytest.mark.parametrize("path", sorted((CONFIGS / "pipeline").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_pipeline_config_parses_and_reuses_the_demo_stages(path):
+    pipeline = load_pipeline(path)
     assert pipeline.order()[:2] == ["stage1_sm", "stage1_ffdm"]
-    assert set(pipeline.report) >= {"Model_SM", "Model_FFDM", "BASE_UB", "Fused"}
+    demo = load_pipeline(CONFIGS / "pipeline" / "phantom.yaml")
+    assert set(demo.report) >= {"Model_SM", "Model_FFDM", "BASE_UB", "Fused"}
+    for name, stage in pipeline.stages.items():  # a shared stage is the demo's own
+        if name in demo.stages:
+            assert (stage.config, stage.inputs, stage.overrides) == (
+                demo.stages[name].config, demo.stages[name].inputs, demo.stages[name].overrides)
+    for pair in pipeline.comparisons or []:
+        assert set(pair) <= set(pipeline.report)
 
 
 def test_a_killed_fit_resumes_from_its_last_checkpoint(tiny_phantom, tmp_path):
