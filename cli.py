@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TOOLS = {
     "phantom": "datamodules.phantom",
     "prepare": "datamodules.prepare",
+    "check-data": "datamodules.check",
     "adapt": "datamodules.adapters",
     "evaluate": "metrics.evaluate",
     "report": "analysis.report",
@@ -67,8 +68,8 @@ def lightning_cli_class():
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
-            check_values(config)
             _artifact_as_pretrained(config)
+            check_values(config)
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(root, "checkpoints")
@@ -131,8 +132,10 @@ def check_values(config) -> None:
                 bad("data.init_args.image_size", f"{list(size)} must be divisible by "
                     f"2**max_level = {stride} for {architecture} (e.g. "
                     f"{[max(stride, int(side) // stride * stride) for side in size]})")
+    # A FusedDetector built from a Stage III artifact (``pretrained``) reads nothing else.
+    skipped = ("sm_teacher", "partner") if model.get("pretrained") and "partner" in model else ()
     for key in INPUT_PATHS:
-        value = model.get(key)
+        value = None if key in skipped else model.get(key)
         if value and not os.path.exists(value):
             bad(f"model.init_args.{key}", f"{value} does not exist")
     checkpoint = config.get("ckpt_path")

@@ -31,7 +31,7 @@ def plot_cases(title: str, image_ids: Sequence[str], panels: Sequence[tuple[Mode
     rng = np.random.default_rng(seed)
     chosen = [str(i) for i in rng.permutation(np.asarray(image_ids, dtype=object))[:max_cases]]
     rows, columns = max(len(chosen), 1), len(panels)
-    figure = Figure(figsize=(2.6 * columns, 2.9 * rows + 0.7), dpi=110)
+    figure = Figure(figsize=(max(2.6 * columns, 6.0), 2.9 * rows + 0.7), dpi=110)
     FigureCanvasAgg(figure)
     paths = manifest.set_index("pair_id")
     if not chosen:

@@ -1,11 +1,14 @@
 """PairedMammoDataset: one dict per FFDM-SM pair in the batch contract of `datamodules.batch`.
 
 Only the modalities asked for are read (a Stage I SM model never opens an FFDM file). Each
-image comes from the preprocessing cache when its entry exists, else from the DICOM.
+image comes from the preprocessing cache when its entry exists, else from the DICOM. With
+``on_bad_sample="skip"`` a pair whose image cannot be read is logged and replaced by the next
+readable pair of the same label, and the sample names it under ``SKIPPED_PAIRS``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,9 +27,16 @@ from datamodules.batch import (
     labels_key,
     original_boxes_key,
 )
-from datamodules.dicom import DEFAULT_MARGIN, Geometry, load_image
-from datamodules.prepare import ImageCache
+from datamodules.dicom import DEFAULT_MARGIN, DicomReadError, Geometry, load_image
+from datamodules.prepare import CacheEntryError, ImageCache
 from datamodules.transforms import PairedTransform
+
+logger = logging.getLogger(__name__)
+
+# Sample key (with on_bad_sample="skip"): [(pair id, reason)] of the pairs skipped to make
+# this sample; the data module takes it out of the batch and counts the pairs.
+SKIPPED_PAIRS = "skipped_pairs"
+_READ_ERRORS = (DicomReadError, CacheEntryError, OSError)
 
 
 def _text_array(values) -> np.ndarray:
@@ -61,6 +71,11 @@ class PairedMammoDataset(Dataset):
 
     ``pathology_classes``: None puts every lesion in class 0; a dict maps pathology to class
     index and drops lesions of other pathologies, from the targets and the original boxes.
+
+    ``on_bad_sample``: "error" raises when an image cannot be read (the error names the
+    file); "skip" logs the pair and its reason and returns the next readable pair with the
+    same label instead (the balance of the epoch is kept), listing the skipped pairs under
+    ``SKIPPED_PAIRS``.
     """
 
     def __init__(
@@ -74,7 +89,12 @@ class PairedMammoDataset(Dataset):
         margin: float = DEFAULT_MARGIN,
         transform: PairedTransform | None = None,
         pathology_classes: Mapping[str, int] | None = None,
+        on_bad_sample: str = "error",
     ):
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        self.on_bad_sample = on_bad_sample
+        self._bad: dict[int, str] = {}  # index -> reason, found bad in this process
         self.modalities = tuple(check_modality(m) for m in modalities)
         if not self.modalities:
             raise ValueError("at least one modality is needed")
@@ -130,17 +150,51 @@ class PairedMammoDataset(Dataset):
             margin=self.margin,
         )
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """Pair ``item``; or ``(index, seed)``, as the training sampler gives them, where
+        ``seed`` fixes this draw's augmentation (see ``BalancedDistributedSampler``)."""
+        index, seed = (item if isinstance(item, tuple) else (item, None))
         index = int(index)
+        if self.on_bad_sample == "error":
+            return self._sample(index, self._read_pair(index), seed)
+        skipped = []
+        for candidate in self._candidates(index):
+            if candidate in self._bad:
+                continue
+            try:
+                read = self._read_pair(candidate)
+            except _READ_ERRORS as error:
+                pair_id = self.pair_ids[candidate].decode()
+                self._bad[candidate] = str(error)
+                logger.warning("on_bad_sample=skip: skipping pair %s: %s", pair_id, error)
+                skipped.append((pair_id, str(error)))
+                continue
+            sample = self._sample(candidate, read, seed)
+            sample[SKIPPED_PAIRS] = skipped
+            return sample
+        raise RuntimeError(f"no pair of the data set can be read (the last: {skipped[-1:]})")
+
+    def _candidates(self, index: int):
+        """``index``, then the other pairs with its label in order, then the rest."""
+        yield index
+        same = np.flatnonzero(self.labels == self.labels[index])
+        yield from np.roll(same, -int(np.searchsorted(same, index)) - 1)[:-1].tolist()
+        yield from np.flatnonzero(self.labels != self.labels[index]).tolist()
+
+    def _read_pair(self, index: int) -> dict[str, tuple[np.ndarray, Geometry]]:
+        return {modality: self.read(index, modality) for modality in self.modalities}
+
+    def _sample(self, index: int, read: dict[str, tuple[np.ndarray, Geometry]],
+                seed: int | None = None) -> dict[str, Any]:
         images, geometries, boxes, labels, originals = {}, {}, {}, {}, {}
         for modality in self.modalities:
-            images[modality], geometries[modality] = self.read(index, modality)
+            images[modality], geometries[modality] = read[modality]
             empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
             originals[modality], classes = self.lesions.get((index, modality), empty)
             boxes[modality], kept = input_boxes(originals[modality], geometries[modality])
             labels[modality] = classes[kept]
         if self.transform is not None:
-            images, boxes, labels = self.transform(images, boxes, labels)
+            images, boxes, labels = self.transform(images, boxes, labels, seed=seed)
         sample: dict[str, Any] = {
             PAIR_ID: self.pair_ids[index].decode(),
             LABEL: int(self.labels[index]),

@@ -12,13 +12,16 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
+from datamodules.problems import ROW_CONVENTION as ROW_CONVENTION
+from datamodules.problems import Problem, ProblemsError
 
 logger = logging.getLogger(__name__)
 
@@ -61,46 +64,13 @@ _TEXT_COLUMNS = (
 )
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
-ROW_CONVENTION = "row numbers count the header as row 1, as a spreadsheet shows the file"
-_MAX_LISTED = 200
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem of a table: where it is and what is wrong."""
-
-    file: str
-    row: int | None  # as the user sees it: header = row 1, first data row = row 2
-    column: str | None
-    message: str
-    kind: str
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.row is not None:
-            where += f" row {self.row}"
-        if self.column is not None:
-            where += f", column {self.column}" if self.row is not None else f" column {self.column}"
-        return f"{where}: {self.message}"
-
-
-class ManifestError(ValueError):
+class ManifestError(ProblemsError):
     """A manifest or lesion table breaks the schema. ``problems`` lists every problem found."""
 
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        kinds = Counter(problem.kind for problem in self.problems)
-        lines = [
-            f"{len(self.problems)} problem(s) in the manifest/lesion tables "
-            f"({ROW_CONVENTION}; row 2 is the first data row):"
-        ]
-        lines += [f"  {problem}" for problem in self.problems[:_MAX_LISTED]]
-        if len(self.problems) > _MAX_LISTED:
-            lines.append(
-                f"  ... and {len(self.problems) - _MAX_LISTED} more (all in ManifestError.problems)"
-            )
-        lines.append("by kind: " + ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())))
-        super().__init__("\n".join(lines))
+    subject = "the manifest/lesion tables"
+    more = "all in ManifestError.problems"
 
 
 @dataclass
@@ -116,9 +86,16 @@ class LoadSummary:
     pairs_per_split: dict[str, int] = field(default_factory=dict)
     patients_per_split: dict[str, int] = field(default_factory=dict)
     pairs_with_given_split: int = 0
+    # pair id -> reason, of the pairs a data module with on_bad_sample="skip" left out
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pairs_skipped(self) -> int:
+        """Pairs left out because a file could not be read or a box did not fit its image."""
+        return len(self.skipped)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "skipped": dict(self.skipped), "pairs_skipped": self.pairs_skipped}
 
     def __str__(self) -> str:
         excluded = ", ".join(f"{n} {reason}" for reason, n in self.excluded.items()) or "none"
@@ -131,6 +108,7 @@ class LoadSummary:
             f"{self.pairs_kept} of {self.pairs_read} pairs kept (excluded: {excluded}); "
             f"{self.lesions_kept} of {self.lesions_read} lesions kept; {splits}; "
             f"{self.pairs_with_given_split} pairs had their split given"
+            + (f"; {self.pairs_skipped} pairs skipped (bad samples)" if self.skipped else "")
         )
 
 
@@ -145,12 +123,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(
-            path,
-            dtype={column: str for column in _TEXT_COLUMNS},
-            keep_default_na=False,
-            na_values=[""],
-        )
+        try:
+            return pd.read_csv(
+                path,
+                dtype={column: str for column in _TEXT_COLUMNS},
+                keep_default_na=False,
+                na_values=[""],
+            )
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: empty file (no header line)") from None
     if name.endswith((".parquet", ".pq")):
         table = pd.read_parquet(path)
         for column in _TEXT_COLUMNS:
@@ -216,8 +197,9 @@ def _normalised(manifest: pd.DataFrame, lesions: pd.DataFrame | None):
 class _Problems:
     """Collects problems of one table; rows are positions, reported as the user sees them."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, pair_ids: pd.Series | None = None):
         self.file = file
+        self.pair_ids = None if pair_ids is None else pair_ids.tolist()
         self.items: list[Problem] = []
 
     def add(self, positions, column: str | None, messages, kind: str) -> None:
@@ -225,7 +207,10 @@ class _Problems:
         if isinstance(messages, str):
             messages = [messages] * len(positions)
         for position, message in zip(positions, messages):
-            self.items.append(Problem(self.file, int(position) + 2, column, message, kind))
+            pair_id = self.pair_ids[int(position)] if self.pair_ids is not None else None
+            self.items.append(
+                Problem(self.file, int(position) + 2, column, message, kind, pair_id or None)
+            )
 
     def add_table(self, column: str | None, message: str, kind: str) -> None:
         self.items.append(Problem(self.file, None, column, message, kind))
@@ -264,7 +249,7 @@ def _check_duplicates(values: pd.Series, column: str, problems: _Problems, kind:
 
 
 def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
-    problems = _Problems(name)
+    problems = _Problems(name, manifest.get("pair_id"))
     present = _check_required(manifest, MANIFEST_COLUMNS, problems)
     for column in present:
         if column in ("label", "annotated"):
@@ -328,7 +313,7 @@ def _check_patient_splits(manifest: pd.DataFrame, problems: _Problems) -> None:
 
 
 def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | None) -> list[Problem]:
-    problems = _Problems(name)
+    problems = _Problems(name, lesions.get("pair_id"))
     present = _check_required(lesions, LESION_COLUMNS, problems)
     for column in present:
         if column in ("pair_id", "modality", "pathology"):
@@ -459,11 +444,26 @@ def assign_splits(
     return patients.map(patient_split).astype(str)
 
 
+ROW_COLUMN = "source_row"
+
+
+def read_tables(
+    manifest_path: str | os.PathLike, lesions_path: str | os.PathLike | None = None
+) -> tuple[Path, Path | None, pd.DataFrame, pd.DataFrame | None]:
+    """(manifest file, lesion file or None, raw manifest, raw lesions or None), unvalidated;
+    the files are found as `resolve_table_paths` says."""
+    manifest_file, lesions_file = resolve_table_paths(manifest_path, lesions_path)
+    raw_manifest = read_table(manifest_file)
+    raw_lesions = read_table(lesions_file) if lesions_file is not None else None
+    return manifest_file, lesions_file, raw_manifest, raw_lesions
+
+
 def load_tables(
     manifest_path: str | os.PathLike,
     lesions_path: str | os.PathLike | None = None,
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    row_numbers: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, LoadSummary]:
     """Read, validate, exclude and split: (manifest, lesions, summary).
 
@@ -471,11 +471,13 @@ def load_tables(
     ``lesions.csv`` beside the manifest is read when it exists (else there are no lesions).
     Pairs with ``annotated`` false are excluded (and their lesions); the returned manifest has
     absolute image paths, ``label`` int64, ``annotated`` bool and a filled ``split`` column
-    (see `assign_splits`). Raises `ManifestError` listing every problem.
+    (see `assign_splits`). ``row_numbers`` adds a ``source_row`` column to both tables: each
+    row's number in its file as a spreadsheet shows it (for reports of later checks). Raises
+    `ManifestError` listing every problem.
     """
-    manifest_file, lesions_file = resolve_table_paths(manifest_path, lesions_path)
-    raw_manifest = read_table(manifest_file)
-    raw_lesions = read_table(lesions_file) if lesions_file is not None else None
+    manifest_file, lesions_file, raw_manifest, raw_lesions = read_tables(
+        manifest_path, lesions_path
+    )
     validate(
         raw_manifest,
         raw_lesions,
@@ -484,11 +486,34 @@ def load_tables(
     )
     if raw_lesions is None:
         logger.warning("%s: no lesion table beside it; every pair has no boxes", manifest_file)
+    return prepared_tables(
+        raw_manifest, raw_lesions, manifest_file, seed, fractions, row_numbers=row_numbers
+    )
+
+
+def prepared_tables(
+    raw_manifest: pd.DataFrame,
+    raw_lesions: pd.DataFrame | None,
+    manifest_file: str | os.PathLike,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    row_numbers: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, LoadSummary]:
+    """`load_tables` after validation: normalise, parse, resolve paths, exclude and split.
+
+    Tables that failed `validate` in single values (not in their columns) still come out,
+    with unparsable labels as 0, ``annotated`` as false and coordinates as NaN: what
+    ``check-data`` needs to go on checking the files of the other rows.
+    """
+    if raw_lesions is None:
         raw_lesions = pd.DataFrame({column: [] for column in LESION_COLUMNS})
     manifest, lesions = _normalised(raw_manifest, raw_lesions)
+    if row_numbers:
+        manifest[ROW_COLUMN] = np.arange(len(manifest), dtype=np.int64) + 2
+        lesions[ROW_COLUMN] = np.arange(len(lesions), dtype=np.int64) + 2
     manifest["label"] = _parse_labels(manifest["label"])[0]
     manifest["annotated"] = _parse_booleans(manifest["annotated"])[0]
-    root = str(manifest_file.resolve().parent) + os.sep
+    root = str(Path(manifest_file).resolve().parent) + os.sep
     for column in ("sm_path", "ffdm_path"):
         paths = manifest[column]
         manifest[column] = paths.where(paths.str.startswith(os.sep), root + paths)

@@ -4,11 +4,18 @@ Training draws balanced epochs (`BalancedDistributedSampler`) with paired augmen
 validation, test and prediction read every pair of their split exactly once, in manifest
 order, without augmentation. Under DDP Lightning gives those loaders a DistributedSampler,
 which pads with repeats; the metric removes duplicates by pair id.
+
+``setup`` checks the files of the stage's splits before the first step (`quick_check`: files
+there and readable as DICOM, boxes inside their images) and fails with every problem at once;
+with ``on_bad_sample="skip"`` it leaves those pairs out instead, and the data set skips a pair
+that still fails to read later. Each skipped pair is logged with its reason and counted in
+``summary.skipped``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -18,9 +25,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.batch import collate_pairs
-from datamodules.dataset import PairedMammoDataset
+from datamodules.check import DataCheckError, quick_check
+from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
-from datamodules.manifest import DEFAULT_FRACTIONS, SPLITS, LoadSummary, load_tables
+from datamodules.manifest import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    LoadSummary,
+    load_tables,
+    resolve_table_paths,
+)
+from datamodules.prepare import ImageCache
 from datamodules.sampler import BalancedDistributedSampler
 from datamodules.transforms import train_transforms
 
@@ -50,6 +65,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
             depends on the pixel size, so it belongs to the data). Stored for the models.
         margin: breast crop margin, a fraction of the image's longer side.
         predict_split: the split the predict loader reads ("train", "val", "test" or "all").
+        on_bad_sample: "error": ``setup`` fails, naming every file that cannot be read and
+            every box outside its image; "skip": those pairs are left out, as is a pair whose
+            image fails to read during the run, each logged with its reason and counted in
+            ``summary.skipped`` (pair id -> reason) and ``summary.pairs_skipped``.
     """
 
     def __init__(
@@ -70,6 +89,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         hit_min_distance: float = 100.0,
         margin: float = DEFAULT_MARGIN,
         predict_split: Literal["train", "val", "test", "all"] = "test",
+        on_bad_sample: Literal["error", "skip"] = "error",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -78,6 +98,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.modalities = tuple(modalities)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -89,17 +111,90 @@ class PairedMammoDataModule(pl.LightningDataModule):
         self.hit_min_distance = float(hit_min_distance)
         self.margin = margin
         self.predict_split = predict_split
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        self.on_bad_sample = on_bad_sample
         self._manifest: pd.DataFrame | None = None
         self._lesions: pd.DataFrame | None = None
         self.summary: LoadSummary | None = None
         self._datasets: dict[str, PairedMammoDataset] = {}
+        self._checked: set[str] = set()
 
     def setup(self, stage: str | None = None) -> None:
+        """Read the tables (once), then check the files of the splits the stage reads."""
         if self._manifest is None:
             self._manifest, self._lesions, self.summary = load_tables(
-                self.manifest, self.lesions, seed=self.seed, fractions=self.split_fractions
+                self.manifest, self.lesions, seed=self.seed, fractions=self.split_fractions,
+                row_numbers=True,
             )
             logger.info("%s: %s", self.manifest, self.summary)
+        if stage is not None:
+            self._check(self._stage_splits(stage))
+
+    def _stage_splits(self, stage: str) -> tuple[str, ...]:
+        if stage == "predict":
+            return SPLITS if self.predict_split == "all" else (self.predict_split,)
+        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
+
+    def _check(self, splits) -> None:
+        """`quick_check` of the splits not checked yet; raise `DataCheckError` or leave the
+        bad pairs out (``on_bad_sample``)."""
+        splits = [split for split in splits if split not in self._checked]
+        if not splits:
+            return
+        started = time.monotonic()
+        rows = self._manifest[self._manifest["split"].isin(splits)]
+        lesions = self._lesions[self._lesions["pair_id"].isin(set(rows["pair_id"]))]
+        manifest_file, lesions_file = resolve_table_paths(self.manifest, self.lesions)
+        cache = None
+        if self.cache_dir is not None:
+            cache = ImageCache(self.cache_dir, self.image_size, self.window, self.margin)
+        problems = quick_check(
+            rows, lesions, self.modalities, str(manifest_file),
+            str(lesions_file) if lesions_file else "lesions", cache=cache,
+            workers=self.num_workers,
+        )
+        self._checked.update(splits)
+        logger.info("checked the %s images of %d pairs (%s) in %.1f s: %d problem(s)",
+                    "/".join(self.modalities), len(rows), ", ".join(splits),
+                    time.monotonic() - started, len(problems))
+        if not problems:
+            return
+        if self.on_bad_sample == "error":
+            raise DataCheckError(
+                problems,
+                subject=f"the data of {manifest_file}",
+                hint="Fix or remove these pairs; on_bad_sample: skip leaves them out instead. "
+                "`python cli.py check-data` checks every file in full.",
+            )
+        if any(problem.pair_id is None for problem in problems):
+            raise DataCheckError(problems, subject=f"the data of {manifest_file}")
+        bad: dict[str, str] = {}
+        for problem in problems:
+            bad.setdefault(problem.pair_id, str(problem))
+        for pair_id, reason in bad.items():
+            logger.warning("on_bad_sample=skip: skipping pair %s: %s", pair_id, reason)
+        self.summary.skipped.update(bad)
+        keep = ~self._manifest["pair_id"].isin(set(bad))
+        self._manifest = self._manifest[keep].reset_index(drop=True)
+        self._lesions = self._lesions[~self._lesions["pair_id"].isin(set(bad))].reset_index(
+            drop=True
+        )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the pairs the data set skipped in its workers (``on_bad_sample="skip"``),
+        which come in the batch, and take them out of it."""
+        if isinstance(batch, dict) and SKIPPED_PAIRS in batch:
+            for skipped in batch.pop(SKIPPED_PAIRS):
+                for pair_id, reason in skipped:
+                    if self.summary is not None and pair_id not in self.summary.skipped:
+                        self.summary.skipped[pair_id] = reason
+        return batch
+
+    def teardown(self, stage: str) -> None:
+        if self.summary is not None and self.summary.skipped:
+            logger.warning("%s: %d pair(s) skipped (on_bad_sample=skip): %s", self.manifest,
+                           self.summary.pairs_skipped, ", ".join(self.summary.skipped))
 
     def tables(self, split: str = "all") -> pd.DataFrame:
         """The manifest rows of one split ("train", "val", "test") or of all kept pairs, with
@@ -118,8 +213,11 @@ class PairedMammoDataModule(pl.LightningDataModule):
         return self._lesions[self._lesions["pair_id"].isin(pair_ids)].reset_index(drop=True)
 
     def dataset(self, split: str) -> PairedMammoDataset:
-        """The data set of a split; the training one augments when ``augment`` is set."""
+        """The data set of a split; the training one augments when ``augment`` is set. Its
+        files are checked first (as `setup` does) if they were not yet."""
         if split not in self._datasets:
+            self.setup()
+            self._check(SPLITS if split == "all" else (split,))
             transform = None
             if split == "train" and self.augment:
                 transform = train_transforms(self.modalities, seed=self.seed)
@@ -133,6 +231,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
                 margin=self.margin,
                 transform=transform,
                 pathology_classes=self.pathology_classes,
+                on_bad_sample=self.on_bad_sample,
             )
         return self._datasets[split]
 
@@ -152,8 +251,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         dataset = self.dataset("train")
         if len(dataset) == 0:
             raise ValueError(f"{self.manifest}: the training split has no pairs")
+        # Each draw carries its augmentation seed: an epoch augments the same whatever the
+        # number of workers or ranks, and a resumed run repeats it exactly.
         sampler = BalancedDistributedSampler(
-            dataset.labels, num_samples=self.samples_per_epoch, seed=self.seed
+            dataset.labels, num_samples=self.samples_per_epoch, seed=self.seed, with_seeds=True
         )
         return self._loader(dataset, self.batch_size, sampler)
 

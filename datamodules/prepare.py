@@ -2,9 +2,10 @@
 
 ``python cli.py prepare --manifest M --out DIR --image-size H W`` reads each DICOM (both
 modalities of every annotated pair), applies `datamodules.dicom.load_image` and stores the
-result beside its `Geometry`, in parallel processes, resumably (finished entries are skipped),
-atomically (temporary file, then ``os.replace``) and shardably (``--shard i/n`` takes a fixed
-1/n of the images, for cluster array jobs).
+result beside its `Geometry`, in parallel processes, resumably (finished entries are read back
+and skipped; one that cannot be read back is written again), atomically (temporary file, then
+``os.replace``) and shardably (``--shard i/n`` takes a fixed 1/n of the images, for cluster
+array jobs).
 
 Layout: ``DIR/cache.json`` records the image size, window and margin the cache was made with;
 ``DIR/<modality>/<xx>/<pair id>.npz`` holds ``image`` (uint16, value = round(x * 65535)) and
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, Geometry, load_image
+from datamodules.problems import Problem, format_problems
 
 CACHE_FORMAT = "mammofuse-image-cache/1"
 CACHE_INFO = "cache.json"
@@ -50,6 +52,23 @@ def _entry_name(pair_id: str) -> str:
 def _entry_key(pair_id: str) -> str:
     """The entry's path below its modality folder: "<hash prefix>/<name>.npz"."""
     return f"{hashlib.sha1(pair_id.encode()).hexdigest()[:2]}/{_entry_name(pair_id)}.npz"
+
+
+class CacheEntryError(ValueError):
+    """A cache entry exists but cannot be read back (truncated, corrupt, or of another size);
+    the message names the entry's file (``path``) and says why (``reason``)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _unreadable_entry(path: Path, error: Exception) -> CacheEntryError:
+    return CacheEntryError(
+        path,
+        f"cannot read the cache entry ({type(error).__name__}: {error}): it is truncated or "
+        "corrupt; `python cli.py prepare` writes it again",
+    )
 
 
 class ImageCache:
@@ -119,7 +138,8 @@ class ImageCache:
         return found
 
     def read(self, pair_id: str, modality: str) -> tuple[np.ndarray, Geometry] | None:
-        """(float32 [H, W] image, Geometry), or None when the entry is not there."""
+        """(float32 [H, W] image, Geometry), or None when the entry is not there. Raises
+        `CacheEntryError` naming the file when the entry cannot be read back."""
         path = self.path(pair_id, modality)
         try:
             with np.load(path, allow_pickle=False) as entry:
@@ -127,9 +147,23 @@ class ImageCache:
                 geometry = Geometry.from_dict(json.loads(str(entry["geometry"])))
         except FileNotFoundError:
             return None
+        except Exception as error:  # noqa: BLE001 - zip, zlib, npy and JSON errors alike
+            raise _unreadable_entry(path, error) from error
         if geometry.input_size != self.image_size or stored.shape != self.image_size:
-            raise ValueError(f"{path}: entry of size {stored.shape}, expected {self.image_size}")
+            raise CacheEntryError(path, f"entry of size {stored.shape}, expected {self.image_size}")
         return stored.astype(np.float32) * np.float32(1 / 65535), geometry
+
+    def read_geometry(self, pair_id: str, modality: str) -> Geometry | None:
+        """The entry's Geometry without its image (cheap), or None when the entry is not
+        there; `CacheEntryError` naming the file when it cannot be read."""
+        path = self.path(pair_id, modality)
+        try:
+            with np.load(path, allow_pickle=False) as entry:
+                return Geometry.from_dict(json.loads(str(entry["geometry"])))
+        except FileNotFoundError:
+            return None
+        except Exception as error:  # noqa: BLE001 - zip, npy and JSON errors alike
+            raise _unreadable_entry(path, error) from error
 
     def write(self, pair_id: str, modality: str, image: np.ndarray, geometry: Geometry) -> Path:
         path = self.path(pair_id, modality)
@@ -163,6 +197,7 @@ class _Task:
     modality: str
     dicom_path: str
     laterality: str
+    existing: bool = False  # an entry is there: read it back, write it again if that fails
 
 
 @dataclass
@@ -170,9 +205,12 @@ class PrepareResult:
     """Counts of one `prepare_cache` run (this shard only)."""
 
     total: int = 0  # images in this shard
-    written: int = 0
-    skipped: int = 0  # already in the cache
+    written: int = 0  # including the entries written again
+    skipped: int = 0  # already in the cache, and read back
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (pair_id, modality, error)
+    # (pair_id, modality, why the entry there could not be read back, its path): each is
+    # written again (and is also in ``failed`` if its DICOM cannot be read either)
+    rewritten: list[tuple[str, str, str, str]] = field(default_factory=list)
     worker_pids: set[int] = field(default_factory=set)
 
 
@@ -202,16 +240,26 @@ def _init_worker(folder: str, image_size: tuple[int, int], window: str, margin: 
     _worker_cache = ImageCache(folder, image_size, window, margin)
 
 
-def _prepare_one(task: _Task) -> tuple[str, str, int, str | None]:
+def _prepare_one(task: _Task) -> tuple[str, str, int, str | None, str | None]:
+    """(pair id, modality, worker pid, error or None, rewritten): ``rewritten`` is None when
+    nothing was written (an existing entry read back, or a failure), "" for a new entry, and
+    for an existing entry that could not be read back, why (it is then written again)."""
     cache = _worker_cache
+    rewritten = None
+    if task.existing:
+        try:
+            if cache.read(task.pair_id, task.modality) is not None:
+                return task.pair_id, task.modality, os.getpid(), None, None
+        except CacheEntryError as error:
+            rewritten = error.reason
     try:
         image, geometry = load_image(
             task.dicom_path, cache.image_size, task.laterality or None, cache.window, cache.margin
         )
         cache.write(task.pair_id, task.modality, image, geometry)
-        return task.pair_id, task.modality, os.getpid(), None
+        return task.pair_id, task.modality, os.getpid(), None, rewritten or ""
     except Exception as error:  # noqa: BLE001 - one bad file must not stop 2.4 million
-        return task.pair_id, task.modality, os.getpid(), str(error)
+        return task.pair_id, task.modality, os.getpid(), str(error), rewritten
 
 
 def prepare_cache(
@@ -240,11 +288,9 @@ def prepare_cache(
             if not in_shard(row.pair_id, modality, shard):
                 continue
             result.total += 1
-            if _entry_key(row.pair_id) in existing[modality]:
-                result.skipped += 1
-            else:
-                path = row.sm_path if modality == "sm" else row.ffdm_path
-                tasks.append(_Task(row.pair_id, modality, path, row.laterality))
+            path = row.sm_path if modality == "sm" else row.ffdm_path
+            done = _entry_key(row.pair_id) in existing[modality]
+            tasks.append(_Task(row.pair_id, modality, path, row.laterality, done))
     initargs = (str(cache.folder), cache.image_size, window, cache.margin)
     bar = tqdm(
         total=len(tasks), desc="prepare", unit="image", disable=not progress, file=sys.stderr
@@ -258,12 +304,17 @@ def prepare_cache(
         chunksize = max(1, min(64, len(tasks) // (workers * 8)))
         outcomes = pool.imap_unordered(_prepare_one, tasks, chunksize=chunksize)
     try:
-        for pair_id, modality, pid, error in outcomes:
+        for pair_id, modality, pid, error, rewritten in outcomes:
             result.worker_pids.add(pid)
-            if error is None:
-                result.written += 1
-            else:
+            if rewritten:
+                entry = str(cache.path(pair_id, modality))
+                result.rewritten.append((pair_id, modality, rewritten, entry))
+            if error is not None:
                 result.failed.append((pair_id, modality, error))
+            elif rewritten is None:
+                result.skipped += 1
+            else:
+                result.written += 1
             bar.update(1)
     finally:
         bar.close()
@@ -284,7 +335,12 @@ def _write_failures(out_dir: Path, shard: tuple[int, int], failed) -> Path:
 
 def main(argv: list[str]) -> int:
     """``python cli.py prepare``: fill an image cache from a manifest."""
-    from datamodules.manifest import DEFAULT_FRACTIONS, ManifestError, load_tables
+    from datamodules.manifest import (
+        DEFAULT_FRACTIONS,
+        ManifestError,
+        load_tables,
+        resolve_table_paths,
+    )
 
     parser = argparse.ArgumentParser(
         prog="cli.py prepare",
@@ -308,7 +364,9 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        manifest, _, summary = load_tables(args.manifest, args.lesions, 0, DEFAULT_FRACTIONS)
+        manifest, _, summary = load_tables(
+            args.manifest, args.lesions, 0, DEFAULT_FRACTIONS, row_numbers=True
+        )
     except (ManifestError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
@@ -334,8 +392,42 @@ def main(argv: list[str]) -> int:
         f"{result.skipped} skipped (already cached), {len(result.failed)} failed, "
         f"{len(result.worker_pids)} worker process(es), {time.monotonic() - started:.1f} s"
     )
+    manifest_file = str(resolve_table_paths(args.manifest, args.lesions)[0])
+    if result.rewritten:
+        problems = _problems(manifest, manifest_file, result.rewritten, "unreadable cache entry")
+        subject = "the cache: entries that could not be read back, each written again"
+        print(format_problems(problems, subject, limit=_REASONS_SHOWN), file=sys.stderr)
     if result.failed:
         path = _write_failures(Path(args.out), shard, result.failed)
+        problems = _problems(manifest, manifest_file, result.failed, "unreadable image")
+        print(
+            format_problems(problems, "the images", limit=_REASONS_SHOWN, more=f"all in {path}"),
+            file=sys.stderr,
+        )
         print(f"failures listed in {path}", file=sys.stderr)
         return 1
     return 0
+
+
+_REASONS_SHOWN = 10
+
+
+def _problems(manifest, manifest_file: str, outcomes, kind: str) -> list[Problem]:
+    """(pair id, modality, reason[, cache entry]) outcomes as Problems at their manifest rows,
+    naming the cache entry when there is one, else the DICOM."""
+    rows = dict(zip(manifest["pair_id"], manifest["source_row"]))
+    paths = {
+        modality: dict(zip(manifest["pair_id"], manifest[f"{modality}_path"]))
+        for modality in ("sm", "ffdm")
+    }
+    problems = []
+    for pair_id, modality, reason, *entry in outcomes:
+        path = entry[0] if entry else paths[modality].get(pair_id)
+        # load_image's message starts with "cannot read <path>:"; the path is shown apart
+        prefix = f"cannot read {path}: "
+        reason = reason[len(prefix):] if path and reason.startswith(prefix) else reason
+        problems.append(
+            Problem(manifest_file, int(rows[pair_id]) if pair_id in rows else None,
+                    f"{modality}_path", reason, kind, pair_id, path)
+        )
+    return problems

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datamodules.problems import Problem, ProblemsError
 from metrics.froc import (
     MatchedDetections,
     bootstrap_fauc,
@@ -43,15 +44,14 @@ PREDICTION_TABLES = {
     "images": IMAGE_COLUMNS,
     "ground_truth": GROUND_TRUTH_COLUMNS,
 }
-_MAX_LISTED = 20  # problems of one kind listed per file before "... and N more"
 
 
-class EvaluationInputError(ValueError):
-    """Bad evaluation CSV files; the message lists every problem found, one per line."""
+class EvaluationInputError(ProblemsError):
+    """Bad evaluation CSV files; ``problems`` lists every `Problem` found (file, row as a
+    spreadsheet shows it, column) and the message one per line."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
+    subject = "the evaluation files"
+    more = "all in EvaluationInputError.problems"
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,20 +97,24 @@ def read_evaluation_tables(
 ) -> EvaluationTables:
     """Read and validate the predictions, ground-truth and images CSV files. Raises
     :class:`EvaluationInputError` listing every problem of all three files at once."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     image_table = _read_table(images, IMAGE_COLUMNS, (), problems)
     image_index = None
     if image_table is not None:
         ids = image_table["image_id"]
-        repeated = ids.duplicated(keep=False)
+        repeated = ids.duplicated(keep="first")
         if repeated.any():
-            listed = [
-                f"{image_id!r} (rows {', '.join(str(row + 1) for row in rows)})"
-                for image_id, rows in ids[repeated].groupby(ids[repeated]).groups.items()
-            ]
-            problems.extend(_listed(f"{images}: image_id listed more than once", listed))
+            first_row = {}
+            for row, image_id in ids.items():
+                first_row.setdefault(image_id, row)
+            problems.extend(
+                Problem(str(images), row + 2, "image_id",
+                        f"{image_id!r} is listed more than once (first at row "
+                        f"{first_row[image_id] + 2})", "duplicate image_id")
+                for row, image_id in ids[repeated].items()
+            )
         elif ids.empty:
-            problems.append(f"{images}: no images listed")
+            problems.append(Problem(str(images), None, None, "no images listed", "no images"))
         else:
             image_index = pd.Index(ids)
     tables = []
@@ -124,12 +128,11 @@ def read_evaluation_tables(
             continue
         table["image_index"] = image_index.get_indexer(table["image_id"])
         missing = table["image_index"] < 0
-        if missing.any():
-            listed = [
-                f"{image_id!r} (row {row + 1}, line {row + 2})"
-                for row, image_id in table.loc[missing, "image_id"].items()
-            ]
-            problems.extend(_listed(f"{path}: image_id not listed in {images}", listed))
+        problems.extend(
+            Problem(str(path), row + 2, "image_id", f"{image_id!r} is not listed in {images}",
+                    "image_id not listed")
+            for row, image_id in table.loc[missing, "image_id"].items()
+        )
     if problems:
         raise EvaluationInputError(problems)
     return EvaluationTables(
@@ -140,45 +143,49 @@ def read_evaluation_tables(
 
 
 def _read_table(
-    path: str | Path, required: tuple[str, ...], numeric: tuple[str, ...], problems: list[str]
+    path: str | Path,
+    required: tuple[str, ...],
+    numeric: tuple[str, ...],
+    problems: list[Problem],
 ) -> pd.DataFrame | None:
     """One CSV, ids as str and ``numeric`` columns as float (nan where unparsable); appends its
     problems. None when it cannot be read or lacks a required column."""
+    name = str(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        problems.append(f"{path}: file not found")
+        problems.append(Problem(name, None, None, "file not found", "file not found"))
         return None
     except pd.errors.EmptyDataError:
-        problems.append(f"{path}: empty file (no header line)")
+        problems.append(Problem(name, None, None, "empty file (no header line)", "empty file"))
         return None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        problems.append(f"{path}: not a readable CSV file ({error})")
+        problems.append(
+            Problem(name, None, None, f"not a readable CSV file ({error})", "unreadable file")
+        )
         return None
     absent = [column for column in required if column not in table.columns]
     if absent:
-        problems.append(
-            f"{path}: missing column(s) {', '.join(map(repr, absent))} "
-            f"(has {', '.join(map(repr, table.columns))})"
+        has = ", ".join(map(repr, table.columns))
+        problems.extend(
+            Problem(name, None, column, f"missing required column (has {has})", "missing column")
+            for column in absent
         )
         return None
     table = table.reset_index(drop=True)
     empty_id = table["image_id"].str.strip() == ""
     problems.extend(
-        _listed(
-            f"{path}: empty image_id",
-            [f"row {row + 1} (line {row + 2})" for row in np.flatnonzero(empty_id)],
-        )
+        Problem(name, row + 2, "image_id", "empty value", "empty value")
+        for row in np.flatnonzero(empty_id)
     )
     for column in numeric:
         text = table[column]
         values = pd.to_numeric(text, errors="coerce").astype(np.float64)
         bad = ~np.isfinite(values.to_numpy())
         problems.extend(
-            _listed(
-                f"{path}: column {column!r} is not a finite number",
-                [f"row {row + 1} (line {row + 2}): {text[row]!r}" for row in np.flatnonzero(bad)],
-            )
+            Problem(name, row + 2, column, f"{text[row]!r} is not a finite number",
+                    "not a number")
+            for row in np.flatnonzero(bad)
         )
         table[column] = values.where(~bad, np.nan)
     for low, high in (("x1", "x2"), ("y1", "y2")):
@@ -187,24 +194,12 @@ def _read_table(
         # rows whose numbers did not parse are reported above
         inverted = table[low].notna() & table[high].notna() & ~(table[high] > table[low])
         problems.extend(
-            _listed(
-                f"{path}: column {high!r} must exceed column {low!r}",
-                [
-                    f"row {row + 1} (line {row + 2}): {low}={table[low][row]:g}, "
-                    f"{high}={table[high][row]:g}"
-                    for row in np.flatnonzero(inverted)
-                ],
-            )
+            Problem(name, row + 2, high,
+                    f"{high}={table[high][row]:g} is not greater than {low}={table[low][row]:g}",
+                    f"{high} <= {low}")
+            for row in np.flatnonzero(inverted)
         )
     return table
-
-
-def _listed(heading: str, items: list[str]) -> list[str]:
-    if not items:
-        return []
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f" ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return [f"{heading}: {shown}{more}"]
 
 
 def evaluation_report(

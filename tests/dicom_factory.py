@@ -94,6 +94,9 @@ def write_mammogram(
     patient_orientation: Sequence[str] | None = None,
     series_number: int | None = None,
     series_time: str | int | None = None,
+    patient_id: str = "TEST-0001",
+    study_uid: str | None = None,
+    modality: str = "MG",
 ) -> Path:
     """Write ``image`` (display values in [0, 1]) as an MG DICOM file and return its path.
 
@@ -102,6 +105,8 @@ def write_mammogram(
     intercept) writes the modality LUT tags. ``pixels`` overrides the stored values.
     ``patient_orientation`` (e.g. ``("P", "L")``: the patient directions of the rows and the
     columns), ``series_number`` and ``series_time`` (``"HHMMSS"``) are written when given.
+    ``patient_id`` is written as PatientID; ``study_uid`` (default: a new one) as
+    StudyInstanceUID; ``modality`` as Modality.
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
@@ -117,10 +122,10 @@ def write_mammogram(
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "MG"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
+    ds.Modality = modality
     ds.PatientName = "Test^Phantom"
-    ds.PatientID = "TEST-0001"
+    ds.PatientID = patient_id
     if laterality is not None:
         ds.ImageLaterality = laterality
         ds.Laterality = laterality
@@ -231,7 +236,9 @@ def write_paired_folder(
     Pair i (id ``p0000``...) is L or R, CC or MLO in turn; every ``positive_every``-th pair is
     positive, with a malignant lesion (a bright marker with its box, in each modality's own
     pixels, at the same relative place), and every other positive also a benign one. FFDMs
-    are MONOCHROME1 12-bit, SMs MONOCHROME2 16-bit. Returns (manifest, lesions) DataFrames.
+    are MONOCHROME1 12-bit, SMs MONOCHROME2 16-bit. Both images of a pair carry the row's
+    patient id as PatientID and one StudyInstanceUID per exam. Returns (manifest, lesions)
+    DataFrames.
     """
     import pandas as pd
 
@@ -282,7 +289,9 @@ def write_paired_folder(
             image = breast_image(height, width, laterality, markers=markers, seed=index)
             relative = f"images/{pair_id}_{modality}.dcm"
             write_mammogram(
-                folder / relative, image, laterality, view, photometric, bits, compression
+                folder / relative, image, laterality, view, photometric, bits, compression,
+                patient_id=row["patient_id"],
+                study_uid=generate_uid(entropy_srcs=["dicom_factory", str(folder), row["exam_id"]]),
             )
             row[f"{modality}_path"] = relative
         rows.append(row)
@@ -292,3 +301,90 @@ def write_paired_folder(
     )
     write_tables(folder, manifest, lesions)
     return manifest, lesions
+
+
+def rewrite_dicom(path: str | os.PathLike, **tags) -> Path:
+    """Set header elements of an existing file (``rewrite_dicom(p, Modality="CT")``); a value
+    of None deletes the element."""
+    path = Path(path)
+    dataset = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        if value is None:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    dataset.save_as(path)
+    return path
+
+
+def make_multiframe(path: str | os.PathLike, frames: int = 3) -> Path:
+    """Rewrite a file as ``frames`` copies of its image (a tomosynthesis-like volume)."""
+    path = Path(path)
+    dataset = pydicom.dcmread(path)
+    pixels = dataset.pixel_array
+    dataset.NumberOfFrames = frames
+    dataset.PixelData = np.ascontiguousarray(np.stack([pixels] * frames), dtype="<u2").tobytes()
+    dataset.save_as(path)
+    return path
+
+
+def make_colour(path: str | os.PathLike) -> Path:
+    """Rewrite a file as an 8-bit RGB image of the same picture."""
+    path = Path(path)
+    dataset = pydicom.dcmread(path)
+    grey = (dataset.pixel_array.astype(np.float64) / max(1, int(dataset.pixel_array.max())))
+    rgb = np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 3, "RGB"
+    dataset.PlanarConfiguration = 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+    dataset.PixelData = rgb.tobytes()
+    dataset.save_as(path)
+    return path
+
+
+def make_float_pixels(path: str | os.PathLike, nan_box: tuple[int, int, int, int]) -> Path:
+    """Rewrite a file with Float Pixel Data: its image as float32, NaN inside ``nan_box``
+    (x1, y1, x2, y2)."""
+    path = Path(path)
+    dataset = pydicom.dcmread(path)
+    values = dataset.pixel_array.astype(np.float32)
+    x1, y1, x2, y2 = nan_box
+    values[y1:y2, x1:x2] = np.nan
+    del dataset.PixelData
+    for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    dataset.BitsAllocated = 32
+    dataset.FloatPixelData = values.tobytes()
+    dataset.save_as(path)
+    return path
+
+
+def truncate(path: str | os.PathLike, fraction: float = 0.5) -> Path:
+    """Cut a file to ``fraction`` of its bytes (a copy that stopped half-way)."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def replace_pixels(path: str | os.PathLike, pixels: np.ndarray) -> Path:
+    """Rewrite a file's (uncompressed) stored values, keeping every other element."""
+    path = Path(path)
+    dataset = pydicom.dcmread(path)
+    dataset.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    dataset.Rows, dataset.Columns = (int(v) for v in pixels.shape)
+    dataset.save_as(path)
+    return path
+
+
+def corrupt_compressed(path: str | os.PathLike, length: int = 350) -> Path:
+    """Zero ``length`` bytes near the end of a compressed file's last fragment: the file keeps
+    its size and structure (its header and fragments are intact) but no longer decodes (RLE)."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    end = len(data) - 50
+    data[end - length : end] = bytes(length)
+    path.write_bytes(bytes(data))
+    return path

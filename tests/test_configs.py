@@ -42,6 +42,10 @@ def _inputs(config: Path, artifacts: dict[str, Path]) -> list[str]:
     loaded = yaml.safe_load(config.read_text())
     model = loaded["model"]["class_path"].rsplit(".", 1)[-1]
     art = {name: str(path / "artifact") for name, path in artifacts.items()}
+    pretrained = loaded["model"]["init_args"].get("pretrained")
+    if pretrained:  # a probe on B's features, or a control from Model_SM
+        source = "stage2" if "stage2" in pretrained else "sm"
+        return ["--model.init_args.pretrained", art[source]]
     if model == "DistillStudent":
         return ["--model.init_args.ffdm_teacher", art["ffdm"],
                 "--model.init_args.init_from", art["sm"]]

@@ -132,9 +132,9 @@ def test_an_id_missing_from_the_images_file_is_named(csv_files, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     error = captured.err
-    not_listed = f"image_id not listed in {csv_files['images']}"
-    assert f"{csv_files['predictions']}: {not_listed}: '4' (row 7, line 8)" in error
-    assert f"{csv_files['ground_truth']}: {not_listed}: '0001' (row 4" in error
+    not_listed = f"is not listed in {csv_files['images']}"
+    assert f"{csv_files['predictions']} row 8, column image_id: '4' {not_listed}" in error
+    assert f"{csv_files['ground_truth']} row 5, column image_id: '0001' {not_listed}" in error
 
 
 def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
@@ -147,18 +147,21 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     )
     with pytest.raises(EvaluationInputError) as caught:
         read_evaluation_tables(predictions, truth, images)
-    problems = caught.value.problems
-    bad_scores = "row 4 (line 5): '', row 5 (line 6): 'nan'"
+    problems = [str(problem) for problem in caught.value.problems]
     assert problems == [
-        f"{images}: image_id listed more than once: 'a' (rows 1, 3)",
-        f"{predictions}: empty image_id: row 4 (line 5)",
-        f"{predictions}: column 'x1' is not a finite number: row 2 (line 3): 'abc'",
-        f"{predictions}: column 'score' is not a finite number: {bad_scores}",
-        f"{predictions}: column 'x2' must exceed column 'x1': row 3 (line 4): x1=9, x2=5",
-        f"{predictions}: column 'y2' must exceed column 'y1': row 5 (line 6): y1=1, y2=1",
-        f"{truth}: missing column(s) 'y2' (has 'image_id', 'x1', 'y1', 'x2')",
+        f"{images} row 4, column image_id: 'a' is listed more than once (first at row 2)",
+        f"{predictions} row 5, column image_id: empty value",
+        f"{predictions} row 3, column x1: 'abc' is not a finite number",
+        f"{predictions} row 5, column score: '' is not a finite number",
+        f"{predictions} row 6, column score: 'nan' is not a finite number",
+        f"{predictions} row 4, column x2: x2=5 is not greater than x1=9",
+        f"{predictions} row 6, column y2: y2=1 is not greater than y1=1",
+        f"{truth} column y2: missing required column (has 'image_id', 'x1', 'y1', 'x2')",
     ]
-    assert str(caught.value) == "\n".join(problems)
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("8 problem(s) in the evaluation files (row numbers count the "
+                               "header as row 1")
+    assert lines[1:9] == [f"  {problem}" for problem in problems]
 
 
 def test_ids_are_checked_alongside_other_problems(tmp_path):
@@ -167,9 +170,9 @@ def test_ids_are_checked_alongside_other_problems(tmp_path):
     predictions = write(tmp_path / "P.csv", "image_id,x1,y1,x2,y2,score\na,1,1,5,x,0.5")
     with pytest.raises(EvaluationInputError) as caught:
         read_evaluation_tables(predictions, truth, images)
-    assert caught.value.problems == [
-        f"{predictions}: column 'y2' is not a finite number: row 1 (line 2): 'x'",
-        f"{truth}: image_id not listed in {images}: 'c' (row 1, line 2)",
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{predictions} row 2, column y2: 'x' is not a finite number",
+        f"{truth} row 2, column image_id: 'c' is not listed in {images}",
     ]
 
 
@@ -178,7 +181,7 @@ def test_missing_and_empty_files_are_named(tmp_path):
     empty.write_text("")
     with pytest.raises(EvaluationInputError) as caught:
         read_evaluation_tables(tmp_path / "nope.csv", empty, empty)
-    assert caught.value.problems == [
+    assert [str(problem) for problem in caught.value.problems] == [
         f"{empty}: empty file (no header line)",
         f"{tmp_path / 'nope.csv'}: file not found",
         f"{empty}: empty file (no header line)",

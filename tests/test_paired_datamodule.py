@@ -124,7 +124,8 @@ def test_pathology_classes_map_and_drop(data_folder):
 def test_boxes_outside_the_breast_are_clipped_or_dropped_but_kept_in_original(tmp_path):
     manifest, lesions = write_paired_folder(tmp_path, pairs=1, positive_every=1)
     width = 96
-    lesions.loc[len(lesions)] = ["p0000", "sm", width - 4, 2, width + 20, 10, "malignant"]
+    # inside the image (a box past its edge is refused by setup) but outside the breast
+    lesions.loc[len(lesions)] = ["p0000", "sm", width - 8, 2, width, 10, "malignant"]
     lesions.to_csv(tmp_path / "lesions.csv", index=False)
     module = _module(tmp_path, split_fractions=(0.0, 0.0, 1.0))
     sample = module.dataset("test")[0]

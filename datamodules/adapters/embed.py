@@ -64,10 +64,10 @@ from datamodules.manifest import (
     LESION_COLUMNS,
     VIEWS,
     ManifestError,
-    Problem,
     validate,
     write_tables,
 )
+from datamodules.problems import Problem
 
 METADATA_COLUMNS = (
     "empi_anon",
@@ -142,16 +142,17 @@ _MAX_LISTED_ROWS = 20
 class EmbedTableError(ManifestError):
     """EMBED's metadata or clinical table is not as expected; ``problems`` lists every one."""
 
-    def __init__(self, problems):
-        super().__init__(problems)
-        message = str(self.args[0]).replace(
-            "in the manifest/lesion tables", "in the EMBED tables", 1
-        )
-        self.args = (message,)
+    subject = "the EMBED tables"
+    more = "all in EmbedTableError.problems"
 
 
 class EmbedPathError(FileNotFoundError):
-    """None of the image files the metadata lists was found under ``--images-root``."""
+    """None of the image files the metadata lists was found under ``--images-root``;
+    ``problems`` holds the one `Problem` the message states."""
+
+    def __init__(self, problem: Problem):
+        self.problems = [problem]
+        super().__init__(str(problem))
 
 
 @dataclass
@@ -1226,13 +1227,16 @@ def _resolve_paths(images: pd.DataFrame, metadata_path: Path, options: EmbedOpti
     summary["paths"].update(files_found=found, files_not_found=len(images) - found)
     if len(images) and not found:
         first = images.iloc[0]
-        raise EmbedPathError(
-            f"{metadata_path} row {int(first['row'])}, column anon_dicom_path: none of the "
-            f"{len(images)} image files listed was found. The first, "
+        reason = (
+            f"none of the {len(images)} image files listed was found. The first, "
             f"{first['source_path']!r}, was looked for as {first['path']} in the folder "
             f"{os.path.abspath(options.images_root)} (--images-root). Set --images-root to the "
             "folder that holds the cohort_1/... folders, or name the start of anon_dicom_path "
             "to remove with --strip-prefix."
+        )
+        raise EmbedPathError(
+            Problem(str(metadata_path), int(first["row"]), "anon_dicom_path", reason,
+                    "no image file found")
         )
     return images
 

@@ -1,0 +1,871 @@
+"""``python cli.py check-data``: every row of a manifest and every file it names checked before a
+GPU hour is spent, with the reader training uses; and `quick_check`, the cheap part of those
+checks that `PairedMammoDataModule.setup` runs before the first step.
+
+    python cli.py check-data --config configs/data/phantom.yaml [--json FILE] [--workers N]
+    python cli.py check-data --manifest M [--lesions L] [--cache-dir C] [--image-size H W]
+
+Every problem is reported at once with its table row, pair id, file and reason
+(`datamodules.problems`); the exit status is 1 when there is any. Identifiers read from the
+DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared by hash and never printed.
+Only annotated pairs have their files checked: the others never reach training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import stat
+import struct
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, DicomReadError, dicom_laterality, load_image
+from datamodules.manifest import (
+    DEFAULT_FRACTIONS,
+    LATERALITIES,
+    ROW_COLUMN,
+    VIEWS,
+    ManifestError,
+    prepared_tables,
+    read_table,
+    resolve_table_paths,
+    validate,
+)
+from datamodules.prepare import CACHE_INFO, CacheEntryError, ImageCache
+from datamodules.problems import Problem, ProblemsError, format_problems
+
+MODALITIES = ("sm", "ffdm")
+EXPECTED_MODALITY = "MG"
+# An image whose whole extent must be enlarged more than this to fill the model's input is
+# "far smaller" than it (a 16x16 thumbnail, a wrong file); the phantom's are enlarged <= 1.1x.
+MAX_UPSCALE = 4.0
+# Boxes may pass their image's edge by this many pixels (annotation tools round outward).
+BOX_TOLERANCE = 1.0
+# A cache entry and its DICOM read now may differ by the entry's uint16 rounding.
+PIXEL_TOLERANCE = 2.0 / 65535
+# A DICOM PatientID shared by more manifest patients than this is a placeholder of an
+# anonymisation ("ANONYMOUS"), not a patient: it is not used to find patients in two splits.
+PLACEHOLDER_PATIENTS = 5
+_PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+             b"UT", b"UV"}
+
+# Problem kinds (the report counts them).
+MISSING_FILE = "missing file"
+UNREADABLE_FILE = "unreadable file"
+NOT_DICOM = "not a DICOM file"
+CORRUPT_DICOM = "corrupt DICOM"
+TRUNCATED_DICOM = "truncated DICOM"
+NO_PIXEL_DATA = "no pixel data"
+UNDECODABLE = "pixel data cannot be decoded"
+NOT_MG = "modality not MG"
+MULTI_FRAME = "multi-frame image"
+COLOUR = "colour image"
+CONSTANT = "constant pixels"
+NON_FINITE = "non-finite pixels"
+TOO_SMALL = "image far smaller than the input"
+LATERALITY = "laterality disagrees with the manifest"
+VIEW = "view disagrees with the manifest"
+PATIENT_DIFFERS = "SM and FFDM of different patients"
+STUDY_DIFFERS = "SM and FFDM of different studies"
+DUPLICATE_IMAGE = "duplicate image"
+DUPLICATE_VIEW = "duplicate exam view"
+EXAM_OF_TWO_PATIENTS = "exam of two patients"
+PATIENT_IN_TWO_SPLITS = "patient in two splits"
+BOX_OUTSIDE = "box outside its image"
+LABEL_WITHOUT_LESION = "label 1 without a malignant lesion"
+LESION_WITH_LABEL_0 = "malignant lesion with label 0"
+NO_ROWS = "no rows"
+UNREADABLE_CACHE_ENTRY = "unreadable cache entry"
+CACHE_SETTINGS = "cache made with other settings"
+CACHE_ENTRY_DIFFERS = "cache entry differs from its DICOM"
+
+
+class ImageProblem(Exception):
+    """One image cannot be used: ``kind`` and ``reason`` (no path: the caller knows it)."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+class DataCheckError(ProblemsError):
+    """The data a run is about to train on or evaluate has problems (`quick_check`);
+    ``problems`` lists every one."""
+
+    subject = "the data"
+    more = "all in DataCheckError.problems"
+
+
+# -- one DICOM --------------------------------------------------------------------------------
+def read_header(path: str | os.PathLike) -> pydicom.Dataset:
+    """The DICOM header without the pixel data (pydicom's ``stop_before_pixels``), after
+    checking from the pixel data's element header, without reading it, that the file holds
+    all of it. Raises `ImageProblem` for a missing, unreadable, non-DICOM, corrupt or truncated
+    file and for one without pixel data."""
+    path = os.fspath(path)
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageProblem(UNREADABLE_FILE, "is a folder, not a file")
+        with open(path, "rb") as stream, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about odd values; the checks report
+            dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+            _check_pixel_element(stream, dataset, info.st_size)
+    except ImageProblem:
+        raise
+    except FileNotFoundError:
+        raise ImageProblem(MISSING_FILE, "file not found") from None
+    except InvalidDicomError:
+        raise ImageProblem(
+            NOT_DICOM, "not a DICOM file (no 'DICM' prefix and no file meta information)"
+        ) from None
+    except OSError as error:
+        raise ImageProblem(UNREADABLE_FILE, f"cannot be read ({error.strerror or error})") from None
+    except Exception as error:  # noqa: BLE001 - pydicom's parse errors have no common type
+        raise ImageProblem(
+            CORRUPT_DICOM, f"cannot parse the DICOM header ({type(error).__name__}: {error})"
+        ) from None
+    return dataset
+
+
+def _check_pixel_element(stream, dataset: pydicom.Dataset, size: int) -> None:
+    """The stream stands where pydicom stopped, before the pixel data element: read its header
+    and check that the file holds the value it announces (native) or every fragment up to the
+    sequence delimiter (encapsulated), by seeking alone."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return  # the stream position is inside the inflated data set; the decoder will tell
+    implicit, little = dataset.original_encoding
+    endian = "<" if little else ">"
+    start = stream.tell()
+    head = stream.read(8)
+    if len(head) < 8:
+        raise ImageProblem(
+            NO_PIXEL_DATA,
+            f"no pixel data: the file ends after its header, at byte {start} (truncated, or "
+            "not an image)",
+        )
+    tag = struct.unpack(endian + "HH", head[:4])
+    if tag not in _PIXEL_TAGS:
+        raise ImageProblem(NO_PIXEL_DATA, f"no pixel data (element ({tag[0]:04X},{tag[1]:04X}) "
+                                          f"at byte {start})")
+    if implicit:
+        length = struct.unpack(endian + "L", head[4:8])[0]
+    elif head[4:6] in _LONG_VRS:
+        extra = stream.read(4)
+        if len(extra) < 4:
+            raise ImageProblem(TRUNCATED_DICOM, "truncated: the file ends inside the pixel data")
+        length = struct.unpack(endian + "L", extra)[0]
+    else:
+        length = struct.unpack(endian + "H", head[6:8])[0]
+    value_start = stream.tell()
+    if length == 0xFFFFFFFF:
+        _check_fragments(stream, size)
+        return
+    if value_start + length > size:
+        raise ImageProblem(
+            TRUNCATED_DICOM,
+            f"truncated: the pixel data needs {length} bytes, the file holds "
+            f"{size - value_start} after its header",
+        )
+    expected = _native_length(dataset, tag)
+    if expected is not None and length < expected:
+        raise ImageProblem(
+            CORRUPT_DICOM,
+            f"the pixel data holds {length} bytes, its header ({dataset.get('Rows')}x"
+            f"{dataset.get('Columns')} pixels, {dataset.get('BitsAllocated')} bits) needs "
+            f"{expected}",
+        )
+
+
+def _check_fragments(stream, size: int) -> None:
+    while True:
+        at = stream.tell()
+        item = stream.read(8)
+        if len(item) < 8:
+            raise ImageProblem(
+                TRUNCATED_DICOM,
+                f"truncated: the file ends inside the compressed pixel data, at byte {at}",
+            )
+        group, element, length = struct.unpack("<HHL", item)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise ImageProblem(
+                CORRUPT_DICOM,
+                f"the compressed pixel data is malformed (({group:04X},{element:04X}) at byte "
+                f"{at}, where a fragment item was expected)",
+            )
+        if at + 8 + length > size:
+            raise ImageProblem(
+                TRUNCATED_DICOM,
+                f"truncated: a fragment of the compressed pixel data needs {length} bytes, "
+                f"the file holds {size - at - 8}",
+            )
+        stream.seek(length, os.SEEK_CUR)
+
+
+def _native_length(dataset: pydicom.Dataset, tag: tuple[int, int]) -> int | None:
+    """Bytes of uncompressed pixel data the header announces, or None when it cannot say."""
+    try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        bits = {(0x7FE0, 0x0008): 32, (0x7FE0, 0x0009): 64}.get(tag) or int(dataset.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits % 8:
+        return None  # 1-bit data is packed; leave it to the decoder
+    return rows * columns * frames * samples * bits // 8
+
+
+def structure_problems(dataset: pydicom.Dataset) -> list[tuple[str, str]]:
+    """(kind, reason) of what the training reader refuses: more than one frame, colour."""
+    problems = []
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        problems.append((MULTI_FRAME, f"{frames} frames where one 2D image is expected (a "
+                                      "tomosynthesis volume or a multi-frame object)"))
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
+    if samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
+        shown = photometric or "no photometric interpretation"
+        problems.append((COLOUR, f"a colour image ({shown}, {samples} sample(s) per pixel); a "
+                                 "mammogram is MONOCHROME1 or MONOCHROME2"))
+    return problems
+
+
+def tag_problems(
+    dataset: pydicom.Dataset, laterality: str, view: str, image_size: Sequence[int]
+) -> list[tuple[str, str]]:
+    """(kind, reason) of tags that disagree with the manifest or the model: modality, size,
+    laterality, view. Absent tags are not problems."""
+    problems = []
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    if modality and modality != EXPECTED_MODALITY:
+        problems.append((NOT_MG, f"modality {modality}, not {EXPECTED_MODALITY} (mammography)"))
+    try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+    except (AttributeError, TypeError, ValueError):
+        rows = columns = 0
+    if rows > 0 and columns > 0:
+        upscale = min(image_size[0] / rows, image_size[1] / columns)
+        if upscale > MAX_UPSCALE:
+            problems.append((TOO_SMALL, (
+                f"{rows}x{columns} pixels (height x width), far smaller than the model's input "
+                f"{image_size[0]}x{image_size[1]}: it would be enlarged {upscale:.1f} times "
+                f"(more than {MAX_UPSCALE:g})")))
+    tagged = dicom_laterality(dataset)
+    if tagged and laterality in LATERALITIES and tagged != laterality:
+        problems.append((LATERALITY, f"the DICOM's laterality is {tagged}, the manifest says "
+                                     f"{laterality}"))
+    position = str(dataset.get("ViewPosition", "") or "").strip().upper()
+    if position in VIEWS and view in VIEWS and position != view:
+        problems.append((VIEW, f"the DICOM's view (ViewPosition) is {position}, the manifest "
+                               f"says {view}"))
+    return problems
+
+
+def _digest(value) -> str | None:
+    text = str(value or "").strip()
+    return hashlib.sha256(text.encode()).hexdigest()[:16] if text else None
+
+
+def _reason(error: Exception, path: str) -> str:
+    """An error's message without load_image's "cannot read <path>: " (the path is shown)."""
+    text = str(error)
+    prefix = f"cannot read {path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+# -- settings ---------------------------------------------------------------------------------
+@dataclass
+class CheckSettings:
+    """What to check and how training reads it (a data config's ``init_args``)."""
+
+    manifest: str
+    lesions: str | None = None
+    cache_dir: str | None = None
+    image_size: tuple[int, int] = (1280, 1024)
+    window: str = "dicom"
+    margin: float = DEFAULT_MARGIN
+    modalities: tuple[str, ...] = MODALITIES
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+
+    def __post_init__(self):
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.modalities = tuple(self.modalities)
+        self.split_fractions = tuple(float(v) for v in self.split_fractions)
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be some of {MODALITIES}, got {self.modalities}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+
+
+@dataclass
+class CheckReport:
+    """What `check_data` found: every problem, and how much it checked."""
+
+    problems: list[Problem] = field(default_factory=list)
+    pairs_checked: int = 0
+    images_checked: int = 0
+    seconds: float = 0.0
+
+    def by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for problem in self.problems:
+            counts[problem.kind] = counts.get(problem.kind, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def to_dict(self) -> dict:
+        return {
+            "pairs_checked": self.pairs_checked,
+            "images_checked": self.images_checked,
+            "seconds": round(self.seconds, 2),
+            "problem_count": len(self.problems),
+            "by_kind": self.by_kind(),
+            "problems": [problem.to_dict() for problem in self.problems],
+        }
+
+
+# -- the per-pair work (in worker processes) --------------------------------------------------
+@dataclass(frozen=True)
+class _PairTask:
+    row: int | None
+    pair_id: str
+    laterality: str
+    view: str
+    paths: tuple[tuple[str, str], ...]  # (modality, DICOM path)
+
+
+@dataclass
+class _ImageFacts:
+    size: tuple[int, int] | None = None  # (rows, columns) of the original image
+    patient: str | None = None  # hashes of the DICOM identifiers
+    study: str | None = None
+    image: str | None = None
+
+
+@dataclass
+class _PairOutcome:
+    row: int | None
+    pair_id: str
+    problems: list[tuple[str, str, str, str]]  # (modality, kind, reason, path)
+    facts: dict[str, _ImageFacts]
+
+
+_worker: dict = {}
+
+
+def _init_worker(settings: dict) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the processes are the parallelism
+    settings = CheckSettings(**settings)
+    cache = None
+    if settings.cache_dir:
+        try:
+            cache = ImageCache(settings.cache_dir, settings.image_size, settings.window,
+                               settings.margin)
+        except (FileNotFoundError, ValueError):
+            cache = None  # reported once by the main process
+    _worker.update(settings=settings, cache=cache)
+
+
+def _check_pair(task: _PairTask) -> _PairOutcome:
+    outcome = _PairOutcome(task.row, task.pair_id, [], {})
+    for modality, path in task.paths:
+        facts, problems = _check_image(task, modality, path)
+        outcome.facts[modality] = facts
+        outcome.problems += [(modality, kind, reason, where) for kind, reason, where in problems]
+    return outcome
+
+
+def _check_image(task: _PairTask, modality: str, path: str):
+    """(facts, [(kind, reason, file)]) of one image: the header, the training reader's
+    output, and the cache entry against it."""
+    settings: CheckSettings = _worker["settings"]
+    cache: ImageCache | None = _worker["cache"]
+    facts, problems = _ImageFacts(), []
+    entry_path = str(cache.path(task.pair_id, modality)) if cache is not None else None
+    entry = None
+    if cache is not None:
+        try:
+            entry = cache.read(task.pair_id, modality)
+        except CacheEntryError as error:
+            problems.append((UNREADABLE_CACHE_ENTRY, error.reason, error.path))
+    try:
+        dataset = read_header(path)
+    except ImageProblem as problem:
+        reason = problem.reason
+        if problem.kind == MISSING_FILE and entry is not None:
+            reason += " (its cache entry is there, so training still reads the image)"
+        problems.append((problem.kind, reason, path))
+        if entry is not None:
+            facts.size = entry[1].original_size
+        return facts, problems
+    facts.size = (int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
+    facts.patient = _digest(dataset.get("PatientID"))
+    facts.study = _digest(dataset.get("StudyInstanceUID"))
+    facts.image = _digest(dataset.get("SOPInstanceUID"))
+    structure = structure_problems(dataset)
+    problems += [(kind, reason, path) for kind, reason in structure]
+    problems += [(kind, reason, path) for kind, reason in
+                 tag_problems(dataset, task.laterality, task.view, settings.image_size)]
+    if structure:
+        return facts, problems  # the reader refuses these; decoding says nothing more
+    margin = cache.margin if cache is not None else settings.margin  # as the dataset does
+    try:
+        image, geometry = load_image(path, settings.image_size, task.laterality or None,
+                                     settings.window, margin)
+    except DicomReadError as error:
+        problems.append((UNDECODABLE, _reason(error, path), path))
+        return facts, problems
+    height, width = geometry.content_size
+    content = image[:height, :width]
+    finite = np.isfinite(content)
+    if not finite.all():
+        problems.append((NON_FINITE, f"{int((~finite).sum())} of {content.size} pixels are not "
+                                     "finite (NaN or infinite) after the modality LUT and window",
+                         path))
+    elif float(content.max()) == float(content.min()):
+        problems.append((CONSTANT, f"every pixel has the same value ({float(content.min()):g} "
+                                   "after the modality LUT and window): a blank image", path))
+    if entry is not None:
+        cached, cached_geometry = entry
+        if cached_geometry != geometry:
+            problems.append((CACHE_ENTRY_DIFFERS, (
+                "the cache entry was made from another image or with other settings: its "
+                f"geometry {_geometry_text(cached_geometry)} differs from the DICOM's "
+                f"{_geometry_text(geometry)}"), entry_path))
+        elif finite.all():
+            difference = float(np.abs(cached - image).max())
+            if difference > PIXEL_TOLERANCE:
+                problems.append((CACHE_ENTRY_DIFFERS, (
+                    "the cache entry's pixels differ from the DICOM's read now (largest "
+                    f"difference {difference:.3g} of 1): made from another image or with "
+                    "other settings"), entry_path))
+    return facts, problems
+
+
+def _geometry_text(geometry) -> str:
+    return (f"(original {geometry.original_size[0]}x{geometry.original_size[1]}, flip "
+            f"{geometry.flip}, crop {list(geometry.crop_box)})")
+
+
+# -- table checks -----------------------------------------------------------------------------
+def _table_problems(manifest: pd.DataFrame, lesions: pd.DataFrame, manifest_file: str,
+                    lesions_file: str | None, skip_label_rows: set[int]) -> list[Problem]:
+    """Labels against the lesion table, one exam view paired twice, an exam of two patients
+    (annotated pairs only)."""
+    problems = []
+    malignant = lesions[lesions["pathology"] == "malignant"]
+    first_malignant = dict(zip(malignant["pair_id"][::-1], malignant[ROW_COLUMN][::-1]))
+    lesion_name = lesions_file or "the lesion table"
+    seen_view: dict[tuple[str, str, str], int] = {}
+    exam_patient: dict[str, tuple[str, int]] = {}
+    for pair_id, row, label, exam, patient, laterality, view in zip(
+        manifest["pair_id"], manifest[ROW_COLUMN], manifest["label"], manifest["exam_id"],
+        manifest["patient_id"], manifest["laterality"], manifest["view"],
+    ):
+        row = int(row)
+        if row not in skip_label_rows:
+            if label == 1 and pair_id not in first_malignant:
+                problems.append(Problem(
+                    manifest_file, row, "label", "label 1 (malignant), but the lesion table has "
+                    "no malignant lesion for this pair", LABEL_WITHOUT_LESION, pair_id))
+            elif label == 0 and pair_id in first_malignant:
+                problems.append(Problem(
+                    manifest_file, row, "label", "label 0, but the lesion table has a malignant "
+                    f"lesion for this pair ({lesion_name} row {first_malignant[pair_id]})",
+                    LESION_WITH_LABEL_0, pair_id))
+        if exam and laterality and view:
+            key = (exam, laterality, view)
+            if key in seen_view:
+                problems.append(Problem(
+                    manifest_file, row, "view", f"the same exam, laterality and view as row "
+                    f"{seen_view[key]}: one breast view paired twice", DUPLICATE_VIEW, pair_id))
+            else:
+                seen_view[key] = row
+        if exam and patient:
+            if exam in exam_patient and exam_patient[exam][0] != patient:
+                problems.append(Problem(
+                    manifest_file, row, "exam_id", f"the same exam_id as row "
+                    f"{exam_patient[exam][1]}, whose patient_id differs: an exam belongs to one "
+                    "patient", EXAM_OF_TWO_PATIENTS, pair_id))
+            exam_patient.setdefault(exam, (patient, row))
+    return problems
+
+
+def box_problems(lesions: pd.DataFrame, sizes: dict[tuple[str, str], tuple[int, int]],
+                 paths: dict[tuple[str, str], str], lesions_file: str) -> list[Problem]:
+    """Lesion boxes not inside their image: ``sizes`` maps (pair id, modality) to the image's
+    (rows, columns); lesions of images without a size are not checked."""
+    problems = []
+    for pair_id, modality, row, x1, y1, x2, y2 in zip(
+        lesions["pair_id"], lesions["modality"], lesions[ROW_COLUMN], lesions["x1"],
+        lesions["y1"], lesions["x2"], lesions["y2"],
+    ):
+        size = sizes.get((pair_id, modality))
+        if not size or not size[0] or not np.isfinite([x1, y1, x2, y2]).all():
+            continue  # unreadable image, or coordinates the validator reported
+        rows, columns = size
+        outside = [name for name, bad in (
+            ("x1", x1 < -BOX_TOLERANCE), ("y1", y1 < -BOX_TOLERANCE),
+            ("x2", x2 > columns + BOX_TOLERANCE), ("y2", y2 > rows + BOX_TOLERANCE),
+            ("x1", x1 >= columns), ("y1", y1 >= rows), ("x2", x2 <= 0), ("y2", y2 <= 0),
+        ) if bad]
+        if outside:
+            problems.append(Problem(
+                lesions_file, int(row), outside[0],
+                f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside its {modality} image "
+                f"(width {columns}, height {rows} pixels)",
+                BOX_OUTSIDE, pair_id, paths.get((pair_id, modality))))
+    return problems
+
+
+def _identity_problems(outcomes: list[_PairOutcome], manifest: pd.DataFrame, manifest_file: str,
+                       paths: dict[tuple[str, str], str]) -> list[Problem]:
+    """SM and FFDM of one pair from different patients or studies; one image in two rows; one
+    DICOM patient in two splits. Identifiers are compared by hash and never shown."""
+    problems = []
+    split_of = dict(zip(manifest["pair_id"], manifest["split"]))
+    patient_of = dict(zip(manifest["pair_id"], manifest["patient_id"]))
+    seen_image: dict[str, tuple[int | None, str]] = {}
+    manifest_patients: dict[str, set[str]] = {}
+    for outcome in outcomes:
+        for facts in outcome.facts.values():
+            if facts.patient:
+                manifest_patients.setdefault(facts.patient, set()).add(patient_of[outcome.pair_id])
+    patient_split: dict[str, tuple[str, int | None, str]] = {}
+    leaked: set[str] = set()
+    for outcome in sorted(outcomes, key=lambda o: o.row or 0):
+        sm, ffdm = outcome.facts.get("sm"), outcome.facts.get("ffdm")
+        both = f"{paths.get((outcome.pair_id, 'sm'))} and {paths.get((outcome.pair_id, 'ffdm'))}"
+        if sm and ffdm:
+            for attribute, tag, kind in (("patient", "PatientID", PATIENT_DIFFERS),
+                                         ("study", "StudyInstanceUID", STUDY_DIFFERS)):
+                first, second = getattr(sm, attribute), getattr(ffdm, attribute)
+                if first and second and first != second:
+                    problems.append(Problem(
+                        manifest_file, outcome.row, None, f"the SM's and the FFDM's DICOM {tag} "
+                        "differ (compared by hash; not shown): the two images are not of one "
+                        "breast view", kind, outcome.pair_id, both))
+        for modality, facts in outcome.facts.items():
+            column = f"{modality}_path"
+            if facts.image:
+                if facts.image in seen_image:
+                    row, other = seen_image[facts.image]
+                    problems.append(Problem(
+                        manifest_file, outcome.row, column, "the same DICOM image "
+                        f"(SOPInstanceUID, compared by hash) as row {row}, column {other}",
+                        DUPLICATE_IMAGE, outcome.pair_id, paths.get((outcome.pair_id, modality))))
+                else:
+                    seen_image[facts.image] = (outcome.row, column)
+            patient = facts.patient
+            if not patient or len(manifest_patients[patient]) > PLACEHOLDER_PATIENTS:
+                continue
+            split = split_of[outcome.pair_id]
+            first = patient_split.setdefault(patient, (split, outcome.row, outcome.pair_id))
+            if (first[0] != split and patient_of[first[2]] != patient_of[outcome.pair_id]
+                    and outcome.pair_id not in leaked):
+                leaked.add(outcome.pair_id)  # once per pair, not per image
+                problems.append(Problem(
+                    manifest_file, outcome.row, "patient_id", "this pair's DICOM patient "
+                    f"(PatientID, compared by hash) is also that of row {first[1]}, which is in "
+                    f"split {first[0]!r} while this pair is in {split!r}: one patient in two "
+                    "splits under two patient_ids", PATIENT_IN_TWO_SPLITS, outcome.pair_id,
+                    paths.get((outcome.pair_id, modality))))
+    return problems
+
+
+def _cache_problems(settings: CheckSettings) -> list[Problem]:
+    if not settings.cache_dir:
+        return []
+    info = str(Path(settings.cache_dir) / CACHE_INFO)
+    try:
+        cache = ImageCache(settings.cache_dir, settings.image_size, settings.window,
+                           settings.margin)
+    except (FileNotFoundError, ValueError) as error:
+        return [Problem(info, None, None, str(error), CACHE_SETTINGS)]
+    if cache.margin != settings.margin:
+        return [Problem(info, None, "margin", f"the cache was made with margin {cache.margin:g}, "
+                        f"the config says {settings.margin:g}; training would use the cache's",
+                        CACHE_SETTINGS)]
+    return []
+
+
+# -- the whole check --------------------------------------------------------------------------
+def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True) -> CheckReport:
+    """Check the tables, every file of every annotated pair, the cache and the boxes; every
+    problem at once. ``workers`` > 1 checks pairs in that many processes."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    report = CheckReport()
+    manifest_file, lesions_file = resolve_table_paths(settings.manifest, settings.lesions)
+    tables = []
+    for path in (manifest_file, lesions_file):
+        try:
+            tables.append(None if path is None else read_table(path))
+        except (FileNotFoundError, ValueError) as error:  # pandas' parse errors are ValueErrors
+            reason = str(error).removeprefix(f"{path}: ")
+            kind = MISSING_FILE if isinstance(error, FileNotFoundError) else UNREADABLE_FILE
+            report.problems.append(Problem(str(path), None, None, reason, kind))
+    if report.problems:
+        return report
+    raw_manifest, raw_lesions = tables
+    manifest_name = str(manifest_file)
+    lesions_name = str(lesions_file) if lesions_file else "lesions"
+    try:
+        validate(raw_manifest, raw_lesions, manifest_name, lesions_name)
+    except ManifestError as error:
+        report.problems += error.problems
+    if len(raw_manifest) == 0:
+        report.problems.append(Problem(manifest_name, None, None, "no data rows (only a header)",
+                                       NO_ROWS))
+    if any(problem.kind == "missing column" for problem in report.problems) or not len(
+        raw_manifest
+    ):
+        return report  # the rows cannot be read without their columns
+    skip_label_rows = {p.row for p in report.problems if p.column == "label" and p.row}
+    manifest, lesions, _ = prepared_tables(
+        raw_manifest, raw_lesions, manifest_file, settings.seed, settings.split_fractions,
+        row_numbers=True,
+    )
+    report.problems += _cache_problems(settings)
+    rows = _table_problems(manifest, lesions, manifest_name, lesions_file and lesions_name,
+                           skip_label_rows)
+
+    tasks, paths = [], {}
+    for record in manifest.itertuples(index=False):
+        images = []
+        for modality in settings.modalities:
+            path = getattr(record, f"{modality}_path")
+            paths[(record.pair_id, modality)] = path
+            if not path.endswith(os.sep):  # an empty path cell, reported by the validator
+                images.append((modality, path))
+        tasks.append(_PairTask(int(getattr(record, ROW_COLUMN)), record.pair_id,
+                               record.laterality, record.view, tuple(images)))
+    report.pairs_checked = len(tasks)
+    report.images_checked = sum(len(task.paths) for task in tasks)
+    outcomes = _run(tasks, settings, workers, progress, tqdm)
+    sizes = {}
+    for outcome in outcomes:
+        for modality, kind, reason, path in outcome.problems:
+            rows.append(Problem(manifest_name, outcome.row, f"{modality}_path", reason, kind,
+                                outcome.pair_id, path))
+        for modality, facts in outcome.facts.items():
+            if facts.size:
+                sizes[(outcome.pair_id, modality)] = facts.size
+    rows += _identity_problems(outcomes, manifest, manifest_name, paths)
+    checked = lesions[lesions["modality"].isin(settings.modalities)]
+    rows += box_problems(checked, sizes, paths, lesions_name)
+    order = {manifest_name: 0, lesions_name: 1}
+    rows.sort(key=lambda p: (order.get(p.file, 2), p.row or 0, p.column or "", p.kind))
+    report.problems += rows
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _run(tasks, settings: CheckSettings, workers: int, progress: bool, tqdm) -> list:
+    bar = tqdm(total=len(tasks), desc="check-data", unit="pair", disable=not progress,
+               file=sys.stderr)
+    initargs = (asdict(settings),)
+    pool = None
+    if workers <= 1 or len(tasks) <= 1:
+        _init_worker(*initargs)
+        outcomes = map(_check_pair, tasks)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, initargs)
+        chunksize = max(1, min(16, len(tasks) // (workers * 8)))
+        outcomes = pool.imap_unordered(_check_pair, tasks, chunksize=chunksize)
+    results = []
+    try:
+        for outcome in outcomes:
+            results.append(outcome)
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return results
+
+
+# -- the cheap part, for the data module's setup ----------------------------------------------
+# Above this many images `quick_check` reads the headers in worker processes (a header costs
+# about half a millisecond of Python; 2.4 million of them a quarter of an hour in one process).
+PARALLEL_FROM = 5000
+_CHUNK = 512
+
+
+def _quick_one(job, cache: ImageCache | None):
+    """((rows, columns) or None, [(kind, reason, file)]) of one image, without its pixels."""
+    pair_id, _, modality, path = job
+    if cache is not None:
+        try:
+            geometry = cache.read_geometry(pair_id, modality)
+        except CacheEntryError as error:
+            return None, [(UNREADABLE_CACHE_ENTRY, error.reason, error.path)]
+        if geometry is not None:
+            return geometry.original_size, []
+    try:
+        dataset = read_header(path)
+    except ImageProblem as problem:
+        return None, [(problem.kind, problem.reason, path)]
+    found = [(kind, reason, path) for kind, reason in structure_problems(dataset)]
+    size = (int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
+    return (None if found else size), found
+
+
+def _quick_chunk(arguments) -> list:
+    jobs, cache = arguments
+    return [_quick_one(job, cache) for job in jobs]
+
+
+def quick_check(
+    manifest: pd.DataFrame,
+    lesions: pd.DataFrame,
+    modalities: Iterable[str],
+    manifest_file: str,
+    lesions_file: str,
+    cache: ImageCache | None = None,
+    workers: int = 1,
+    parallel_from: int = PARALLEL_FROM,
+) -> list[Problem]:
+    """What makes training fail or learn from boxes it cannot see, found without decoding a
+    pixel: for each image of each pair, its cache entry's geometry when it is cached, else its
+    DICOM header (`read_header`: missing, unreadable, corrupt, truncated, no pixel data,
+    multi-frame, colour); then each lesion box against the image size found. ``manifest`` and
+    ``lesions`` come from `load_tables` with ``row_numbers``. With ``workers`` > 1 and more
+    than ``parallel_from`` images, the headers are read in that many (spawned) processes."""
+    modalities = tuple(modalities)
+    jobs = []
+    rows = manifest[ROW_COLUMN] if ROW_COLUMN in manifest.columns else [None] * len(manifest)
+    for pair_id, row, *images in zip(manifest["pair_id"], rows,
+                                     *(manifest[f"{m}_path"] for m in modalities)):
+        jobs += [(pair_id, row, modality, path) for modality, path in zip(modalities, images)]
+    if workers > 1 and len(jobs) > parallel_from:
+        chunks = ((jobs[i:i + _CHUNK], cache) for i in range(0, len(jobs), _CHUNK))
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = [result for chunk in pool.imap(_quick_chunk, chunks) for result in chunk]
+    else:
+        results = [_quick_one(job, cache) for job in jobs]
+    problems, sizes, paths = [], {}, {}
+    for (pair_id, row, modality, path), (size, found) in zip(jobs, results):
+        paths[(pair_id, modality)] = path
+        if size:
+            sizes[(pair_id, modality)] = size
+        problems += [Problem(manifest_file, None if row is None else int(row), f"{modality}_path",
+                             reason, kind, pair_id, where) for kind, reason, where in found]
+    if ROW_COLUMN not in lesions.columns:
+        lesions = lesions.assign(**{ROW_COLUMN: None})
+    problems += box_problems(lesions[lesions["modality"].isin(modalities)], sizes, paths,
+                             lesions_file)
+    return problems
+
+
+# -- the command ------------------------------------------------------------------------------
+_CONFIG_KEYS = ("manifest", "lesions", "cache_dir", "image_size", "window", "margin",
+                "modalities", "seed", "split_fractions")
+
+
+def settings_from_configs(paths: Sequence[str]) -> dict:
+    """The data module's ``init_args`` of one or more YAML configs (later ones win), as
+    LightningCLI merges them: a data config (``data: {class_path, init_args}``), a full run
+    config, or a data module's own YAML (``class_path``, ``init_args``)."""
+    import yaml
+
+    merged: dict = {}
+    for path in paths:
+        with open(path) as stream:
+            config = yaml.safe_load(stream) or {}
+        data = config.get("data", config) if isinstance(config, dict) else None
+        if not isinstance(data, dict):
+            continue
+        class_path = data.get("class_path")
+        if class_path and not str(class_path).endswith("PairedMammoDataModule"):
+            raise ValueError(f"{path}: the data module is {class_path}; check-data checks a "
+                             "PairedMammoDataModule's manifest")
+        init_args = data.get("init_args", {} if class_path else data)
+        merged.update({key: init_args[key] for key in _CONFIG_KEYS if key in (init_args or {})})
+    return merged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py check-data",
+        description="Read every manifest row and open every file as training would, without "
+                    "training; report every problem with its row, pair id, file and reason.",
+    )
+    parser.add_argument("--config", action="append", default=[],
+                        help="data config YAML (data.init_args: manifest, lesions, cache_dir, "
+                             "image_size, window, margin, ...); may be repeated")
+    parser.add_argument("--manifest", help="manifest file or its folder (overrides the config)")
+    parser.add_argument("--lesions", help="lesion table (default: lesions.csv beside it)")
+    parser.add_argument("--cache-dir", help="image cache to check ('null': none)")
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
+                        help="the model's input (default: the config's, else 1280 1024)")
+    parser.add_argument("--window", choices=WINDOWS)
+    parser.add_argument("--margin", type=float)
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES)
+    parser.add_argument("--json", help="write the report (every problem) to this JSON file")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="processes (0 or 1: none)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``python cli.py check-data``: 0 when nothing is wrong, 1 when a problem was found, 2 for
+    a bad command line or config."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        values = settings_from_configs(args.config)
+    except (OSError, ValueError) as error:
+        print(f"check-data: {error}", file=sys.stderr)
+        return 2
+    for key in ("manifest", "lesions", "cache_dir", "image_size", "window", "margin",
+                "modalities"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if str(values.get("cache_dir")).lower() in ("null", "none", ""):
+        values["cache_dir"] = None
+    if not values.get("manifest"):
+        parser.error("give --manifest, or a --config whose data.init_args name a manifest")
+    try:
+        settings = CheckSettings(**values)
+    except (TypeError, ValueError) as error:
+        print(f"check-data: {error}", file=sys.stderr)
+        return 2
+    report = check_data(settings, workers=args.workers, progress=not args.no_progress)
+    if args.json:
+        document = {"settings": asdict(settings), **report.to_dict()}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(document, indent=2))
+    if report.problems:
+        more = f"all in {args.json}" if args.json else "--json FILE lists them all"
+        print(format_problems(report.problems, f"the data of {settings.manifest}", more=more))
+    print(f"check-data: {report.pairs_checked} pairs, {report.images_checked} images checked "
+          f"in {report.seconds:.1f} s: "
+          + (f"{len(report.problems)} problem(s)" if report.problems else "no problems"))
+    return 1 if report.problems else 0
