@@ -10,7 +10,7 @@ DEMO_SIZE ?= 320 256
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test test-slow test-cluster lint demo clean
+.PHONY: venv test test-slow test-cluster lint demo bench clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,16 @@ test-cluster: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not cluster" -q
+
+# The CPU benchmarks (about 12 minutes here), each writing bench/results/*.json; the demo's stage
+# times are recorded when $(RUN) holds a finished demo; the GPU benchmark runs where CUDA is.
+bench: $(STAMP)
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_train.py
+	if [ -f $(RUN)/pipeline.json ]; then $(PY) bench/bench_demo.py --run $(RUN); \
+	else echo "bench_demo: no finished demo in $(RUN) (make demo first); skipped"; fi
+	$(PY) bench/bench_gpu.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -131,6 +131,11 @@ class Geometry:
         )
 
 
+# Integer images larger than this are windowed through a table of their values.
+LOOKUP_MIN_PIXELS = 1 << 16
+LOOKUP_MAX_VALUES = 1 << 16
+
+
 def _split_boxes(boxes):
     """Columns of [n, 4] boxes in float64 and a function that stacks them back like the input."""
     torch = sys.modules.get("torch")
@@ -203,6 +208,24 @@ def to_unit_range(
     """
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
+    if pixels.dtype.kind in "iu" and pixels.size > LOOKUP_MIN_PIXELS:
+        # Every step below is a function of the pixel value alone: map each stored value
+        # once (at most 65,536 of them) and gather, instead of windowing 13 Mpx in float64.
+        low, high = int(pixels.min()), int(pixels.max())
+        if high - low < LOOKUP_MAX_VALUES:
+            values = np.arange(low, high + 1, dtype=pixels.dtype)
+            table = _unit_range(values, dataset, window, (float(low), float(high)))
+            offsets = pixels - pixels.dtype.type(low) if low else pixels
+            if offsets.dtype.kind == "i":  # a wrapped difference, read unsigned, is exact
+                offsets = offsets.view(f"u{offsets.dtype.itemsize}")
+            return np.take(table, offsets)
+    return _unit_range(pixels, dataset, window)
+
+
+def _unit_range(pixels: np.ndarray, dataset: pydicom.Dataset, window: str,
+                pixel_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``to_unit_range`` value by value; ``pixel_range`` is the image's (min, max) when
+    ``pixels`` holds each of its values once rather than the image itself."""
     output_range = _voi_output_range(dataset) if window == "dicom" else None
     if output_range is not None:
         with np.errstate(over="ignore"):
@@ -210,7 +233,7 @@ def to_unit_range(
         low, high = output_range
     else:
         values = pixels
-        low, high = float(pixels.min()), float(pixels.max())
+        low, high = pixel_range or (float(pixels.min()), float(pixels.max()))
     image = values.astype(np.float32)
     image -= np.float32(low)
     image *= np.float32(1.0 / (high - low)) if high > low else np.float32(0.0)

@@ -157,3 +157,23 @@ def test_errors_name_the_file_and_no_patient_data(tmp_path):
     message = str(error.value)
     assert "cut.dcm" in message
     assert "Test^Phantom" not in message and "TEST-0001" not in message
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
+                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
+                                    {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16),
+                                     "bits_stored": 12}],
+                         ids=["minmax", "monochrome1", "window", "voi_lut"])
+def test_the_value_table_windows_exactly_as_pixel_by_pixel(tmp_path, kwargs):
+    """Large integer images are windowed through a table of their values: bit-identical."""
+    from datamodules.dicom import _unit_range, read_dicom, to_unit_range
+
+    path = write_mammogram(tmp_path / "m.dcm", breast_image(400, 320), **kwargs)
+    pixels, dataset = read_dicom(path)
+    assert pixels.dtype.kind == "u" and pixels.size > (1 << 16)
+    for window in ("dicom", "minmax"):
+        assert np.array_equal(to_unit_range(pixels, dataset, window),
+                              _unit_range(pixels, dataset, window))
+    signed = (pixels.astype(np.int32) - 30000).astype(np.int16)
+    assert np.array_equal(to_unit_range(signed, dataset, "minmax"),
+                          _unit_range(signed, dataset, "minmax"))
