@@ -21,7 +21,10 @@ picai_eval):
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -482,16 +485,46 @@ def _bootstrap_faucs(
     replicates = np.full((len(matched_models), n_boot), np.nan)
     if n_images == 0:
         return replicates
-    start = 0
-    for counts in resample_counts(n_images, n_boot, seed, chunk_size):
+
+    def score(start: int, counts: np.ndarray) -> None:
         stop = start + counts.shape[0]
         for model, model_events in enumerate(events):
             fp_counts, tp_counts, n_lesions = _resampled_counts(model_events, counts, max_fp)
             replicates[model, start:stop] = _fauc_from_counts(
                 fp_counts, tp_counts, n_images, n_lesions, max_fp
             )
-        start = stop
+
+    # The resamples are drawn in order from one generator (the same rows whatever the threads);
+    # scoring them is numpy work that releases the GIL, so chunks are scored on every core.
+    workers = _bootstrap_threads()
+    start = 0
+    if workers == 1 or n_boot <= chunk_size:
+        for counts in resample_counts(n_images, n_boot, seed, chunk_size):
+            score(start, counts)
+            start += counts.shape[0]
+        return replicates
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for counts in resample_counts(n_images, n_boot, seed, chunk_size):
+            pending.append(pool.submit(score, start, counts))
+            start += counts.shape[0]
+            while len(pending) > 2 * workers:  # bound the resamples held in memory
+                pending.popleft().result()
+        for future in pending:
+            future.result()
     return replicates
+
+
+def _bootstrap_threads() -> int:
+    """Threads that score bootstrap resamples: the CPUs this process may use
+    (``MAMMOFUSE_BOOTSTRAP_THREADS`` overrides; 1 scores in the calling thread)."""
+    value = os.environ.get("MAMMOFUSE_BOOTSTRAP_THREADS")
+    if value:
+        return max(1, int(value))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 def _percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:

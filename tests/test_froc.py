@@ -589,3 +589,29 @@ def test_froc_band_brackets_the_curve_and_agrees_with_per_resample_curves():
     expected_low, expected_high = np.percentile(np.array(curves), [2.5, 97.5], axis=0)
     assert np.allclose(low, expected_low, atol=1e-12)
     assert np.allclose(high, expected_high, atol=1e-12)
+
+
+def test_bootstrap_replicates_do_not_depend_on_the_threads(monkeypatch):
+    """Resamples are drawn in order and scored on several threads: the same replicates."""
+    from metrics.froc import paired_bootstrap_fauc
+
+    rng = np.random.default_rng(3)
+    n_images = 300
+    lesion_image = np.sort(rng.choice(n_images, 40, replace=False))
+    centre = rng.uniform(200, 800, size=(40, 2))
+    lesion_boxes = np.hstack([centre - 30, centre + 30])
+    detection_image = np.concatenate([rng.integers(0, n_images, 600), lesion_image])
+    detection_centre = np.vstack([rng.uniform(0, 1000, (600, 2)), centre + 5])
+    boxes = np.hstack([detection_centre - 20, detection_centre + 20])
+    scores = [rng.random(640), rng.random(640)]
+    matched = [match_detections(detection_image, boxes, s, lesion_image, lesion_boxes,
+                                n_images=n_images) for s in scores]
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MAMMOFUSE_BOOTSTRAP_THREADS", threads)
+        single = bootstrap_fauc(matched[0], n_boot=50, seed=1, chunk_size=4)
+        paired = paired_bootstrap_fauc(*matched, n_boot=50, seed=1, chunk_size=4)
+        results[threads] = (single.replicates, paired.replicates)
+    assert np.isfinite(results["1"][0]).all() and results["1"][0].std() > 0
+    for one, three in zip(results["1"], results["3"]):
+        assert np.array_equal(one, three)
