@@ -615,3 +615,32 @@ def test_bootstrap_replicates_do_not_depend_on_the_threads(monkeypatch):
     assert np.isfinite(results["1"][0]).all() and results["1"][0].std() > 0
     for one, three in zip(results["1"], results["3"]):
         assert np.array_equal(one, three)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bit(seed):
+    """``_resampled_faucs`` sums the trapezoids per false positive; it must give exactly what
+    the per-point curve gives, ties between false and true positives and flat tails included."""
+    from metrics.froc import _resampled_faucs
+
+    rng = np.random.default_rng(seed)
+    n_images = int(rng.integers(5, 200))
+    n_lesions = int(rng.integers(0, 60))
+    lesion_image = np.sort(rng.integers(0, n_images, n_lesions))
+    centre = rng.uniform(100, 900, size=(n_lesions, 2))
+    lesion_boxes = np.hstack([centre - 30, centre + 30])
+    n_background = int(rng.integers(0, 8 * n_images))
+    detection_image = np.concatenate([rng.integers(0, n_images, n_background), lesion_image])
+    detection_centre = np.vstack([rng.uniform(0, 1000, (n_background, 2)), centre + 4])
+    boxes = np.hstack([detection_centre - 20, detection_centre + 20])
+    levels = [4, 17, 1000][seed % 3]  # few distinct scores: many ties, some FP with TP
+    scores = np.round(rng.random(detection_image.size) * levels) / levels
+    matched = match_detections(detection_image, boxes, scores, lesion_image, lesion_boxes,
+                               n_images=n_images)
+    counts = np.vstack(list(resample_counts(n_images, 30, seed=seed, chunk_size=7)))
+    for max_fp in (0.05, 0.5, 1.0, 3.0, 50.0):
+        expected = _fauc_from_counts(*_resampled_counts(matched._events, counts, max_fp)[:2],
+                                     n_images, _resampled_counts(matched._events, counts,
+                                                                 max_fp)[2], max_fp)
+        got = _resampled_faucs(matched._events, counts, max_fp)
+        assert np.array_equal(got, expected, equal_nan=True), (max_fp, got - expected)
