@@ -34,7 +34,7 @@ test-cluster: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not cluster" -q
 
-# The CPU benchmarks (about 12 minutes here), each writing bench/results/*.json; the demo's stage
+# The CPU benchmarks (about 6 minutes here), each writing bench/results/*.json; the demo's stage
 # times are recorded when $(RUN) holds a finished demo; the GPU benchmark runs where CUDA is.
 bench: $(STAMP)
 	$(PY) bench/bench_eval.py
