@@ -69,25 +69,24 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory since the last ``reset_peak_rss`` (Linux)."""
+def _status_mib(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` in MiB (Linux; None elsewhere)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory since the last ``reset_peak_rss`` (Linux)."""
+    return _status_mib("VmHWM")
 
 
 def rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return _status_mib("VmRSS")
 
 
 def reset_peak_rss() -> bool:

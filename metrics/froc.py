@@ -420,16 +420,12 @@ def _multiplicities(drawn: np.ndarray, n_images: int) -> np.ndarray:
     return counts.astype(np.int8 if counts.size == 0 or counts.max() <= 127 else np.int32)
 
 
-def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
-    """FROC points of the resamples in ``counts`` ``[b, n_images]``, in counts: false positives
-    and found lesions, integer ``[b, K + 1]`` each with the origin first, and the lesions of each
-    resample, int64 ``[b]``. With ``max_fp``, the points past every row's first point beyond
-    ``max_fp`` are left out (they add nothing to FAUC-max_fp)."""
-    rows, n_images = counts.shape[0], events.n_images
-    n_groups, n_fp = events.group_scores.size, events.fp_image.size
+def _false_positive_prefix(events: _CurveEvents, counts: np.ndarray, limit: float | None):
+    """The resampled weights of the highest-scoring false positives and their cumulative sums
+    (origin first), ``(weights, cumulative, prefix)``: enough of them that every row's sum
+    reaches ``limit`` (all of them when ``limit`` is None or some row never does)."""
+    n_fp = events.fp_image.size
     fp_end = events.fp_group_end
-    # a margin of one false positive keeps the cut conservative against rounding
-    limit = None if max_fp is None else max_fp * n_images + 1
     prefix = n_fp
     if limit is not None and n_fp:
         # most resamples cross max_fp near where the full sample does, so try a prefix first,
@@ -438,12 +434,25 @@ def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | 
         if guess < n_fp:
             prefix = int(fp_end[np.searchsorted(fp_end, guess)])
     while True:
-        fp_cumulative = np.zeros((rows, prefix + 1), dtype=events.count_type)
         weights = np.take(counts, events.fp_image[:prefix], axis=1)
-        np.cumsum(weights, axis=1, dtype=events.count_type, out=fp_cumulative[:, 1:])
-        if prefix == n_fp or fp_cumulative[:, -1].min() >= limit:
-            break
+        cumulative = np.zeros((counts.shape[0], prefix + 1), dtype=events.count_type)
+        np.cumsum(weights, axis=1, dtype=events.count_type, out=cumulative[:, 1:])
+        if prefix == n_fp or cumulative[:, -1].min() >= limit:
+            return weights, cumulative, prefix
         prefix = n_fp
+
+
+def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
+    """FROC points of the resamples in ``counts`` ``[b, n_images]``, in counts: false positives
+    and found lesions, integer ``[b, K + 1]`` each with the origin first, and the lesions of each
+    resample, int64 ``[b]``. With ``max_fp``, the points past every row's first point beyond
+    ``max_fp`` are left out (they add nothing to FAUC-max_fp)."""
+    rows, n_images = counts.shape[0], events.n_images
+    n_groups = events.group_scores.size
+    fp_end = events.fp_group_end
+    # a margin of one false positive keeps the cut conservative against rounding
+    limit = None if max_fp is None else max_fp * n_images + 1
+    _, fp_cumulative, prefix = _false_positive_prefix(events, counts, limit)
     n_known = int(np.searchsorted(fp_end, prefix, side="right"))  # groups inside the prefix
     fp_counts = np.zeros((rows, n_known + 1), dtype=events.count_type)
     np.take(fp_cumulative, fp_end[:n_known], axis=1, out=fp_counts[:, 1:])
@@ -471,21 +480,9 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
     every false positive's two lesion counts are known before resampling (``tp_above``,
     ``tp_through``). The points past the cut are never formed."""
     rows, n_images = counts.shape
-    n_fp = events.fp_image.size
     cut = max_fp * n_images
-    limit = cut + 1  # as in _resampled_counts: the prefix must reach past the cut
-    prefix = n_fp
-    if n_fp:
-        guess = int(min(limit, n_fp) * 1.25) + 64
-        if guess < n_fp:
-            prefix = int(events.fp_group_end[np.searchsorted(events.fp_group_end, guess)])
-    while True:
-        weights = np.take(counts, events.fp_image[:prefix], axis=1)
-        fp_cumulative = np.zeros((rows, prefix + 1), dtype=events.count_type)
-        np.cumsum(weights, axis=1, dtype=events.count_type, out=fp_cumulative[:, 1:])
-        if prefix == n_fp or fp_cumulative[:, -1].min() >= limit:
-            break
-        prefix = n_fp
+    # as in _resampled_counts: the prefix must reach past the cut
+    weights, fp_cumulative, prefix = _false_positive_prefix(events, counts, cut + 1)
     tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=events.count_type)
     np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=events.count_type,
               out=tp_cumulative[:, 1:])
