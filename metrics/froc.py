@@ -36,6 +36,8 @@ DUPLICATE = 2  # hits a lesion that a higher-scoring detection already finds: no
 
 # bootstrap work arrays hold about this many elements per chunk of replicates
 _CHUNK_ELEMENTS = 1_000_000
+# the longest run of false positives the bootstrap scorer sums one by one (see _CurveEvents)
+_SEGMENT = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,6 +260,9 @@ class _CurveEvents:
     tp_above: np.ndarray
     tp_through: np.ndarray
     tied: np.ndarray  # the false positives with tp_above != tp_through (a TP of equal score)
+    # where the bootstrap scorer cuts the false positives into runs it sums at once: at every
+    # change of tp_above and at least every _SEGMENT events, always at a group's start
+    segment_start: np.ndarray
 
     @classmethod
     def of(cls, matched: MatchedDetections) -> _CurveEvents:
@@ -273,6 +278,12 @@ class _CurveEvents:
         fp_sorted, tp_ascending = fp_score[fp_order], np.sort(tp_score)
         tp_above = tp_score.size - np.searchsorted(tp_ascending, fp_sorted, side="right")
         tp_through = tp_score.size - np.searchsorted(tp_ascending, fp_sorted, side="left")
+        group_start = np.flatnonzero(np.diff(fp_sorted, prepend=np.inf))  # 0 first when any
+        regular = np.searchsorted(group_start, np.arange(0, fp_sorted.size, _SEGMENT))
+        segment_start = np.union1d(
+            group_start[regular[regular < group_start.size]],
+            np.flatnonzero(np.diff(tp_above, prepend=-1)),
+        )
         return cls(
             n_images=matched.n_images,
             group_scores=group_scores,
@@ -286,6 +297,7 @@ class _CurveEvents:
             tp_above=tp_above,
             tp_through=tp_through,
             tied=np.flatnonzero(tp_above != tp_through),
+            segment_start=segment_start,
         )
 
 
@@ -478,32 +490,68 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
     The trapezoids are summed per false positive instead of per curve point: a group of equal
     scores adds (its false positives' weight) x (found lesions before it + through it), and
     every false positive's two lesion counts are known before resampling (``tp_above``,
-    ``tp_through``). The points past the cut are never formed."""
+    ``tp_through``). Within a segment (``events.segment_start``) every false positive has the
+    same ``tp_above``, so the false positives' resampled weights are summed per segment in one
+    pass; only the segment where the cut falls is summed one by one, to find it exactly. The
+    points past the cut are never formed."""
     rows, n_images = counts.shape
     cut = max_fp * n_images
-    # as in _resampled_counts: the prefix must reach past the cut
-    weights, fp_cumulative, prefix = _false_positive_prefix(events, counts, cut + 1)
-    tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=events.count_type)
-    np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=events.count_type,
+    count_type = events.count_type
+    n_fp, starts = events.fp_image.size, events.segment_start
+    # enough false positives that every row's weight passes the cut (+1 against rounding);
+    # most resamples cross it near where the full sample does: try a short prefix first
+    guess = int(min(cut + 1, n_fp) * 1.05) + 64
+    while True:
+        prefix = n_fp  # or end on a segment's start, so that the crossing segment is complete
+        if guess <= (starts[-1] if starts.size else -1):
+            prefix = int(starts[np.searchsorted(starts, guess)])
+        weights = np.take(counts, events.fp_image[:prefix], axis=1)
+        segment = starts[starts < prefix]
+        if prefix:
+            sums = np.add.reduceat(weights, segment, axis=1, dtype=count_type)
+        else:
+            sums = np.zeros((rows, 0), dtype=count_type)
+        before = np.zeros((rows, segment.size + 1), dtype=np.int64)  # weight before segment s
+        np.cumsum(sums, axis=1, out=before[:, 1:])
+        if prefix == n_fp or before[:, -1].min() >= cut + 1:
+            break
+        guess = 2 * guess
+    tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=count_type)
+    np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=count_type,
               out=tp_cumulative[:, 1:])
     n_lesions = np.take(counts, events.lesion_image, axis=1).sum(axis=1, dtype=np.int64)
-    fp_end = events.fp_end[:prefix]
+    segment_above = events.tp_above[segment]
+    segment_end = np.append(segment[1:], prefix)
+    tied = events.tied[: np.searchsorted(events.tied, prefix)]
+    tied_weight = np.take(counts, events.fp_image[tied], axis=1).astype(np.int64)
     out = np.empty(rows)
     for row in range(rows):
-        fp, tp, weight = fp_cumulative[row], tp_cumulative[row], weights[row]
-        # groups whose end lies at or before the cut: a prefix of the false positives
-        inside = int(np.searchsorted(fp_end, np.searchsorted(fp, cut, side="right") - 1,
-                                     side="right"))
-        above = events.tp_above[:inside]
-        twice_area = 2 * int(np.einsum("i,i->", weight[:inside], tp[above], dtype=np.int64))
-        tied = events.tied[: np.searchsorted(events.tied, inside)]
-        if tied.size:
-            twice_area += int(np.einsum("i,i->", weight[tied].astype(np.int64),
-                                        tp[events.tp_through[tied]] - tp[events.tp_above[tied]]))
-        x0 = float(fp[inside])
+        tp, fp_before = tp_cumulative[row], before[row]
+        # (found lesions before each segment) x (its weight), summed over whole segments
+        area_before = np.zeros(segment.size + 1, dtype=np.int64)
+        np.cumsum(sums[row] * tp[segment_above].astype(np.int64), out=area_before[1:])
+        if fp_before[-1] <= cut:  # every false positive lies inside the cut: the curve ends
+            inside, x0 = prefix, float(fp_before[-1])
+            twice_area = 2 * int(area_before[-1])
+        else:
+            s = int(np.searchsorted(fp_before, cut, side="right")) - 1  # the crossing segment
+            low = int(segment[s])
+            local = np.zeros(int(segment_end[s]) - low + 1, dtype=np.int64)
+            np.cumsum(weights[row, low : segment_end[s]], out=local[1:])
+            local += fp_before[s]
+            last = low + int(np.searchsorted(local, cut, side="right")) - 1
+            # the groups whose end lies at or before the cut: a prefix of the false positives
+            inside = int(np.searchsorted(events.fp_end, last, side="right"))
+            x0 = float(local[inside - low])
+            twice_area = 2 * (int(area_before[s])
+                              + int(local[inside - low] - fp_before[s]) * int(tp[segment_above[s]]))
+        n_tied = int(np.searchsorted(tied, inside))
+        if n_tied:
+            lift = tp[events.tp_through[tied[:n_tied]]] - tp[events.tp_above[tied[:n_tied]]]
+            twice_area += int(np.dot(tied_weight[row, :n_tied], lift.astype(np.int64)))
         if inside < prefix:  # the group that crosses the cut
             y0 = float(tp[events.tp_above[inside]])
-            x1, y1 = fp[fp_end[inside]], tp[events.tp_through[inside]]
+            x1, y1 = local[events.fp_end[inside] - low], tp[events.tp_through[inside]]
             slope = (y1 - y0) / (x1 - x0)
         else:  # the curve ends before the cut: flat
             y0, slope = float(tp[-1]), 0.0

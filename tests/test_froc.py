@@ -617,11 +617,18 @@ def test_bootstrap_replicates_do_not_depend_on_the_threads(monkeypatch):
         assert np.array_equal(one, three)
 
 
+@pytest.mark.parametrize("segment", [3, 1024])
 @pytest.mark.parametrize("seed", range(6))
-def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bit(seed):
-    """``_resampled_faucs`` sums the trapezoids per false positive; it must give exactly what
-    the per-point curve gives, ties between false and true positives and flat tails included."""
+def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bit(
+    seed, segment, monkeypatch
+):
+    """``_resampled_faucs`` sums the trapezoids per false positive, by segments; it must give
+    exactly what the per-point curve gives, ties between false and true positives, flat tails
+    and cuts inside short and long segments included."""
+    import metrics.froc
     from metrics.froc import _resampled_faucs
+
+    monkeypatch.setattr(metrics.froc, "_SEGMENT", segment)
 
     rng = np.random.default_rng(seed)
     n_images = int(rng.integers(5, 200))
@@ -644,3 +651,34 @@ def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bi
                                                                  max_fp)[2], max_fp)
         got = _resampled_faucs(matched._events, counts, max_fp)
         assert np.array_equal(got, expected, equal_nan=True), (max_fp, got - expected)
+
+
+def test_the_bootstrap_scorer_reaches_past_a_short_first_prefix():
+    """When most false positives sit on a few images, a resample that leaves those images out
+    needs far more of the ranked false positives than the full sample to reach the cut: the
+    scorer must widen its prefix and still give the per-point curve's values exactly."""
+    from metrics.froc import _resampled_faucs
+
+    rng = np.random.default_rng(3)
+    n_images = 20
+    lesion_image = np.arange(0, n_images, 2)
+    centre = rng.uniform(300, 700, size=(lesion_image.size, 2))
+    lesion_boxes = np.hstack([centre - 30, centre + 30])
+    crowded = np.repeat([0, 1], 250)  # 500 high-scoring false positives on two images
+    sparse = rng.integers(0, n_images, 60)
+    detection_image = np.concatenate([crowded, sparse, lesion_image])
+    far = np.tile([[2000.0, 2000.0]], (crowded.size + sparse.size, 1))
+    detection_centre = np.vstack([far + rng.uniform(0, 500, far.shape), centre + 4])
+    boxes = np.hstack([detection_centre - 20, detection_centre + 20])
+    scores = np.concatenate([rng.uniform(0.6, 1.0, crowded.size), rng.uniform(0, 0.5, 60),
+                             rng.uniform(0.2, 0.9, lesion_image.size)])
+    matched = match_detections(detection_image, boxes, scores, lesion_image, lesion_boxes,
+                               n_images=n_images)
+    counts = np.vstack(list(resample_counts(n_images, 40, seed=0)))
+    assert (counts[:, :2].sum(axis=1) == 0).any()  # some resamples leave both crowded out
+    for max_fp in (0.5, 1.0, 4.0):
+        fp_counts, tp_counts, n_lesions = _resampled_counts(matched._events, counts, max_fp)
+        expected = _fauc_from_counts(fp_counts, tp_counts, n_images, n_lesions, max_fp)
+        got = _resampled_faucs(matched._events, counts, max_fp)
+        assert np.isfinite(got).all() and got.std() > 0
+        assert np.array_equal(got, expected), (max_fp, got - expected)
