@@ -10,17 +10,16 @@ cached loader's pairs per second, and from these the CPU cores that keep one GPU
    ``encode_jpeg_lossless``: 20-30 s and about 8 GB of memory for a full-size FFDM). Each
    repeat times the floor, ``pydicom.dcmread(path).pixel_array``, and ours,
    `datamodules.dicom.load_image` (what ``cli.py prepare`` runs per image), in alternating
-   order; then each step of ours on its own (``read_dicom``, ``to_unit_range`` with pydicom's
-   ``apply_voi_lut`` inside it, laterality, ``breast_box``, ``Geometry.build``,
-   ``apply_geometry``, and the cache write of ``prepare``; inside ``breast_box`` and
-   ``apply_geometry`` their two costly lines are also timed apart), and the cache builder's own
-   call per image (``_prepare_one`` after ``_init_worker``). One thread everywhere (torch, OpenCV,
-   OpenMP): the figures are per core. The files are in the page cache: the floor is decoding,
-   not the disk. A local experiment (not package code), in a pass of its own after each
-   uncompressed file's repeats, times faster variants of our path against it and the floor:
-   ``to_unit_range`` as a lookup table on the cropped pixels only
-   (output identical), then also the breast box found at 1/4 resolution, then also resizing
-   before windowing.
+   order; then each step of ours on its own (``read_dicom``, ``ValueTable.of``: the window as
+   a table of the image's values, laterality, the breast mask as a comparison of stored
+   values, ``mask_box``'s connected components, ``Geometry.build``, ``apply_geometry``, of
+   which the crop's windowing and the resize, and the cache write of ``prepare``), and the
+   cache builder's own call per image (``_prepare_one`` after ``_init_worker``). One thread
+   everywhere (torch, OpenCV, OpenMP): the figures are per core. The files are in the page
+   cache: the floor is decoding, not the disk. A local experiment (not package code), in a pass
+   of its own after each uncompressed file's repeats, times faster variants of our path
+   against it and the floor: the breast box found at 1/4 resolution, then also resizing before
+   windowing (both move the crop box).
 2. Cached loader: a phantom (``cli.py phantom --pairs 64 --scale 5/16``, so FFDMs come at about
    the model's input size) prepared at 1280 x 1024 (``cli.py prepare``), read by
    `PairedMammoDataModule`'s training loader (balanced sampler, training augmentation, batch
@@ -70,18 +69,17 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import torch  # noqa: E402
 from common import machine, summary  # noqa: E402
-from pydicom.pixels import apply_voi_lut  # noqa: E402
 
 from datamodules.dicom import (  # noqa: E402
     BACKGROUND_THRESHOLD,
     DEFAULT_MARGIN,
     Geometry,
-    _voi_output_range,
+    ValueTable,
     apply_geometry,
-    breast_box,
     chest_wall_on_right,
     dicom_laterality,
     load_image,
+    mask_box,
     read_dicom,
     to_unit_range,
 )
@@ -164,33 +162,25 @@ def time_steps(path, image_size, laterality, cache: ImageCache, name: str, modal
     the real intermediate results; returns (seconds by step, the final image)."""
     steps = {}
     steps["read_dicom"], (pixels, dataset) = timed(read_dicom, path)
-    if _voi_output_range(dataset) is not None:
-        # inside to_unit_range: pydicom's windowing, in float64 (not added to the sum)
-        with np.errstate(over="ignore"):
-            steps["of_which_apply_voi_lut"], windowed = timed(apply_voi_lut, pixels, dataset)
-        del windowed  # freed before to_unit_range, as it would be inside load_image
-    steps["to_unit_range"], image = timed(to_unit_range, pixels, dataset, "dicom")
-    del pixels
+    steps["value_table"], table = timed(ValueTable.of, pixels, dataset, "dicom")
+    if table is None:
+        raise RuntimeError(f"{path}: no value table (the benchmark's files are integer images)")
 
     def laterality_step():
         side = (laterality or "").strip().upper() or dicom_laterality(dataset)
-        return side == "R" if side in ("L", "R") else chest_wall_on_right(image)
+        return side == "R" if side in ("L", "R") else chest_wall_on_right(table.apply(pixels))
 
     steps["laterality"], flip = timed(laterality_step)
-    canonical = image[:, ::-1] if flip else image
-    steps["breast_box"], box = timed(breast_box, canonical, DEFAULT_MARGIN, BACKGROUND_THRESHOLD)
-    # breast_box's two lines (dicom.py: the mask, then cv2's connected components), apart
-    steps["of_which_box_mask"], mask = timed(
-        lambda: (canonical > BACKGROUND_THRESHOLD).astype(np.uint8))
-    steps["of_which_box_components"], _ = timed(cv2.connectedComponentsWithStats, mask,
-                                                connectivity=8)
+    canonical = pixels[:, ::-1] if flip else pixels
+    # the breast box's two lines (dicom.py: the mask, then cv2's connected components)
+    steps["box_mask"], mask = timed(table.above, canonical, BACKGROUND_THRESHOLD)
+    steps["box_components"], box = timed(mask_box, mask, DEFAULT_MARGIN)
     del mask
-    steps["geometry_build"], geometry = timed(Geometry.build, image.shape, flip, box, image_size)
-    steps["apply_geometry"], out = timed(apply_geometry, image, geometry)
-    # apply_geometry's two lines (the flipped crop copied to float32, cv2.resize), apart
+    steps["geometry_build"], geometry = timed(Geometry.build, pixels.shape, flip, box, image_size)
+    steps["apply_geometry"], out = timed(apply_geometry, pixels, geometry, table)
+    # apply_geometry's two lines (the crop windowed through the table, cv2.resize), apart
     x1, y1, x2, y2 = geometry.crop_box
-    steps["of_which_geometry_crop_copy"], crop = timed(
-        lambda: np.ascontiguousarray(canonical[y1:y2, x1:x2], dtype=np.float32))
+    steps["of_which_geometry_crop_window"], crop = timed(table.apply, canonical[y1:y2, x1:x2])
     content_height, content_width = geometry.content_size
     shrinking = content_width < crop.shape[1] or content_height < crop.shape[0]
     steps["of_which_geometry_resize"], _ = timed(
@@ -202,50 +192,17 @@ def time_steps(path, image_size, laterality, cache: ImageCache, name: str, modal
 
 
 # -- 1. a local experiment: faster variants of our path (not package code) --------------------
-def _unit_lut(pixels: np.ndarray, dataset, window: str = "dicom"):
-    """(float32 table over every stored value, index dtype): ``to_unit_range`` itself applied to
-    each possible value once, so ``table[pixels.view(index)]`` equals
-    ``to_unit_range(pixels, dataset, window)`` exactly; (None, None) for non-integer pixels
-    (a modality LUT applied) or pixels wider than 16 bits."""
-    if pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 2:
-        return None, None
-    index = np.dtype(f"u{pixels.dtype.itemsize}")
-    if window == "dicom" and _voi_output_range(dataset) is not None:
-        domain = np.arange(2 ** (8 * index.itemsize)).astype(index).view(pixels.dtype)
-        return to_unit_range(domain, dataset, window), index
-    # min-max: the range of the values present is that of arange(low, high + 1)
-    low, high = int(pixels.min()), int(pixels.max())
-    values = np.arange(low, high + 1).astype(pixels.dtype)
-    table = np.zeros(2 ** (8 * index.itemsize), dtype=np.float32)
-    table[values.view(index)] = to_unit_range(values, dataset, window)
-    return table, index
-
-
-def _mask(stored: np.ndarray, above: np.ndarray) -> np.ndarray:
-    """uint8 mask of ``above[stored]``: a single comparison when the table crosses the
-    threshold once (a monotone window: every linear window and most VOI LUTs), else a gather."""
-    changes = np.flatnonzero(np.diff(above.view(np.uint8)))
-    if stored.dtype.kind == "u" and len(changes) <= 1:
-        if len(changes) == 0:
-            return np.full(stored.shape, int(above[0]), dtype=np.uint8)
-        cut = int(changes[0]) + 1
-        mask = stored >= cut if above[-1] else stored < cut
-    else:
-        mask = np.take(above, stored)
-    return np.ascontiguousarray(mask).view(np.uint8)
-
-
 def _largest_box(mask: np.ndarray, factor: int, shape, margin: float):
-    """`breast_box`'s rule on a mask; ``factor`` > 1 finds the component on a mask reduced by
-    that factor (a block is on when any of its pixels is), then scales its box back."""
+    """`mask_box`'s rule on a mask reduced by ``factor`` (a block is on when any of its pixels
+    is), its box scaled back."""
     height, width = shape
-    if factor > 1:
-        padded = cv2.copyMakeBorder(mask, 0, (-height) % factor, 0, (-width) % factor,
-                                    cv2.BORDER_CONSTANT, value=0)
-        np.multiply(padded, 255, out=padded)
-        small = cv2.resize(padded, (padded.shape[1] // factor, padded.shape[0] // factor),
-                           interpolation=cv2.INTER_AREA)
-        mask = (small > 0).view(np.uint8)
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    padded = cv2.copyMakeBorder(mask, 0, (-height) % factor, 0, (-width) % factor,
+                                cv2.BORDER_CONSTANT, value=0)
+    np.multiply(padded, 255, out=padded)
+    small = cv2.resize(padded, (padded.shape[1] // factor, padded.shape[0] // factor),
+                       interpolation=cv2.INTER_AREA)
+    mask = (small > 0).view(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return 0, 0, width, height
@@ -258,24 +215,22 @@ def _largest_box(mask: np.ndarray, factor: int, shape, margin: float):
 
 def proposed_load_image(path, image_size, laterality=None, window="dicom",
                         margin=DEFAULT_MARGIN, threshold=BACKGROUND_THRESHOLD,
-                        box_factor=1, resize_first=False):
-    """`load_image` with the windowing as a lookup table applied to the crop only, the breast
-    mask as one comparison of the stored values; ``box_factor`` 4 finds the breast on a 1/4
-    mask; ``resize_first`` resizes the stored values before windowing (not exact: the window
-    clips). ``box_factor=1, resize_first=False`` gives load_image's output exactly."""
+                        box_factor=4, resize_first=False):
+    """`load_image` with the breast box found on a mask reduced by ``box_factor``;
+    ``resize_first`` also resizes the stored values before windowing (not exact: the window
+    clips). Both move the crop box by a few pixels: every cache would change."""
     pixels, dataset = read_dicom(path)
-    table, index = _unit_lut(pixels, dataset, window)
+    table = ValueTable.of(pixels, dataset, window)
     if table is None:
         return load_image(path, image_size, laterality, window, margin, threshold)
-    stored = pixels.view(index)
     side = (laterality or "").strip().upper() or dicom_laterality(dataset)
     if side in ("L", "R"):
         flip = side == "R"
     else:
-        flip = chest_wall_on_right(np.take(table, stored))
-    canonical = stored[:, ::-1] if flip else stored
-    box = _largest_box(_mask(canonical, table > threshold), box_factor, stored.shape, margin)
-    geometry = Geometry.build(stored.shape, flip, box, image_size)
+        flip = chest_wall_on_right(table.apply(pixels))
+    canonical = pixels[:, ::-1] if flip else pixels
+    box = _largest_box(table.above(canonical, threshold), box_factor, pixels.shape, margin)
+    geometry = Geometry.build(pixels.shape, flip, box, image_size)
     x1, y1, x2, y2 = geometry.crop_box
     content_height, content_width = geometry.content_size
     crop = canonical[y1:y2, x1:x2]
@@ -284,9 +239,9 @@ def proposed_load_image(path, image_size, laterality=None, window="dicom",
     if resize_first:
         resized = cv2.resize(np.ascontiguousarray(crop), (content_width, content_height),
                              interpolation=interpolation)
-        resized = np.take(table, resized)
+        resized = table.apply(resized)
     else:
-        resized = cv2.resize(np.take(table, crop), (content_width, content_height),
+        resized = cv2.resize(table.apply(crop), (content_width, content_height),
                              interpolation=interpolation)
     out = np.zeros(geometry.input_size, dtype=np.float32)
     out[:content_height, :content_width] = resized
@@ -294,9 +249,8 @@ def proposed_load_image(path, image_size, laterality=None, window="dicom",
 
 
 PROPOSALS = {
-    "lut_on_crop": {"box_factor": 1, "resize_first": False},
-    "lut_on_crop_box_at_quarter": {"box_factor": 4, "resize_first": False},
-    "lut_box_at_quarter_resize_first": {"box_factor": 4, "resize_first": True},
+    "box_at_quarter": {"box_factor": 4, "resize_first": False},
+    "box_at_quarter_resize_first": {"box_factor": 4, "resize_first": True},
 }
 
 
@@ -359,8 +313,8 @@ def bench_file(spec, image_size, cache: ImageCache, repeats: int, propose: bool)
 
 def bench_proposals(spec, image_size, repeats, reference, reference_geometry):
     """The local experiment, in a pass of its own after the file's main repeats (what it
-    allocates changes glibc's heap state, and to_unit_range's float64 temporaries are sensitive
-    to that): floor, ours and each variant, in a rotating order in every repeat; then each
+    allocates changes glibc's heap state, and the large temporaries of both are sensitive to
+    that): floor, ours and each variant, in a rotating order in every repeat; then each
     variant's output against load_image's: exactly, and given the variant's own geometry (a
     crop box a few pixels larger resamples every pixel, so the plain difference mostly
     measures the texture under a sub-pixel shift)."""

@@ -208,18 +208,52 @@ def to_unit_range(
     """
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
-    if pixels.dtype.kind in "iu" and pixels.size > LOOKUP_MIN_PIXELS:
-        # Every step below is a function of the pixel value alone: map each stored value
-        # once (at most 65,536 of them) and gather, instead of windowing 13 Mpx in float64.
+    table = ValueTable.of(pixels, dataset, window)
+    return table.apply(pixels) if table is not None else _unit_range(pixels, dataset, window)
+
+
+@dataclass(frozen=True)
+class ValueTable:
+    """``to_unit_range`` of every value from ``low`` to ``low + len(table) - 1``: every step of
+    it is a function of the pixel value alone, so an integer image is windowed by mapping each
+    value once and gathering (bit-identical to windowing the 13 Mpx in float64), and only the
+    region that is kept need be gathered."""
+
+    low: int
+    table: np.ndarray  # float32
+
+    @classmethod
+    def of(cls, pixels: np.ndarray, dataset: pydicom.Dataset, window: str) -> ValueTable | None:
+        """The table of a large integer image with at most LOOKUP_MAX_VALUES values, else None."""
+        if pixels.dtype.kind not in "iu" or pixels.size <= LOOKUP_MIN_PIXELS:
+            return None
         low, high = int(pixels.min()), int(pixels.max())
-        if high - low < LOOKUP_MAX_VALUES:
-            values = np.arange(low, high + 1, dtype=pixels.dtype)
-            table = _unit_range(values, dataset, window, (float(low), float(high)))
-            offsets = pixels - pixels.dtype.type(low) if low else pixels
-            if offsets.dtype.kind == "i":  # a wrapped difference, read unsigned, is exact
-                offsets = offsets.view(f"u{offsets.dtype.itemsize}")
-            return np.take(table, offsets)
-    return _unit_range(pixels, dataset, window)
+        if high - low >= LOOKUP_MAX_VALUES:
+            return None
+        values = np.arange(low, high + 1, dtype=pixels.dtype)
+        return cls(low, _unit_range(values, dataset, window, (float(low), float(high))))
+
+    def _offsets(self, pixels: np.ndarray) -> np.ndarray:
+        offsets = pixels - pixels.dtype.type(self.low) if self.low else pixels
+        if offsets.dtype.kind == "i":  # a wrapped difference, read unsigned, is exact
+            offsets = offsets.view(f"u{offsets.dtype.itemsize}")
+        return offsets
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """``to_unit_range`` of (a region of) the image the table was made from."""
+        return np.take(self.table, self._offsets(pixels))
+
+    def above(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
+        """``apply(pixels) > threshold``: one comparison of the stored values when the table
+        crosses the threshold once (any monotone window), else a gather."""
+        above = self.table > threshold
+        changes = np.flatnonzero(above[1:] != above[:-1])
+        if changes.size == 0:
+            return np.full(pixels.shape, bool(above[0]))
+        if changes.size == 1:
+            first = pixels.dtype.type(self.low + int(changes[0]) + 1)
+            return pixels >= first if above[-1] else pixels < first
+        return np.take(above, self._offsets(pixels))
 
 
 def _unit_range(pixels: np.ndarray, dataset: pydicom.Dataset, window: str,
@@ -273,8 +307,13 @@ def breast_box(
     """(x1, y1, x2, y2), end exclusive: the largest 8-connected component above threshold plus
     ``margin`` times the longer side on each side, clipped to the image; the whole image when
     nothing is above the threshold."""
-    height, width = image.shape
-    mask = (image > threshold).astype(np.uint8)
+    return mask_box(image > threshold, margin)
+
+
+def mask_box(mask: np.ndarray, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int, int]:
+    """`breast_box`'s rule on a boolean mask of the pixels above the threshold."""
+    height, width = mask.shape
+    mask = np.ascontiguousarray(mask).view(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return 0, 0, width, height
@@ -289,14 +328,20 @@ def breast_box(
     )
 
 
-def apply_geometry(image: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Flip, crop, resize and pad an original-size image as the geometry says."""
+def apply_geometry(
+    image: np.ndarray, geometry: Geometry, table: ValueTable | None = None
+) -> np.ndarray:
+    """Flip, crop, resize and pad an original-size image as the geometry says; with ``table``,
+    ``image`` holds the stored values and only the crop is windowed."""
     if tuple(image.shape) != tuple(geometry.original_size):
         raise ValueError(f"image of shape {image.shape} does not fit {geometry}")
     if geometry.flip:
         image = image[:, ::-1]
     x1, y1, x2, y2 = geometry.crop_box
-    crop = np.ascontiguousarray(image[y1:y2, x1:x2], dtype=np.float32)
+    if table is not None:
+        crop = table.apply(image[y1:y2, x1:x2])
+    else:
+        crop = np.ascontiguousarray(image[y1:y2, x1:x2], dtype=np.float32)
     content_height, content_width = geometry.content_size
     shrinking = content_width < crop.shape[1] or content_height < crop.shape[0]
     resized = cv2.resize(
@@ -324,20 +369,25 @@ def load_image(
     the left. Errors are `DicomReadError` naming the file and nothing read from it.
     """
     try:
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
         pixels, dataset = read_dicom(path)
-        image = to_unit_range(pixels, dataset, window)
+        # an integer image stays in stored values: the breast is found by comparing them and
+        # only the crop is windowed (the same output as windowing the whole image first)
+        table = ValueTable.of(pixels, dataset, window)
+        image = pixels if table is not None else _unit_range(pixels, dataset, window)
         del pixels
         side = (laterality or "").strip().upper() or dicom_laterality(dataset)
         if side in ("L", "R"):
             flip = side == "R"
         else:
-            flip = chest_wall_on_right(image)
+            flip = chest_wall_on_right(table.apply(image) if table is not None else image)
             logger.warning("%s: laterality unknown; chest wall side guessed from pixels", path)
         canonical = image[:, ::-1] if flip else image
-        geometry = Geometry.build(
-            image.shape, flip, breast_box(canonical, margin, threshold), image_size
-        )
-        return apply_geometry(image, geometry), geometry
+        mask = table.above(canonical, threshold) if table is not None else canonical > threshold
+        geometry = Geometry.build(image.shape, flip, mask_box(mask, margin), image_size)
+        del mask
+        return apply_geometry(image, geometry, table), geometry
     except DicomReadError:
         raise
     except Exception as error:  # noqa: BLE001 - every failure must name the file

@@ -177,3 +177,69 @@ def test_the_value_table_windows_exactly_as_pixel_by_pixel(tmp_path, kwargs):
     signed = (pixels.astype(np.int32) - 30000).astype(np.int16)
     assert np.array_equal(to_unit_range(signed, dataset, "minmax"),
                           _unit_range(signed, dataset, "minmax"))
+
+
+@pytest.mark.parametrize("laterality", ["L", "R", None])
+@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
+                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
+                                    {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16),
+                                     "bits_stored": 12},
+                                    {"voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000)
+                                     .astype(np.uint16), "bits_stored": 12}],
+                         ids=["minmax", "monochrome1", "window", "voi_lut", "voi_lut_not_monotone"])
+def test_load_image_windows_only_the_crop_and_gives_the_whole_image_path_exactly(
+    tmp_path, kwargs, laterality
+):
+    """load_image keeps an integer image in stored values, finds the breast by comparing them
+    and windows only the crop: its output and geometry equal windowing the whole image first,
+    then the mask, the box, the crop and the resize in float (the rule as written)."""
+    from datamodules.dicom import (
+        BACKGROUND_THRESHOLD,
+        Geometry,
+        _unit_range,
+        apply_geometry,
+        breast_box,
+        chest_wall_on_right,
+        read_dicom,
+    )
+
+    side = laterality or "R"
+    image = breast_image(400, 320, side, markers=[(60 if side == "L" else 260, 100, 8)],
+                         burned_in_label=True)
+    path = write_mammogram(tmp_path / "m.dcm", image, laterality, **kwargs)  # None: no tags
+    out, geometry = load_image(path, INPUT_SIZE, laterality=laterality)
+
+    pixels, dataset = read_dicom(path)
+    assert pixels.dtype.kind == "u" and pixels.size > (1 << 16)
+    windowed = _unit_range(pixels, dataset, "dicom")
+    flip = side == "R" if laterality else chest_wall_on_right(windowed)
+    assert geometry.flip == (side == "R") == flip
+    canonical = windowed[:, ::-1] if flip else windowed
+    box = breast_box(canonical, DEFAULT_MARGIN, BACKGROUND_THRESHOLD)
+    assert 0 < box[2] - box[0] < 320 or 0 < box[3] - box[1] < 400  # a real crop, not the image
+    expected = Geometry.build(windowed.shape, flip, box, INPUT_SIZE)
+    assert geometry == expected
+    assert np.array_equal(out, apply_geometry(windowed, expected))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
+                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
+                                    {"voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000)
+                                     .astype(np.uint16), "bits_stored": 12}],
+                         ids=["minmax", "monochrome1", "window", "voi_lut_not_monotone"])
+def test_the_value_tables_mask_equals_thresholding_the_windowed_values(tmp_path, kwargs):
+    """``ValueTable.above`` (a comparison of stored values when the window crosses the threshold
+    once, a gather otherwise) marks exactly the values whose windowed value exceeds it, at
+    thresholds equal to a windowed value too (the boundary of ``>``), signed pixels included."""
+    from datamodules.dicom import ValueTable, read_dicom
+
+    path = write_mammogram(tmp_path / "m.dcm", breast_image(400, 320), **kwargs)
+    pixels, dataset = read_dicom(path)
+    signed = (pixels.astype(np.int32) - 30000).astype(np.int16)
+    for image, window in ((pixels, "dicom"), (pixels, "minmax"), (signed, "minmax")):
+        table = ValueTable.of(image, dataset, window)
+        every = np.arange(table.low, table.low + table.table.size).astype(image.dtype)
+        windowed = table.apply(every)
+        for threshold in (0.05, 0.3, float(windowed[windowed.size // 3]), -1.0, 2.0):
+            assert np.array_equal(table.above(every, threshold), windowed > threshold), threshold
+        assert windowed.min() < 0.05 < windowed.max()
