@@ -311,14 +311,21 @@ def breast_box(
 
 
 def mask_box(mask: np.ndarray, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int, int]:
-    """`breast_box`'s rule on a boolean mask of the pixels above the threshold."""
+    """`breast_box`'s rule on a boolean mask of the pixels above the threshold; of components
+    of equal largest area, the topmost, then leftmost, box."""
     height, width = mask.shape
     mask = np.ascontiguousarray(mask).view(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Grana's block-based labelling finds the same components as OpenCV's default, faster
+    count, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
     if count <= 1:
         return 0, 0, width, height
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    left, top, box_width, box_height = (int(v) for v in stats[largest, :4])
+    stats = stats[1:]
+    area = stats[:, cv2.CC_STAT_AREA]
+    tied = np.flatnonzero(area == area.max())
+    order = np.lexsort((stats[tied, cv2.CC_STAT_LEFT], stats[tied, cv2.CC_STAT_TOP]))
+    left, top, box_width, box_height = (int(v) for v in stats[tied[order[0]], :4])
     pad = int(math.ceil(margin * max(height, width)))
     return (
         max(0, left - pad),

@@ -243,3 +243,28 @@ def test_the_value_tables_mask_equals_thresholding_the_windowed_values(tmp_path,
         for threshold in (0.05, 0.3, float(windowed[windowed.size // 3]), -1.0, 2.0):
             assert np.array_equal(table.above(every, threshold), windowed > threshold), threshold
         assert windowed.min() < 0.05 < windowed.max()
+
+
+def test_the_breast_box_is_the_largest_components_and_ties_go_to_the_topmost_then_leftmost():
+    """mask_box: the largest 8-connected component's box plus the margin (a diagonal touch
+    joins, a gap does not); of two equal largest components the topmost, then leftmost."""
+    from datamodules.dicom import mask_box
+
+    mask = np.zeros((100, 80), dtype=bool)
+    mask[10:20, 10:20] = True  # 100 px
+    mask[20, 20] = True  # touches the block diagonally: 101 px, one component
+    mask[50:60, 40:51] = True  # 110 px: the largest
+    mask[70:80, 5:16] = True  # 110 px too, further down: loses the tie
+    assert mask_box(mask, margin=0.0) == (40, 50, 51, 60)
+    pad = math.ceil(0.05 * 100)
+    assert mask_box(mask, margin=0.05) == (40 - pad, 50 - pad, 51 + pad, 60 + pad)
+    mask[50:60, 40:51] = False
+    mask[70:80, 60:71] = True  # the same row as the 5..16 one, to its right: loses
+    assert mask_box(mask, margin=0.0) == (5, 70, 16, 80)
+    mask[:] = False
+    mask[0:3, 0:3] = True  # 9 px, and 4 more joined only diagonally: 13
+    for step in range(3, 7):
+        mask[step, step] = True
+    mask[30:33, 30:34] = True  # 12 px: larger than 9, smaller than 13
+    assert mask_box(mask, margin=0.0) == (0, 0, 7, 7)
+    assert mask_box(np.zeros((30, 20), dtype=bool)) == (0, 0, 20, 30)
