@@ -432,26 +432,29 @@ def _multiplicities(drawn: np.ndarray, n_images: int) -> np.ndarray:
     return counts.astype(np.int8 if counts.size == 0 or counts.max() <= 127 else np.int32)
 
 
+def _prefixes(events: _CurveEvents, limit: float | None) -> Iterator[int]:
+    """How many of the highest-scoring false positives a bootstrap scorer reads, shortest
+    first, each ending on a segment's start (so the group that crosses a cut is complete) and
+    the last all of them: most resamples reach ``limit`` near where the full sample does, so a
+    prefix a little past it usually suffices; it doubles when some resample falls short."""
+    n_fp, starts = events.fp_image.size, events.segment_start
+    guess = n_fp if limit is None else int(min(limit, n_fp) * 1.05) + 64
+    while guess <= (starts[-1] if starts.size else -1):
+        yield int(starts[np.searchsorted(starts, guess)])
+        guess *= 2
+    yield n_fp
+
+
 def _false_positive_prefix(events: _CurveEvents, counts: np.ndarray, limit: float | None):
     """The resampled weights of the highest-scoring false positives and their cumulative sums
     (origin first), ``(weights, cumulative, prefix)``: enough of them that every row's sum
     reaches ``limit`` (all of them when ``limit`` is None or some row never does)."""
-    n_fp = events.fp_image.size
-    fp_end = events.fp_group_end
-    prefix = n_fp
-    if limit is not None and n_fp:
-        # most resamples cross max_fp near where the full sample does, so try a prefix first,
-        # ending on a group's end so that the group that crosses is complete
-        guess = int(min(limit, n_fp) * 1.25) + 64
-        if guess < n_fp:
-            prefix = int(fp_end[np.searchsorted(fp_end, guess)])
-    while True:
+    for prefix in _prefixes(events, limit):
         weights = np.take(counts, events.fp_image[:prefix], axis=1)
         cumulative = np.zeros((counts.shape[0], prefix + 1), dtype=events.count_type)
         np.cumsum(weights, axis=1, dtype=events.count_type, out=cumulative[:, 1:])
-        if prefix == n_fp or cumulative[:, -1].min() >= limit:
+        if prefix == events.fp_image.size or cumulative[:, -1].min() >= limit:
             return weights, cumulative, prefix
-        prefix = n_fp
 
 
 def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
@@ -498,13 +501,8 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
     cut = max_fp * n_images
     count_type = events.count_type
     n_fp, starts = events.fp_image.size, events.segment_start
-    # enough false positives that every row's weight passes the cut (+1 against rounding);
-    # most resamples cross it near where the full sample does: try a short prefix first
-    guess = int(min(cut + 1, n_fp) * 1.05) + 64
-    while True:
-        prefix = n_fp  # or end on a segment's start, so that the crossing segment is complete
-        if guess <= (starts[-1] if starts.size else -1):
-            prefix = int(starts[np.searchsorted(starts, guess)])
+    # enough false positives that every row's weight passes the cut (+1 against rounding)
+    for prefix in _prefixes(events, cut + 1):
         weights = np.take(counts, events.fp_image[:prefix], axis=1)
         segment = starts[starts < prefix]
         if prefix:
@@ -515,7 +513,6 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
         np.cumsum(sums, axis=1, out=before[:, 1:])
         if prefix == n_fp or before[:, -1].min() >= cut + 1:
             break
-        guess = 2 * guess
     tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=count_type)
     np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=count_type,
               out=tp_cumulative[:, 1:])
