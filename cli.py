@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,11 +33,13 @@ DEFAULT_LOGGER = {
 }
 
 
-def lightning_cli_class():
+def lightning_cli_class(checkpoint: str | None = None):
     """The project's LightningCLI: a run folder (``trainer.default_root_dir``) holds the
     checkpoints (``<run>/checkpoints``, ``last.ckpt`` kept), the stage artifact written at the
     end of ``fit`` (``<run>/artifact``), the predictions CSVs (``<run>/predictions``) and the
-    offline W&B logs, unless the config says otherwise."""
+    offline W&B logs, unless the config says otherwise. Every value is checked before any
+    class is built, and ``--ckpt_path`` (``checkpoint`` for ``assess``, which runs without a
+    subcommand) against the model the config builds."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
@@ -66,10 +69,22 @@ def lightning_cli_class():
             parser.link_arguments("data.init_args.hit_min_distance",
                                   "model.init_args.hit_min_distance")
 
+        def _parse_ckpt_path(self) -> None:
+            # Lightning replaces the config's model by the one the checkpoint's hyperparameters
+            # name: a Stage I checkpoint given to a Stage III config would be validated as
+            # Stage I. The checkpoint must hold the model the config builds, first.
+            subcommand = self.config.get("subcommand")
+            config = self.config[subcommand] if subcommand else self.config
+            source = config.get("ckpt_path") if subcommand else checkpoint
+            spec = model_source(source)
+            if spec is not None:
+                check_model_source(config, source, spec)
+            super()._parse_ckpt_path()
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             _artifact_as_pretrained(config)
-            check_values(config)
+            check_values(config, self.subcommand)
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(root, "checkpoints")
@@ -80,6 +95,29 @@ def lightning_cli_class():
                 init_args.save_dir = root
                 os.makedirs(root, exist_ok=True)
 
+        def before_fit(self) -> None:
+            # A fit writes the artifact the next stage reads, selected on validation: refuse
+            # a split with no pair before the first step rather than after the last.
+            tables = getattr(self.datamodule, "tables", None)
+            for split in ("train", "val") if tables is not None else ():
+                if len(tables(split)) == 0:
+                    summary = getattr(self.datamodule, "summary", None)
+                    raise ConfigValueError(
+                        f"data: the {split} split of {self.datamodule.manifest} has no pairs "
+                        f"({summary}): a fit trains on train and selects the stage's artifact "
+                        "on val; give it patients (the manifest's split column, or "
+                        "data.init_args.split_fractions)")
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError, OSError) as error:
+                message = own_error_message(error, self.config[self.subcommand]
+                                            if self.subcommand else self.config)
+                if message is None:
+                    raise
+                raise ConfigValueError(message) from error
+
     MammoCLI.save_config_class = RunFolderConfig
     return MammoCLI
 
@@ -88,79 +126,237 @@ class ConfigValueError(ValueError):
     """A config value that cannot work, named by its key; printed as one line."""
 
 
-INPUT_PATHS = ("pretrained", "init_from", "ffdm_teacher", "sm_teacher", "partner")
+# Linked from the data config: checked there, once.
+_LINKED = ("image_size", "hit_min_distance")
+_FIT_LIMITS = ("max_steps", "max_epochs", "limit_train_batches", "limit_val_batches")
 
 
-def check_values(config) -> None:
-    """Refuse values that cannot train, naming the key, before any class is built (an error
-    raised inside a class's __init__ would reach the user through jsonargparse's Union noise).
-    """
-    from lightning_modules.effdet_parts import check_architecture, get_efficientdet_config
+def _init_args(config, group: str) -> dict:
+    part = config.get(group) if hasattr(config, "get") else None
+    init_args = getattr(part, "init_args", None) if part is not None else None
+    return dict(init_args or {})
 
-    model = dict(config.model.init_args or {}) if config.get("model") else {}
-    data = dict(config.data.init_args or {}) if config.get("data") else {}
+
+def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str]]:
+    """(key, what is wrong) of every value of a parsed run config that cannot work: each model
+    and data init argument by its rule in `datamodules.values.RULES`, then the rules that
+    join two values (the model's stride and the input size, the classes, the modalities the
+    model reads and the data holds, the trainer's limits of a ``fit``)."""
+    from datamodules.values import RULES, divisible, model_stride
+
+    model, data = _init_args(config, "model"), _init_args(config, "data")
     problems = []
-
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{key}: {message}")
-
-    alpha, gamma = model.get("focal_alpha"), model.get("focal_gamma")
-    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
-        bad("model.init_args.focal_alpha", f"must lie in [0, 1] (Eq. 1's weight of the "
-            f"positives), got {alpha}")
-    if gamma is not None and float(gamma) < 0:
-        bad("model.init_args.focal_gamma", f"must be >= 0, got {gamma}")
-    rate = model.get("learning_rate")
-    if rate is not None and not float(rate) > 0:
-        bad("model.init_args.learning_rate", f"must be > 0, got {rate}")
-    batch = data.get("batch_size")
-    if batch is not None and int(batch) < 1:
-        bad("data.init_args.batch_size", f"must be >= 1, got {batch}")
-    size = data.get("image_size")
+    # A FusedDetector built from a Stage III artifact (``pretrained``) reads nothing else.
+    skipped = {"sm_teacher", "partner"} if model.get("pretrained") and "partner" in model else set()
+    for group, values in (("model", model), ("data", data)):
+        for name, value in values.items():
+            rule = RULES.get(name)
+            if rule is None or name in skipped or (group == "model" and name in _LINKED):
+                continue
+            wrong = rule(value)
+            if wrong:
+                problems.append((f"{group}.init_args.{name}", wrong))
+    bad = {key.rsplit(".", 1)[-1] for key, _ in problems}
     architecture = model.get("architecture")
     if architecture:
         try:
-            check_architecture(architecture)
+            stride = model_stride(architecture, model.get("architecture_overrides"))
         except ValueError as error:
-            bad("model.init_args.architecture", str(error))
+            problems.append(("model.init_args.architecture", str(error)))
         else:
-            overrides = dict(model.get("architecture_overrides") or {})
-            max_level = int(overrides.get("max_level",
-                                          get_efficientdet_config(architecture).max_level))
-            stride = 2**max_level
-            if size is not None and any(int(side) % stride for side in size):
-                bad("data.init_args.image_size", f"{list(size)} must be divisible by "
-                    f"2**max_level = {stride} for {architecture} (e.g. "
-                    f"{[max(stride, int(side) // stride * stride) for side in size]})")
-    # A FusedDetector built from a Stage III artifact (``pretrained``) reads nothing else.
-    skipped = ("sm_teacher", "partner") if model.get("pretrained") and "partner" in model else ()
-    for key in INPUT_PATHS:
-        value = None if key in skipped else model.get(key)
-        if value and not os.path.exists(value):
-            bad(f"model.init_args.{key}", f"{value} does not exist")
-    checkpoint = config.get("ckpt_path")
-    if checkpoint and checkpoint != "last" and not os.path.exists(checkpoint):
-        bad("ckpt_path", f"{checkpoint} does not exist")
+            size = data.get("image_size")
+            wrong = None if size is None or "image_size" in bad else divisible(
+                size, stride, architecture)
+            if wrong:
+                problems.append(("data.init_args.image_size",
+                                 wrong.replace(f"by {stride} on each side",
+                                               f"by 2**max_level = {stride}")))
+    classes = data.get("pathology_classes")
+    num_classes = model.get("num_classes")
+    if classes and "pathology_classes" not in bad and "num_classes" not in bad and num_classes:
+        over = {key: index for key, index in classes.items() if int(index) >= int(num_classes)}
+        if over:
+            problems.append(("data.init_args.pathology_classes",
+                             f"class indices {over} must be below the model's num_classes "
+                             f"({num_classes}): the classes are 0 .. {int(num_classes) - 1}"))
+    read = {"sm", "ffdm"} if "ffdm_teacher" in model else (
+        {model["modality"]} if model.get("modality") else set())
+    held = data.get("modalities")
+    if held and "modalities" not in bad and "modality" not in bad and not read <= set(held):
+        problems.append(("data.init_args.modalities",
+                         f"{list(held)}, but the model reads {sorted(read)}: the data must "
+                         f"hold every image the model reads"))
+    if subcommand == "fit":
+        trainer = dict(config.get("trainer") or {})
+        for name in _FIT_LIMITS:
+            if trainer.get(name) == 0:
+                problems.append((f"trainer.{name}",
+                                 "must not be 0 in a fit: a fit writes the stage artifact the "
+                                 "next stage reads, and this one would train (or select) "
+                                 "nothing"))
+    return problems
+
+
+def check_values(config, subcommand: str | None = None) -> None:
+    """Refuse values that cannot work, naming the key, before any class is built (an error
+    raised inside a class's __init__ would reach the user through jsonargparse's Union noise).
+    """
+    problems = value_problems(config, subcommand)
     if problems:
-        raise ConfigValueError("; ".join(problems))
+        raise ConfigValueError("\nerror: ".join(f"{key}: {message}" for key, message in problems))
 
 
-def _check_checkpoint_argument(argv: list[str]) -> None:
-    """Read ``--ckpt_path FILE`` once up front (``weights_only``): LightningCLI opens it before
-    any hook of ours, and a truncated file would fail there without its name."""
-    from lightning_modules.weights import read_checkpoint
+# -- the model a checkpoint holds against the model the config builds --------------------------
+STAGES = {"TeacherDetector": 1, "DistillStudent": 2, "FusedDetector": 3}
+_SPECIAL_CHECKPOINTS = ("last", "best", "hpc", "registry")
 
-    for index, arg in enumerate(argv):
-        value = None
-        if arg == "--ckpt_path" and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif arg.startswith("--ckpt_path="):
-            value = arg.split("=", 1)[1]
-        if value and os.path.isfile(value):
-            try:
-                read_checkpoint(value)
-            except ValueError as error:
-                raise ConfigValueError(f"ckpt_path: {error}") from error
+
+def model_source(path: str | None) -> dict | None:
+    """What ``--ckpt_path`` holds: an artifact's metadata or a checkpoint's artifact spec (None
+    for none, or Lightning's ``last``/``best``). Raises `ConfigValueError` for a file that is
+    neither a stage artifact nor a checkpoint of one of our stage modules."""
+    from lightning_modules.weights import (
+        CHECKPOINT_SPEC_KEY,
+        is_artifact,
+        read_artifact,
+        read_checkpoint,
+    )
+
+    if not path or str(path) in _SPECIAL_CHECKPOINTS or str(path).startswith("registry"):
+        return None
+    if not os.path.exists(path):
+        raise ConfigValueError(f"ckpt_path: {path} does not exist")
+    try:
+        if is_artifact(path):
+            return dict(read_artifact(path, "ckpt_path").meta)
+        spec = read_checkpoint(path).get(CHECKPOINT_SPEC_KEY)
+    except (OSError, ValueError) as error:
+        raise ConfigValueError(f"ckpt_path: {error}") from error
+    if not isinstance(spec, dict):
+        raise ConfigValueError(f"ckpt_path: {path} is not a checkpoint of a mammofuse stage "
+                               "module (it has no stage spec): TeacherDetector, DistillStudent "
+                               "and FusedDetector checkpoints and stage artifacts are")
+    return dict(spec)
+
+
+def _artifact_meta(path) -> dict | None:
+    """An input artifact's metadata (no weight hashing), or None when it cannot be read."""
+    import json
+
+    from lightning_modules.weights import ARTIFACT_JSON
+
+    try:
+        return json.loads((Path(path) / ARTIFACT_JSON).read_text()) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def expected_model(config) -> dict:
+    """What the config builds, as an artifact spec records it (the fields it can say)."""
+    from lightning_modules.effdet_parts import _plain
+
+    model, data = _init_args(config, "model"), _init_args(config, "data")
+    name = str(config.model.class_path).rsplit(".", 1)[-1]
+    expected = {"module_class": name, "stage": STAGES.get(name)}
+    size = data.get("image_size") or model.get("image_size")
+    if size:
+        expected["image_size"] = [int(side) for side in size]
+    architecture_of = None
+    if name == "TeacherDetector":
+        expected["modality"] = model.get("modality")
+        expected["num_classes"] = model.get("num_classes")
+        architecture_of = model
+    elif name == "DistillStudent":
+        architecture_of = model if model.get("architecture") else _artifact_meta(
+            model.get("ffdm_teacher"))
+    elif name == "FusedDetector":
+        partner = _artifact_meta(model.get("partner"))
+        if partner and partner.get("stage") in (1, 2):
+            expected["variant"] = "fused" if partner["stage"] == 2 else "upper_bound"
+        architecture_of = _artifact_meta(model.get("sm_teacher"))
+        if architecture_of:
+            expected["num_classes"] = architecture_of.get("num_classes")
+    if architecture_of and architecture_of.get("architecture"):
+        expected["architecture"] = architecture_of["architecture"]
+        expected["architecture_overrides"] = _plain(
+            dict(architecture_of.get("architecture_overrides") or {}))
+    return {key: value for key, value in expected.items() if value is not None}
+
+
+def check_model_source(config, path: str, spec: dict) -> None:
+    """Refuse a ``--ckpt_path`` whose model is not the one the config builds (class, stage,
+    modality, Stage III variant, architecture, classes, input size), naming both sides."""
+    from lightning_modules.weights import describe
+
+    expected = expected_model(config)
+    differ = [(key, spec[key], value) for key, value in expected.items()
+              if key in spec and _same(spec[key]) != _same(value)]
+    if not differ:
+        return
+    theirs = describe(spec.get("stage"), spec.get("module_class"), spec.get("modality"),
+                      spec.get("variant"))
+    ours = describe(expected.get("stage"), expected.get("module_class"),
+                    expected.get("modality"), expected.get("variant"))
+    details = "; ".join(f"{key} {a!r} there, {b!r} in the config" for key, a, b in differ)
+    raise ConfigValueError(f"ckpt_path: {path} holds {theirs}, but the config builds {ours} "
+                           f"({details}): give this config's checkpoint, or the config of "
+                           f"that checkpoint's stage")
+
+
+def _same(value):
+    """A spec value in one form whatever its container types (tuples, lists, None)."""
+    import json
+
+    return json.dumps(value if value is not None else {}, sort_keys=True, default=list)
+
+
+# -- errors of our own code, as one line --------------------------------------------------------
+_ROOT = Path(__file__).resolve().parent
+_GROUPS = {"lightning_modules": "model", "datamodules": "data", "callbacks": "callbacks",
+           "metrics": "model", "pipeline": "pipeline"}
+
+
+def own_error_message(error: BaseException, config=None) -> str | None:
+    """``key: message`` of the first ValueError, TypeError or OSError that this package's own
+    code raised in the chain of ``error`` (what jsonargparse wraps into "Does not
+    validate against any of the Union subtypes ... Given value: Namespace(...)"), or None
+    when none was (a bug elsewhere keeps its traceback). The key is the part that raised it
+    (``model``, ``data``), or its init argument when the message starts with one."""
+    import traceback
+
+    found, seen, current = None, set(), error
+    while current is not None and id(current) not in seen and found is None:
+        seen.add(id(current))
+        frames = [frame for frame, _ in traceback.walk_tb(current.__traceback__)]
+        own = [frame for frame in frames if _own_file(frame.f_code.co_filename)]
+        if own and own[-1] is frames[-1] and isinstance(current, (ValueError, TypeError,
+                                                                  OSError)):
+            found = (current, own)  # the outermost: our code's own words for what went wrong
+        current = current.__cause__ or current.__context__
+    if found is None:
+        return None
+    exception, own = found
+    message = str(exception).strip() or type(exception).__name__
+    if isinstance(exception, ConfigValueError):
+        return message
+    part = Path(own[0].f_code.co_filename).resolve().relative_to(_ROOT).parts[0]
+    key = _GROUPS.get(part, part.removesuffix(".py"))
+    if config is not None and key in ("model", "data"):
+        values = _init_args(config, key)
+        role = message.split(" ", 1)[0].rstrip(":")
+        named = [name for name, value in values.items()
+                 if isinstance(value, str) and len(value) > 1 and value in message]
+        if role in values:
+            key = f"{key}.init_args.{role}"
+            message = message.removeprefix(f"{role}: ").removeprefix(f"{role} ")
+        elif len(named) == 1:  # the message names the file given as this argument
+            key = f"{key}.init_args.{named[0]}"
+    return f"{key}: {message}"
+
+
+def _own_file(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(_ROOT) and "site-packages" not in path.parts
 
 
 def _artifact_as_pretrained(config) -> None:
@@ -173,8 +369,9 @@ def _artifact_as_pretrained(config) -> None:
         return
     init_args = config.model.init_args
     if "pretrained" not in init_args:
-        raise ValueError(f"--ckpt_path {checkpoint} is a stage artifact, and "
-                         f"{config.model.class_path} cannot be built from one (no `pretrained`)")
+        raise ConfigValueError(f"ckpt_path: {checkpoint} is a stage artifact, and "
+                               f"{config.model.class_path} cannot be built from one (it has no "
+                               f"`pretrained`): give its checkpoint (checkpoints/*.ckpt)")
     init_args.pretrained = str(checkpoint)
     config.ckpt_path = None
 
@@ -206,7 +403,7 @@ def assess(args: list[str]):
             checkpoint = args[index + 1]
             del args[index:index + 2]
             break
-    cli_class = lightning_cli_class()
+    cli_class = lightning_cli_class(checkpoint)
     cli = cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args,
                     run=False)
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
@@ -232,7 +429,38 @@ def _data_file_first(argv: list[str]) -> list[str]:
     return argv
 
 
+def _names_a_data_module(argv: list[str]) -> bool:
+    """Whether a run's command line gives a data module: a ``--config`` or ``--data`` file whose
+    ``data`` (or top level) names a ``class_path``, or ``--data.class_path``. Without one,
+    jsonargparse would say that the stage config's ``modalities`` "is not accepted"."""
+    import yaml
+
+    for index, arg in enumerate(argv):
+        if arg.startswith(("--data.class_path", "--data={", "--data.init_args.class_path")):
+            return True
+        name, _, value = arg.partition("=")
+        if name not in ("--config", "-c", "--data"):
+            continue
+        value = value or (argv[index + 1] if index + 1 < len(argv) else "")
+        try:
+            with open(value) as stream:
+                config = yaml.safe_load(stream)
+        except (OSError, yaml.YAMLError):
+            return True  # jsonargparse names the file it cannot read
+        part = config.get("data", config) if isinstance(config, dict) else None
+        if name == "--data" and isinstance(config, dict) and config.get("class_path"):
+            return True
+        if isinstance(part, dict) and part.get("class_path"):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # we hand LightningCLI the command line on purpose (reordered, --weights_only added)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TOOLS:
         return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)
@@ -241,19 +469,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {argv[0]!r}; commands: {commands}", file=sys.stderr)
         return 2
     argv = _data_file_first(argv)
+    helping = any(arg in ("-h", "--help") or arg.startswith("--print_config") for arg in argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS and not helping and not _names_a_data_module(argv):
+        print("error: data: no data module: give a data config first (--config "
+              "configs/data/....yaml) or --data FILE", file=sys.stderr)
+        return 2
     if argv and argv[0] in ("fit", "validate", "test", "predict") and not any(
             arg.startswith("--weights_only") for arg in argv):
         argv.append("--weights_only=true")  # checkpoints load without unpickling code
-    if argv and argv[0] == "predict" and "--overlays" in argv:
-        argv = [arg if arg != "--overlays" else "--predictions.overlays=true" for arg in argv]
+    if argv and argv[0] == "predict":  # predict's own flags, as the config keys they set
+        flags = {"--overlays": "--predictions.overlays=true",
+                 "--allow-modality-mismatch": "--data.init_args.allow_modality_mismatch=true"}
+        argv = [flags.get(arg, arg) for arg in argv]
     try:
-        _check_checkpoint_argument(argv)
         if argv and argv[0] == "assess":
             assess(argv[1:])
         else:
             run_lightning(argv)
     except ConfigValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as error:
+        # bad input found while running (the data check of `setup`, an unreadable image):
+        # its message names the file, row or key; a traceback would only bury it
+        message = own_error_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

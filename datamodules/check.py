@@ -1,13 +1,16 @@
 """``python cli.py check-data``: every row of a manifest and every file it names checked before a
-GPU hour is spent, with the reader training uses; and `quick_check`, the cheap part of those
-checks that `PairedMammoDataModule.setup` runs before the first step.
+GPU hour is spent, with the reader training uses; and `setup_check`, what
+`PairedMammoDataModule.setup` checks of the splits a run reads before its first step (every
+image decoded or its cache entry read, every box followed through what training does to it).
 
     python cli.py check-data --config configs/data/phantom.yaml [--json FILE] [--workers N]
     python cli.py check-data --manifest M [--lesions L] [--cache-dir C] [--image-size H W]
 
 Every problem is reported at once with its table row, pair id, file and reason
-(`datamodules.problems`); the exit status is 1 when there is any. Identifiers read from the
-DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared by hash and never printed.
+(`datamodules.problems`); the exit status is 1 when there is any. Warnings (a box the breast
+crop cuts off, a crop keeping little of its image) are listed apart and do not fail.
+Identifiers read from the DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared
+by hash and never printed.
 Only annotated pairs have their files checked: the others never reach training.
 """
 
@@ -33,7 +36,20 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, DicomReadError, dicom_laterality, load_image
+# the reader's kinds of refused pixel content are check-data's kinds too
+from datamodules.dicom import CONSTANT as CONSTANT
+from datamodules.dicom import (
+    DEFAULT_MARGIN,
+    WINDOWS,
+    DicomReadError,
+    Geometry,
+    ImageContentError,
+    dicom_laterality,
+    image_kind,
+    input_boxes,
+    load_image,
+)
+from datamodules.dicom import NON_FINITE as NON_FINITE
 from datamodules.manifest import (
     DEFAULT_FRACTIONS,
     LATERALITIES,
@@ -50,9 +66,16 @@ from datamodules.problems import Problem, ProblemsError, format_problems
 
 MODALITIES = ("sm", "ffdm")
 EXPECTED_MODALITY = "MG"
-# An image whose whole extent must be enlarged more than this to fill the model's input is
-# "far smaller" than it (a 16x16 thumbnail, a wrong file); the phantom's are enlarged <= 1.1x.
+# An image whose whole extent, or whose breast crop, must be enlarged more than this to fill
+# the model's input is "far smaller" than it (a 16x16 thumbnail, a wrong file, a breast not
+# found: a near-black image with one bright pixel cropped to 5x5); the phantom's crops are
+# enlarged at most 2.5x at 320x256.
 MAX_UPSCALE = 4.0
+# A breast crop keeping less than this share of the image's area is reported: the breast was
+# probably not found (the phantom's keep 11% or more).
+MIN_CROP_SHARE = 0.05
+# A target box narrower or shorter than this many input pixels is too small to learn from.
+MIN_TARGET_SIDE = 1.0
 # Boxes may pass their image's edge by this many pixels (annotation tools round outward).
 BOX_TOLERANCE = 1.0
 # A cache entry and its DICOM read now may differ by the entry's uint16 rounding.
@@ -75,9 +98,11 @@ UNDECODABLE = "pixel data cannot be decoded"
 NOT_MG = "modality not MG"
 MULTI_FRAME = "multi-frame image"
 COLOUR = "colour image"
-CONSTANT = "constant pixels"
-NON_FINITE = "non-finite pixels"
 TOO_SMALL = "image far smaller than the input"
+CROP_ENLARGED = "breast crop enlarged too much"
+CROP_SMALL = "breast crop keeps little of the image"
+WRONG_KIND = "image of the other modality"
+SWAPPED = "SM and FFDM swapped"
 LATERALITY = "laterality disagrees with the manifest"
 VIEW = "view disagrees with the manifest"
 PATIENT_DIFFERS = "SM and FFDM of different patients"
@@ -88,11 +113,17 @@ EXAM_OF_TWO_PATIENTS = "exam of two patients"
 PATIENT_IN_TWO_SPLITS = "patient in two splits"
 BOX_OUTSIDE = "box outside its image"
 LABEL_WITHOUT_LESION = "label 1 without a malignant lesion"
+NO_TARGET = "label 1 without a target box"
+BOX_LOST = "box lost in preprocessing"
+UNUSED_CLASS = "pathology class without lesions"
+NO_LESION_TABLE = "no lesion table"
 LESION_WITH_LABEL_0 = "malignant lesion with label 0"
 NO_ROWS = "no rows"
 UNREADABLE_CACHE_ENTRY = "unreadable cache entry"
 CACHE_SETTINGS = "cache made with other settings"
 CACHE_ENTRY_DIFFERS = "cache entry differs from its DICOM"
+# Kinds reported without failing: the data still trains, but not quite as the table says.
+WARNINGS = frozenset({CROP_SMALL, BOX_LOST})
 
 
 class ImageProblem(Exception):
@@ -104,7 +135,7 @@ class ImageProblem(Exception):
 
 
 class DataCheckError(ProblemsError):
-    """The data a run is about to train on or evaluate has problems (`quick_check`);
+    """The data a run is about to train on or evaluate has problems (`setup_check`);
     ``problems`` lists every one."""
 
     subject = "the data"
@@ -307,30 +338,44 @@ class CheckSettings:
     modalities: tuple[str, ...] = MODALITIES
     seed: int = 0
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    pathology_classes: dict[str, int] | None = None
 
     def __post_init__(self):
+        from datamodules.values import RULES
+
+        for name in ("image_size", "window", "margin", "modalities", "split_fractions",
+                     "pathology_classes"):
+            wrong = RULES[name](getattr(self, name))
+            if wrong:
+                raise ValueError(f"{name}: {wrong}")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.modalities = tuple(self.modalities)
         self.split_fractions = tuple(float(v) for v in self.split_fractions)
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
-            raise ValueError(f"modalities must be some of {MODALITIES}, got {self.modalities}")
-        if self.window not in WINDOWS:
-            raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+        if self.pathology_classes is not None:
+            self.pathology_classes = {str(key): int(value)
+                                      for key, value in self.pathology_classes.items()}
 
 
 @dataclass
 class CheckReport:
-    """What `check_data` found: every problem, and how much it checked."""
+    """What a check found: every problem (``problems``: training would fail or learn from
+    other boxes than the tables say) and every warning (``warnings``: it trains, but not
+    quite as the tables say), and how much it checked."""
 
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     pairs_checked: int = 0
     images_checked: int = 0
     seconds: float = 0.0
 
+    def add(self, found: Iterable[Problem]) -> None:
+        """Sort ``found`` into problems and warnings by kind (`WARNINGS`)."""
+        for problem in found:
+            (self.warnings if problem.kind in WARNINGS else self.problems).append(problem)
+
     def by_kind(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for problem in self.problems:
+        for problem in self.problems + self.warnings:
             counts[problem.kind] = counts.get(problem.kind, 0) + 1
         return dict(sorted(counts.items()))
 
@@ -340,8 +385,10 @@ class CheckReport:
             "images_checked": self.images_checked,
             "seconds": round(self.seconds, 2),
             "problem_count": len(self.problems),
+            "warning_count": len(self.warnings),
             "by_kind": self.by_kind(),
             "problems": [problem.to_dict() for problem in self.problems],
+            "warnings": [problem.to_dict() for problem in self.warnings],
         }
 
 
@@ -361,6 +408,8 @@ class _ImageFacts:
     patient: str | None = None  # hashes of the DICOM identifiers
     study: str | None = None
     image: str | None = None
+    geometry: Geometry | None = None  # how training maps the image and its boxes
+    kind: tuple[str | None, str] = (None, "")  # what the tags say it is (`image_kind`)
 
 
 @dataclass
@@ -374,10 +423,11 @@ class _PairOutcome:
 _worker: dict = {}
 
 
-def _init_worker(settings: dict) -> None:
-    import cv2
+def _init_worker(settings: dict, full: bool = True, pool: bool = True) -> None:
+    if pool:
+        import cv2
 
-    cv2.setNumThreads(1)  # the processes are the parallelism
+        cv2.setNumThreads(1)  # the processes are the parallelism
     settings = CheckSettings(**settings)
     cache = None
     if settings.cache_dir:
@@ -386,7 +436,7 @@ def _init_worker(settings: dict) -> None:
                                settings.margin)
         except (FileNotFoundError, ValueError):
             cache = None  # reported once by the main process
-    _worker.update(settings=settings, cache=cache)
+    _worker.update(settings=settings, cache=cache, full=full)
 
 
 def _check_pair(task: _PairTask) -> _PairOutcome:
@@ -399,8 +449,9 @@ def _check_pair(task: _PairTask) -> _PairOutcome:
 
 
 def _check_image(task: _PairTask, modality: str, path: str):
-    """(facts, [(kind, reason, file)]) of one image: the header, the training reader's
-    output, and the cache entry against it."""
+    """(facts, [(kind, reason, file)]) of one image: its cache entry, its header, the training
+    reader's output. ``full`` (check-data) reads the DICOM of a cached image too and compares
+    the two; otherwise (`setup_check`) a readable cache entry is what training reads."""
     settings: CheckSettings = _worker["settings"]
     cache: ImageCache | None = _worker["cache"]
     facts, problems = _ImageFacts(), []
@@ -411,6 +462,11 @@ def _check_image(task: _PairTask, modality: str, path: str):
             entry = cache.read(task.pair_id, modality)
         except CacheEntryError as error:
             problems.append((UNREADABLE_CACHE_ENTRY, error.reason, error.path))
+    if entry is not None and not _worker["full"]:
+        facts.geometry = entry[1]
+        facts.size = entry[1].original_size
+        problems += _crop_problems(entry[1], entry_path)
+        return facts, problems
     try:
         dataset = read_header(path)
     except ImageProblem as problem:
@@ -420,11 +476,13 @@ def _check_image(task: _PairTask, modality: str, path: str):
         problems.append((problem.kind, reason, path))
         if entry is not None:
             facts.size = entry[1].original_size
+            facts.geometry = entry[1]
         return facts, problems
     facts.size = (int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
     facts.patient = _digest(dataset.get("PatientID"))
     facts.study = _digest(dataset.get("StudyInstanceUID"))
     facts.image = _digest(dataset.get("SOPInstanceUID"))
+    facts.kind = image_kind(dataset)
     structure = structure_problems(dataset)
     problems += [(kind, reason, path) for kind, reason in structure]
     problems += [(kind, reason, path) for kind, reason in
@@ -435,27 +493,24 @@ def _check_image(task: _PairTask, modality: str, path: str):
     try:
         image, geometry = load_image(path, settings.image_size, task.laterality or None,
                                      settings.window, margin)
+    except ImageContentError as error:
+        problems.append((error.kind, error.reason, path))
+        return facts, problems
     except DicomReadError as error:
         problems.append((UNDECODABLE, _reason(error, path), path))
         return facts, problems
-    height, width = geometry.content_size
-    content = image[:height, :width]
-    finite = np.isfinite(content)
-    if not finite.all():
-        problems.append((NON_FINITE, f"{int((~finite).sum())} of {content.size} pixels are not "
-                                     "finite (NaN or infinite) after the modality LUT and window",
-                         path))
-    elif float(content.max()) == float(content.min()):
-        problems.append((CONSTANT, f"every pixel has the same value ({float(content.min()):g} "
-                                   "after the modality LUT and window): a blank image", path))
+    facts.geometry = geometry
+    if not any(kind == TOO_SMALL for kind, _, _ in problems):
+        problems += _crop_problems(geometry, path)
     if entry is not None:
         cached, cached_geometry = entry
+        facts.geometry = cached_geometry  # what training reads
         if cached_geometry != geometry:
             problems.append((CACHE_ENTRY_DIFFERS, (
                 "the cache entry was made from another image or with other settings: its "
                 f"geometry {_geometry_text(cached_geometry)} differs from the DICOM's "
                 f"{_geometry_text(geometry)}"), entry_path))
-        elif finite.all():
+        else:
             difference = float(np.abs(cached - image).max())
             if difference > PIXEL_TOLERANCE:
                 problems.append((CACHE_ENTRY_DIFFERS, (
@@ -463,6 +518,45 @@ def _check_image(task: _PairTask, modality: str, path: str):
                     f"difference {difference:.3g} of 1): made from another image or with "
                     "other settings"), entry_path))
     return facts, problems
+
+
+def _crop_problems(geometry: Geometry, path: str) -> list[tuple[str, str, str]]:
+    """The breast crop enlarged more than MAX_UPSCALE to fill the input, or keeping less than
+    MIN_CROP_SHARE of the image: the breast was not found."""
+    x1, y1, x2, y2 = geometry.crop_box
+    rows, columns = geometry.original_size
+    share = (x2 - x1) * (y2 - y1) / max(1, rows * columns)
+    enlarged = min(geometry.scale_x, geometry.scale_y)
+    crop = f"the breast crop is {x2 - x1}x{y2 - y1} pixels (width x height) of {columns}x{rows}"
+    if enlarged > MAX_UPSCALE:
+        height, width = geometry.input_size
+        return [(CROP_ENLARGED, f"{crop}: filling the model's input ({width}x{height}) enlarges "
+                                f"it {enlarged:.1f} times (more than {MAX_UPSCALE:g}); the "
+                                "breast was not found (a near-black image, or a bright spot "
+                                "apart from the breast?)", path)]
+    if share < MIN_CROP_SHARE:
+        return [(CROP_SMALL, f"{crop}, {share:.1%} of the image (less than "
+                             f"{MIN_CROP_SHARE:.0%}): is the breast that small, or was it not "
+                             "found?", path)]
+    return []
+
+
+def refusals(path: str, image_size: Sequence[int], geometry: Geometry | None = None) -> list[str]:
+    """Why an image cannot be used, in check-data's words: without ``geometry``, what its
+    header says (unreadable, no pixel data, multi-frame, colour, not MG, far smaller than the
+    input); with the ``geometry`` the reader made, its breast crop enlarged too much. What
+    ``prepare`` refuses to cache (the reader itself refuses blank and non-finite pixels)."""
+    if geometry is not None:
+        return [reason for kind, reason, _ in _crop_problems(geometry, path)
+                if kind not in WARNINGS]
+    try:
+        dataset = read_header(path)
+    except ImageProblem as problem:
+        return [problem.reason]
+    found = structure_problems(dataset) + [
+        (kind, reason) for kind, reason in tag_problems(dataset, "", "", image_size)
+        if kind in (NOT_MG, TOO_SMALL)]
+    return [reason for _, reason in found]
 
 
 def _geometry_text(geometry) -> str:
@@ -596,6 +690,142 @@ def _identity_problems(outcomes: list[_PairOutcome], manifest: pd.DataFrame, man
     return problems
 
 
+def kind_problems(outcomes: list[_PairOutcome], manifest_file: str,
+                  paths: dict[tuple[str, str], str]) -> list[Problem]:
+    """Images whose DICOM tags say they are of the other modality (`image_kind`): an SM in
+    ``ffdm_path``, an FFDM or a tomosynthesis slice in ``sm_path``; both at once is a swap."""
+    problems = []
+    for outcome in outcomes:
+        said = {modality: facts.kind for modality, facts in outcome.facts.items()}
+        sm, ffdm = said.get("sm", (None, "")), said.get("ffdm", (None, ""))
+        if sm[0] == "ffdm" and ffdm[0] == "sm":
+            problems.append(Problem(
+                manifest_file, outcome.row, "sm_path", f"the DICOM tags say sm_path holds an "
+                f"FFDM ({sm[1]}) and ffdm_path an SM ({ffdm[1]}): SM and FFDM swapped in "
+                "this row", SWAPPED, outcome.pair_id,
+                f"{paths.get((outcome.pair_id, 'sm'))} and "
+                f"{paths.get((outcome.pair_id, 'ffdm'))}"))
+            continue
+        for modality, (kind, why) in said.items():
+            if kind is not None and kind != modality:
+                expected = "an SM" if modality == "sm" else "an FFDM"
+                shown = {"sm": "an SM", "ffdm": "an FFDM"}.get(kind, f"a {kind} image")
+                problems.append(Problem(
+                    manifest_file, outcome.row, f"{modality}_path", f"the DICOM tags say this "
+                    f"is {shown} ({why}), not {expected}", WRONG_KIND, outcome.pair_id,
+                    paths.get((outcome.pair_id, modality))))
+    return problems
+
+
+def target_problems(manifest: pd.DataFrame, lesions: pd.DataFrame,
+                    geometries: dict[tuple[str, str], Geometry], modalities: Sequence[str],
+                    pathology_classes: dict[str, int] | None, manifest_file: str,
+                    lesions_file: str | None, paths: dict[tuple[str, str], str],
+                    skip: set[int] = frozenset()) -> list[Problem]:
+    """Every lesion box followed through what training does to it (`input_boxes`): dropped by
+    ``pathology_classes``, cut off by the breast crop (mirrored ones named as such), shrunk
+    below MIN_TARGET_SIDE input pixels. A box lost is a warning; a label-1 pair left without
+    a target in a modality the run reads is an error (unless its lesion rows are missing
+    altogether, which `_table_problems` reports, or its row is in ``skip``); so is a
+    ``pathology_classes`` key no lesion of the training pairs has, and no lesion table at
+    all for a manifest with label-1 pairs. Images without a geometry (unreadable ones,
+    reported already) are not judged."""
+    problems: list[Problem] = []
+    positives = manifest[manifest["label"] == 1]
+    if lesions_file is None:
+        if len(positives):
+            problems.append(Problem(
+                manifest_file, None, None, f"no lesion table: none was given (lesions) and "
+                f"there is no lesions.csv beside the manifest, so the {len(positives)} pair(s) "
+                "with label 1 have no box to learn from", NO_LESION_TABLE))
+        return problems
+    read = lesions[lesions["modality"].isin(modalities)]
+    lesion_name = lesions_file
+    targets: dict[tuple[str, str], int] = {}
+    lost: dict[tuple[str, str], list[str]] = {}
+    for pair_id, modality, row, pathology, x1, y1, x2, y2 in zip(
+        read["pair_id"], read["modality"], read[ROW_COLUMN], read["pathology"], read["x1"],
+        read["y1"], read["x2"], read["y2"],
+    ):
+        key = (pair_id, modality)
+        targets.setdefault(key, 0)
+        where = f"{lesion_name} row {int(row)}" if row is not None else lesion_name
+        if pathology_classes is not None and pathology not in pathology_classes:
+            lost.setdefault(key, []).append(f"{where} is {pathology}, not a class of "
+                                            "pathology_classes")
+            continue
+        geometry = geometries.get(key)
+        box = np.array([[x1, y1, x2, y2]], dtype=np.float64)
+        if geometry is None or not np.isfinite(box).all():
+            targets[key] = -1  # the image or the box is unreadable: reported already
+            continue
+        reason = _lost_reason(box, geometry)
+        if reason is None:
+            if targets[key] >= 0:
+                targets[key] += 1
+            continue
+        lost.setdefault(key, []).append(f"{where} {reason}")
+        problems.append(Problem(
+            lesions_file, None if row is None else int(row), "x1", f"box ({x1:g}, {y1:g}, "
+            f"{x2:g}, {y2:g}) {reason}", BOX_LOST, pair_id, paths.get(key)))
+    for pair_id, row in zip(positives["pair_id"], positives[ROW_COLUMN]):
+        if row is not None and int(row) in skip:
+            continue
+        for modality in modalities:
+            key = (pair_id, modality)
+            if targets.get(key, 0) != 0 or key not in geometries:
+                continue
+            why = "; ".join(lost.get(key, [])) or f"the lesion table has no {modality} box " \
+                                                   "for this pair"
+            problems.append(Problem(
+                manifest_file, None if row is None else int(row), "label", f"label 1, but no "
+                f"{modality} box is left for training ({why})", NO_TARGET, pair_id,
+                paths.get(key)))
+    problems += unused_class_problems(read, manifest, pathology_classes, lesions_file)
+    return problems
+
+
+def _lost_reason(box: np.ndarray, geometry: Geometry) -> str | None:
+    """Why training would lose this original-pixel box, or None when it keeps it."""
+    kept_boxes, kept = input_boxes(box, geometry)
+    if kept[0]:
+        width, height = (float(v) for v in kept_boxes[0, 2:] - kept_boxes[0, :2])
+        if min(width, height) >= MIN_TARGET_SIDE:
+            return None
+        return (f"is {width:.2g}x{height:.2g} pixels at the model's input (less than "
+                f"{MIN_TARGET_SIDE:g}): too small to learn from")
+    mirrored = box.copy()
+    mirrored[:, [0, 2]] = geometry.original_size[1] - box[:, [2, 0]]
+    clipped, inside = input_boxes(mirrored, geometry)
+    if inside[0] and _area(clipped[0]) >= 0.5 * _area(np.asarray(geometry.to_input(mirrored))[0]):
+        return ("lies outside the breast crop, where training drops it; mirrored (x -> width "
+                "- x) it would lie inside: were the boxes written for the flipped image?")
+    return "lies outside the breast crop, where training drops it (in the background?)"
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def unused_class_problems(lesions: pd.DataFrame, manifest: pd.DataFrame,
+                          pathology_classes: dict[str, int] | None,
+                          lesions_file: str) -> list[Problem]:
+    """A ``pathology_classes`` key that no lesion of the training pairs (of every pair when
+    none is in training) has: its class would never be learnt."""
+    if not pathology_classes:
+        return []
+    pairs = manifest["pair_id"]
+    if "split" in manifest.columns and (manifest["split"] == "train").any():
+        pairs = pairs[manifest["split"] == "train"]
+    present = lesions.loc[lesions["pair_id"].isin(set(pairs)), "pathology"].value_counts()
+    shown = ", ".join(f"{name} {int(count)}" for name, count in present.items()) or "none"
+    return [Problem(
+        lesions_file, None, "pathology", f"pathology_classes maps {name!r} to class {index}, "
+        f"but no lesion of the pairs checked has pathology {name!r} (they have: {shown}): "
+        "that class would never be trained", UNUSED_CLASS)
+        for name, index in pathology_classes.items() if name not in present.index]
+
+
 def _cache_problems(settings: CheckSettings) -> list[Problem]:
     if not settings.cache_dir:
         return []
@@ -612,12 +842,44 @@ def _cache_problems(settings: CheckSettings) -> list[Problem]:
     return []
 
 
+def _tasks(manifest: pd.DataFrame, modalities: Sequence[str]):
+    """The per-pair jobs of a manifest and each image's path by (pair id, modality)."""
+    tasks, paths = [], {}
+    rows = manifest[ROW_COLUMN] if ROW_COLUMN in manifest.columns else [None] * len(manifest)
+    for pair_id, row, laterality, view, *images in zip(
+        manifest["pair_id"], rows, manifest["laterality"], manifest["view"],
+        *(manifest[f"{modality}_path"] for modality in modalities),
+    ):
+        found = []
+        for modality, path in zip(modalities, images):
+            paths[(pair_id, modality)] = path
+            if not path.endswith(os.sep):  # an empty path cell, reported by the validator
+                found.append((modality, path))
+        tasks.append(_PairTask(None if row is None else int(row), pair_id, laterality, view,
+                               tuple(found)))
+    return tasks, paths
+
+
+def _image_problems(outcomes, manifest_file: str) -> tuple[list[Problem], dict, dict]:
+    """The per-image problems as Problems at their manifest rows, each image's original size
+    and each image's geometry, by (pair id, modality)."""
+    problems, sizes, geometries = [], {}, {}
+    for outcome in outcomes:
+        for modality, kind, reason, path in outcome.problems:
+            problems.append(Problem(manifest_file, outcome.row, f"{modality}_path", reason,
+                                    kind, outcome.pair_id, path))
+        for modality, facts in outcome.facts.items():
+            if facts.size:
+                sizes[(outcome.pair_id, modality)] = facts.size
+            if facts.geometry is not None:
+                geometries[(outcome.pair_id, modality)] = facts.geometry
+    return problems, sizes, geometries
+
+
 # -- the whole check --------------------------------------------------------------------------
 def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True) -> CheckReport:
     """Check the tables, every file of every annotated pair, the cache and the boxes; every
     problem at once. ``workers`` > 1 checks pairs in that many processes."""
-    from tqdm import tqdm
-
     started = time.monotonic()
     report = CheckReport()
     manifest_file, lesions_file = resolve_table_paths(settings.manifest, settings.lesions)
@@ -633,9 +895,9 @@ def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True)
         return report
     raw_manifest, raw_lesions = tables
     manifest_name = str(manifest_file)
-    lesions_name = str(lesions_file) if lesions_file else "lesions"
+    lesions_name = str(lesions_file) if lesions_file else None
     try:
-        validate(raw_manifest, raw_lesions, manifest_name, lesions_name)
+        validate(raw_manifest, raw_lesions, manifest_name, lesions_name or "lesions")
     except ManifestError as error:
         report.problems += error.problems
     if len(raw_manifest) == 0:
@@ -650,53 +912,53 @@ def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True)
         raw_manifest, raw_lesions, manifest_file, settings.seed, settings.split_fractions,
         row_numbers=True,
     )
+    if len(manifest) == 0:
+        report.problems.append(Problem(
+            manifest_name, None, "annotated", f"none of its {len(raw_manifest)} rows has "
+            "annotated true: every pair is left out, and nothing would be trained or tested",
+            NO_ROWS))
+        return report
+    if lesions_file is None:  # one problem says so, not one per label-1 row
+        skip_label_rows |= set(int(row) for row in manifest[ROW_COLUMN])
     report.problems += _cache_problems(settings)
-    rows = _table_problems(manifest, lesions, manifest_name, lesions_file and lesions_name,
-                           skip_label_rows)
-
-    tasks, paths = [], {}
-    for record in manifest.itertuples(index=False):
-        images = []
-        for modality in settings.modalities:
-            path = getattr(record, f"{modality}_path")
-            paths[(record.pair_id, modality)] = path
-            if not path.endswith(os.sep):  # an empty path cell, reported by the validator
-                images.append((modality, path))
-        tasks.append(_PairTask(int(getattr(record, ROW_COLUMN)), record.pair_id,
-                               record.laterality, record.view, tuple(images)))
+    rows = _table_problems(manifest, lesions, manifest_name, lesions_name, skip_label_rows)
+    tasks, paths = _tasks(manifest, settings.modalities)
     report.pairs_checked = len(tasks)
     report.images_checked = sum(len(task.paths) for task in tasks)
-    outcomes = _run(tasks, settings, workers, progress, tqdm)
-    sizes = {}
-    for outcome in outcomes:
-        for modality, kind, reason, path in outcome.problems:
-            rows.append(Problem(manifest_name, outcome.row, f"{modality}_path", reason, kind,
-                                outcome.pair_id, path))
-        for modality, facts in outcome.facts.items():
-            if facts.size:
-                sizes[(outcome.pair_id, modality)] = facts.size
+    outcomes = _run(tasks, settings, workers, progress, full=True)
+    found, sizes, geometries = _image_problems(outcomes, manifest_name)
+    rows += found
     rows += _identity_problems(outcomes, manifest, manifest_name, paths)
+    rows += kind_problems(outcomes, manifest_name, paths)
     checked = lesions[lesions["modality"].isin(settings.modalities)]
-    rows += box_problems(checked, sizes, paths, lesions_name)
+    outside = box_problems(checked, sizes, paths, lesions_name or "lesions")
+    rows += outside
+    no_malignant = {p.row for p in rows if p.kind == LABEL_WITHOUT_LESION}
+    rows += target_problems(
+        manifest, lesions[~lesions[ROW_COLUMN].isin({p.row for p in outside})], geometries,
+        settings.modalities, settings.pathology_classes, manifest_name, lesions_name, paths,
+        skip_label_rows | no_malignant)
     order = {manifest_name: 0, lesions_name: 1}
     rows.sort(key=lambda p: (order.get(p.file, 2), p.row or 0, p.column or "", p.kind))
-    report.problems += rows
+    report.add(rows)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _run(tasks, settings: CheckSettings, workers: int, progress: bool, tqdm) -> list:
-    bar = tqdm(total=len(tasks), desc="check-data", unit="pair", disable=not progress,
-               file=sys.stderr)
-    initargs = (asdict(settings),)
+def _run(tasks, settings: CheckSettings, workers: int, progress: bool, full: bool) -> list:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="check-data" if full else "data check", unit="pair",
+               disable=not progress, file=sys.stderr)
+    initargs = (asdict(settings), full)
     pool = None
     if workers <= 1 or len(tasks) <= 1:
-        _init_worker(*initargs)
+        _init_worker(*initargs, pool=False)  # here, as the caller's threads are
         outcomes = map(_check_pair, tasks)
     else:
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, initargs)
         chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-        outcomes = pool.imap_unordered(_check_pair, tasks, chunksize=chunksize)
+        outcomes = pool.imap(_check_pair, tasks, chunksize=chunksize)
     results = []
     try:
         for outcome in outcomes:
@@ -710,82 +972,68 @@ def _run(tasks, settings: CheckSettings, workers: int, progress: bool, tqdm) -> 
     return results
 
 
-# -- the cheap part, for the data module's setup ----------------------------------------------
-# Above this many images `quick_check` reads the headers in worker processes (a header costs
-# about half a millisecond of Python; 2.4 million of them a quarter of an hour in one process).
-PARALLEL_FROM = 5000
-_CHUNK = 512
+# -- what a run reads, before its first step ---------------------------------------------------
+# Above this many images `setup_check` decodes in worker processes (when it is given some):
+# below it, starting them costs more than it saves.
+PARALLEL_FROM = 200
 
 
-def _quick_one(job, cache: ImageCache | None):
-    """((rows, columns) or None, [(kind, reason, file)]) of one image, without its pixels."""
-    pair_id, _, modality, path = job
-    if cache is not None:
-        try:
-            geometry = cache.read_geometry(pair_id, modality)
-        except CacheEntryError as error:
-            return None, [(UNREADABLE_CACHE_ENTRY, error.reason, error.path)]
-        if geometry is not None:
-            return geometry.original_size, []
-    try:
-        dataset = read_header(path)
-    except ImageProblem as problem:
-        return None, [(problem.kind, problem.reason, path)]
-    found = [(kind, reason, path) for kind, reason in structure_problems(dataset)]
-    size = (int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
-    return (None if found else size), found
-
-
-def _quick_chunk(arguments) -> list:
-    jobs, cache = arguments
-    return [_quick_one(job, cache) for job in jobs]
-
-
-def quick_check(
+def setup_check(
     manifest: pd.DataFrame,
     lesions: pd.DataFrame,
-    modalities: Iterable[str],
-    manifest_file: str,
-    lesions_file: str,
-    cache: ImageCache | None = None,
+    settings: CheckSettings,
     workers: int = 1,
     parallel_from: int = PARALLEL_FROM,
-) -> list[Problem]:
-    """What makes training fail or learn from boxes it cannot see, found without decoding a
-    pixel: for each image of each pair, its cache entry's geometry when it is cached, else its
-    DICOM header (`read_header`: missing, unreadable, corrupt, truncated, no pixel data,
-    multi-frame, colour); then each lesion box against the image size found. ``manifest`` and
-    ``lesions`` come from `load_tables` with ``row_numbers``. With ``workers`` > 1 and more
-    than ``parallel_from`` images, the headers are read in that many (spawned) processes."""
-    modalities = tuple(modalities)
-    jobs = []
-    rows = manifest[ROW_COLUMN] if ROW_COLUMN in manifest.columns else [None] * len(manifest)
-    for pair_id, row, *images in zip(manifest["pair_id"], rows,
-                                     *(manifest[f"{m}_path"] for m in modalities)):
-        jobs += [(pair_id, row, modality, path) for modality, path in zip(modalities, images)]
-    if workers > 1 and len(jobs) > parallel_from:
-        chunks = ((jobs[i:i + _CHUNK], cache) for i in range(0, len(jobs), _CHUNK))
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = [result for chunk in pool.imap(_quick_chunk, chunks) for result in chunk]
-    else:
-        results = [_quick_one(job, cache) for job in jobs]
-    problems, sizes, paths = [], {}, {}
-    for (pair_id, row, modality, path), (size, found) in zip(jobs, results):
-        paths[(pair_id, modality)] = path
-        if size:
-            sizes[(pair_id, modality)] = size
-        problems += [Problem(manifest_file, None if row is None else int(row), f"{modality}_path",
-                             reason, kind, pair_id, where) for kind, reason, where in found]
+) -> CheckReport:
+    """What would make a run fail mid-way or learn from other boxes than the tables say, found
+    before its first step, for the pairs of ``manifest`` (the splits the command reads; from
+    `load_tables` with ``row_numbers``): every image of every modality in
+    ``settings.modalities`` decoded with the training reader, or its cache entry read (a
+    missing, truncated, corrupt, non-finite, blank or far too small image, a breast not
+    found, tags of the other modality), then every lesion box followed through what training
+    does to it (`target_problems`). One call, no state: its `CheckReport` can be computed
+    once and shared. With ``workers`` > 1 and more than ``parallel_from`` images, the images
+    are read in that many (spawned) processes."""
+    started = time.monotonic()
+    manifest_file, lesions_file = resolve_table_paths(settings.manifest, settings.lesions)
+    manifest_name = str(manifest_file)
+    lesions_name = str(lesions_file) if lesions_file else None
+    report = CheckReport()
+    cache = _cache_problems(settings)
+    report.add(cache)
+    tasks, paths = _tasks(manifest, settings.modalities)
+    report.pairs_checked = len(tasks)
+    report.images_checked = sum(len(task.paths) for task in tasks)
+    if report.images_checked <= parallel_from:
+        workers = 1
+    outcomes = _run(tasks, settings, workers, progress=False, full=False)
+    found, sizes, geometries = _image_problems(outcomes, manifest_name)
+    found += kind_problems(outcomes, manifest_name, paths)
     if ROW_COLUMN not in lesions.columns:
         lesions = lesions.assign(**{ROW_COLUMN: None})
-    problems += box_problems(lesions[lesions["modality"].isin(modalities)], sizes, paths,
-                             lesions_file)
-    return problems
+    read = lesions[lesions["modality"].isin(settings.modalities)]
+    outside = box_problems(read, sizes, paths, lesions_name or "lesions")
+    found += outside
+    found += target_problems(
+        manifest, read[~read[ROW_COLUMN].isin({p.row for p in outside})], geometries,
+        settings.modalities, settings.pathology_classes, manifest_name, lesions_name, paths,
+        _no_malignant_rows(manifest, lesions))
+    report.add(found)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _no_malignant_rows(manifest: pd.DataFrame, lesions: pd.DataFrame) -> set[int]:
+    """Rows of label-1 pairs without any malignant lesion (check-data reports those alone)."""
+    malignant = set(lesions.loc[lesions["pathology"] == "malignant", "pair_id"])
+    rows = manifest.loc[(manifest["label"] == 1) & ~manifest["pair_id"].isin(malignant),
+                        ROW_COLUMN] if ROW_COLUMN in manifest.columns else []
+    return {int(row) for row in rows if row is not None}
 
 
 # -- the command ------------------------------------------------------------------------------
 _CONFIG_KEYS = ("manifest", "lesions", "cache_dir", "image_size", "window", "margin",
-                "modalities", "seed", "split_fractions")
+                "modalities", "seed", "split_fractions", "pathology_classes")
 
 
 def settings_from_configs(paths: Sequence[str]) -> dict:
@@ -803,8 +1051,8 @@ def settings_from_configs(paths: Sequence[str]) -> dict:
             continue
         class_path = data.get("class_path")
         if class_path and not str(class_path).endswith("PairedMammoDataModule"):
-            raise ValueError(f"{path}: the data module is {class_path}; check-data checks a "
-                             "PairedMammoDataModule's manifest")
+            raise ValueError(f"{path}: the data module is {class_path}; only a "
+                             "PairedMammoDataModule reads a manifest")
         init_args = data.get("init_args", {} if class_path else data)
         merged.update({key: init_args[key] for key in _CONFIG_KEYS if key in (init_args or {})})
     return merged
@@ -852,6 +1100,16 @@ def main(argv: list[str]) -> int:
         values["cache_dir"] = None
     if not values.get("manifest"):
         parser.error("give --manifest, or a --config whose data.init_args name a manifest")
+    if values.get("image_size") is not None:
+        from datamodules.prepare import image_size_problem
+
+        try:
+            wrong = image_size_problem(values["image_size"], args.config)
+        except (OSError, ValueError) as error:
+            wrong = str(error)
+        if wrong:
+            print(f"check-data: image_size: {wrong}", file=sys.stderr)
+            return 2
     try:
         settings = CheckSettings(**values)
     except (TypeError, ValueError) as error:
@@ -862,10 +1120,14 @@ def main(argv: list[str]) -> int:
         document = {"settings": asdict(settings), **report.to_dict()}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(document, indent=2))
+    more = f"all in {args.json}" if args.json else "--json FILE lists them all"
     if report.problems:
-        more = f"all in {args.json}" if args.json else "--json FILE lists them all"
         print(format_problems(report.problems, f"the data of {settings.manifest}", more=more))
+    if report.warnings:
+        print(format_problems(report.warnings, f"the data of {settings.manifest}: warnings (it "
+                              "trains, but not quite as the tables say)", more=more))
+    found = [f"{len(report.problems)} problem(s)"] if report.problems else []
+    found += [f"{len(report.warnings)} warning(s)"] if report.warnings else []
     print(f"check-data: {report.pairs_checked} pairs, {report.images_checked} images checked "
-          f"in {report.seconds:.1f} s: "
-          + (f"{len(report.problems)} problem(s)" if report.problems else "no problems"))
+          f"in {report.seconds:.1f} s: " + (", ".join(found) or "no problems"))
     return 1 if report.problems else 0

@@ -27,7 +27,7 @@ from datamodules.batch import (
     labels_key,
     original_boxes_key,
 )
-from datamodules.dicom import DEFAULT_MARGIN, DicomReadError, Geometry, load_image
+from datamodules.dicom import DEFAULT_MARGIN, DicomReadError, Geometry, input_boxes, load_image
 from datamodules.prepare import CacheEntryError, ImageCache
 from datamodules.transforms import PairedTransform
 
@@ -43,20 +43,6 @@ def _text_array(values) -> np.ndarray:
     # One numpy buffer of UTF-8 bytes, not a list of Python str: DataLoader workers forked from
     # the main process would otherwise copy every page they touch through reference counts.
     return np.array([str(value).encode() for value in values], dtype=bytes)
-
-
-def input_boxes(original: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes in input pixels clipped to the image content, mask of the boxes kept).
-
-    Boxes are clipped to the resized image (not the zero padding); boxes with no area left
-    are dropped.
-    """
-    boxes = np.asarray(geometry.to_input(np.asarray(original, dtype=np.float64)))
-    content_height, content_width = geometry.content_size
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, content_width)
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, content_height)
-    kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[kept].astype(np.float32), kept
 
 
 class PairedMammoDataset(Dataset):

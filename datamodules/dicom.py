@@ -32,8 +32,30 @@ DEFAULT_MARGIN = 0.01
 BACKGROUND_THRESHOLD = 0.05
 
 
+# Pixel content the reader refuses (`ImageContentError.kind`), the same words everywhere.
+NON_FINITE = "non-finite pixels"
+CONSTANT = "constant pixels"
+# An image whose stored values span at most this share of the range its pixel format holds
+# (2**BitsStored - 1; 4 of 4095 levels at 12 bits, 65 of 65535 at 16) is blank: no
+# mammogram is that flat, and testing exact equality after resizing flagged or missed one
+# depending on the resize ratio.
+CONSTANT_SHARE = 1e-3
+
+
 class DicomReadError(ValueError):
     """A DICOM file could not be read or converted; the message names the file only."""
+
+
+class ImageContentError(DicomReadError):
+    """The file decodes, but its pixels cannot be a mammogram (``kind``: `NON_FINITE`,
+    `CONSTANT`); ``reason`` says why without the path."""
+
+    def __init__(self, kind: str, reason: str, path: str | os.PathLike | None = None):
+        self.kind, self.reason, self.path = kind, reason, path
+        super().__init__(f"cannot read {os.fspath(path)}: {reason}" if path else reason)
+
+    def __reduce__(self):  # picklable across worker processes
+        return type(self), (self.kind, self.reason, self.path)
 
 
 # Not frozen: Lightning moves batches to the device by rebuilding the dataclasses in them,
@@ -131,6 +153,20 @@ class Geometry:
         )
 
 
+def input_boxes(original: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes in input pixels clipped to the image content, mask of the boxes kept).
+
+    Boxes are clipped to the resized image (not the zero padding); boxes with no area left
+    are dropped.
+    """
+    boxes = np.asarray(geometry.to_input(np.asarray(original, dtype=np.float64)))
+    content_height, content_width = geometry.content_size
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, content_width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, content_height)
+    kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[kept].astype(np.float32), kept
+
+
 # Integer images larger than this are windowed through a table of their values.
 LOOKUP_MIN_PIXELS = 1 << 16
 LOOKUP_MAX_VALUES = 1 << 16
@@ -171,8 +207,37 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, pydicom.Dataset]:
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
     # A VOI LUT needs integers: apply the modality LUT only when it changes something.
     if "ModalityLUTSequence" in dataset or (slope, intercept) != (1.0, 0.0):
-        pixels = apply_modality_lut(pixels, dataset)
+        with np.errstate(invalid="ignore", over="ignore"):
+            pixels = apply_modality_lut(pixels, dataset)
+    if pixels.dtype.kind == "f":
+        _refuse_non_finite(pixels, "after the modality LUT (RescaleSlope/Intercept)")
     return pixels, dataset
+
+
+def _refuse_non_finite(values: np.ndarray, where: str) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ImageContentError(NON_FINITE, f"{bad} of {finite.size} pixels are not finite "
+                                            f"(NaN or infinite) {where}")
+
+
+def refuse_constant(low: float, high: float, dataset: pydicom.Dataset, integer: bool) -> None:
+    """`ImageContentError` when the stored values (after the modality LUT) span at most
+    `CONSTANT_SHARE` of the range the pixel format holds: for integer data (2**BitsStored - 1)
+    times the rescale slope, for float data the largest magnitude."""
+    span = float(high) - float(low)
+    if integer or dataset.get("BitsStored"):
+        bits = int(dataset.get("BitsStored") or 16)
+        slope = abs(float(dataset.get("RescaleSlope", 1) or 1))
+        scale = (2**bits - 1) * slope
+    else:
+        scale = max(abs(float(low)), abs(float(high)))
+    if span <= CONSTANT_SHARE * scale:
+        what = (f"every pixel has the same value ({float(low):g})" if span == 0 else
+                f"the pixel values span only {span:g} (from {float(low):g} to {float(high):g}), "
+                f"within {CONSTANT_SHARE:.1%} of the {scale:g} their format holds")
+        raise ImageContentError(CONSTANT, f"{what}: a blank image")
 
 
 def _voi_output_range(dataset: pydicom.Dataset) -> tuple[float, float] | None:
@@ -223,11 +288,14 @@ class ValueTable:
     table: np.ndarray  # float32
 
     @classmethod
-    def of(cls, pixels: np.ndarray, dataset: pydicom.Dataset, window: str) -> ValueTable | None:
-        """The table of a large integer image with at most LOOKUP_MAX_VALUES values, else None."""
+    def of(cls, pixels: np.ndarray, dataset: pydicom.Dataset, window: str,
+           value_range: tuple | None = None) -> ValueTable | None:
+        """The table of a large integer image with at most LOOKUP_MAX_VALUES values, else None;
+        ``value_range`` is the image's (min, max) when known."""
         if pixels.dtype.kind not in "iu" or pixels.size <= LOOKUP_MIN_PIXELS:
             return None
-        low, high = int(pixels.min()), int(pixels.max())
+        low, high = value_range if value_range is not None else (pixels.min(), pixels.max())
+        low, high = int(low), int(high)
         if high - low >= LOOKUP_MAX_VALUES:
             return None
         values = np.arange(low, high + 1, dtype=pixels.dtype)
@@ -291,6 +359,38 @@ def dicom_laterality(dataset: pydicom.Dataset) -> str | None:
         if value in ("L", "R"):
             return value
     return None
+
+
+# What a DICOM says it is (`image_kind`). DICOM PS3.3 C.8.11.7.1.4 marks a synthesized 2D
+# image (an SM) with GENERATED_2D in ImageType; systems written before that term (or that put
+# it elsewhere) name their synthesized 2D in the series description: Hologic "C-View", GE
+# "V-Preview", Siemens "Insight 2D", Fujifilm "S-View", or the words synthesized/synthetic.
+SM_DESCRIPTIONS = ("CVIEW", "VPREVIEW", "INSIGHT2D", "SVIEW", "SYNTHESIZED", "SYNTHESISED",
+                   "SYNTHETIC")
+TOMOSYNTHESIS_TYPES = ("TOMO", "TOMOSYNTHESIS", "TOMO_PROJ", "TOMO_SCOUT", "VOLUME")
+
+
+def image_kind(dataset: pydicom.Dataset) -> tuple[str | None, str]:
+    """("sm" | "ffdm" | "tomosynthesis" | None, the tags that say so).
+
+    An SM: ImageType holds GENERATED_2D, or the SeriesDescription names a vendor's
+    synthesized 2D (`SM_DESCRIPTIONS`). A tomosynthesis slice or projection: ImageType holds
+    TOMO, TOMOSYNTHESIS, TOMO_PROJ, ... without GENERATED_2D. An FFDM: ImageType begins
+    ORIGINAL\\PRIMARY and nothing above applies. None when the tags do not say (no ImageType,
+    or DERIVED without any of these)."""
+    types = [str(value).strip().upper() for value in (dataset.get("ImageType") or [])]
+    shown = "\\".join(types)
+    if "GENERATED_2D" in types:
+        return "sm", f"ImageType {shown}"
+    description = str(dataset.get("SeriesDescription", "") or "")
+    squashed = "".join(character for character in description.upper() if character.isalnum())
+    if any(name in squashed for name in SM_DESCRIPTIONS):
+        return "sm", f"SeriesDescription {description!r}"
+    if any(value in TOMOSYNTHESIS_TYPES for value in types):
+        return "tomosynthesis", f"ImageType {shown}"
+    if types[:2] == ["ORIGINAL", "PRIMARY"]:
+        return "ffdm", f"ImageType {shown}"
+    return None, ""
 
 
 def chest_wall_on_right(image: np.ndarray) -> bool:
@@ -379,10 +479,17 @@ def load_image(
         if window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
         pixels, dataset = read_dicom(path)
+        low, high = pixels.min(), pixels.max()
+        refuse_constant(low, high, dataset, pixels.dtype.kind in "iu")
         # an integer image stays in stored values: the breast is found by comparing them and
         # only the crop is windowed (the same output as windowing the whole image first)
-        table = ValueTable.of(pixels, dataset, window)
-        image = pixels if table is not None else _unit_range(pixels, dataset, window)
+        table = ValueTable.of(pixels, dataset, window, (low, high))
+        if table is not None:
+            _refuse_non_finite(table.table, "after the window (VOI LUT or WindowWidth/Center)")
+            image = pixels
+        else:
+            image = _unit_range(pixels, dataset, window, (float(low), float(high)))
+            _refuse_non_finite(image, "after the window (VOI LUT or WindowWidth/Center)")
         del pixels
         side = (laterality or "").strip().upper() or dicom_laterality(dataset)
         if side in ("L", "R"):
@@ -395,6 +502,8 @@ def load_image(
         geometry = Geometry.build(image.shape, flip, mask_box(mask, margin), image_size)
         del mask
         return apply_geometry(image, geometry, table), geometry
+    except ImageContentError as error:
+        raise ImageContentError(error.kind, error.reason, path) from None
     except DicomReadError:
         raise
     except Exception as error:  # noqa: BLE001 - every failure must name the file

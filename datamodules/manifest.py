@@ -9,6 +9,7 @@ paths resolve against the manifest file's folder.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -112,34 +113,80 @@ class LoadSummary:
         )
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) table.
+# Separators a table exported from a spreadsheet may use (a semicolon where the decimal mark
+# is a comma, a tab for "text" exports); the header line says which.
+SEPARATORS = (",", ";", "\t", "|")
+_TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")
 
-    Id, path and category columns are read as text (so ``007`` stays ``007``); only empty
-    cells are missing values (a patient id ``NA`` stays a string).
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV (``.csv``, ``.tsv``, ``.txt``, gzipped or not) or Parquet (``.parquet``,
+    ``.pq``) table.
+
+    A text table's encoding, byte-order mark and separator are sniffed: UTF-8 with or without
+    a BOM, UTF-16 with one (a spreadsheet's "Unicode text"); the separator of `SEPARATORS`
+    the header line holds most of (with a semicolon, a decimal comma). Any other encoding is
+    refused naming the line and byte that are not UTF-8. Id, path and category columns are
+    read as text (so ``007`` stays ``007``); only empty cells are missing values (a patient
+    id ``NA`` stays a string). Errors are ValueErrors starting with the path.
     """
     path = Path(path)
     name = path.name.lower()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if name.endswith((".csv", ".csv.gz")):
+    if name.endswith(_TEXT_SUFFIXES):
+        text = _decoded(path)
+        if not text.strip():
+            raise ValueError(f"{path}: empty file (no header line)")
+        header = text.split("\n", 1)[0]
+        separator = max(SEPARATORS, key=lambda candidate: (header.count(candidate),
+                                                           candidate == ","))
         try:
             return pd.read_csv(
-                path,
+                io.StringIO(text),
+                sep=separator,
+                decimal="," if separator == ";" else ".",
                 dtype={column: str for column in _TEXT_COLUMNS},
                 keep_default_na=False,
                 na_values=[""],
             )
-        except pd.errors.EmptyDataError:
-            raise ValueError(f"{path}: empty file (no header line)") from None
+        except pd.errors.ParserError as error:
+            raise ValueError(f"{path}: cannot be read as a table separated by "
+                             f"{separator!r} ({error})") from None
     if name.endswith((".parquet", ".pq")):
-        table = pd.read_parquet(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as error:  # noqa: BLE001 - pyarrow's errors have no common type
+            raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
         for column in _TEXT_COLUMNS:
             if column in table.columns:
                 values = table[column]
                 table[column] = values.where(values.isna(), values.astype(str))
         return table
-    raise ValueError(f"{path}: unknown table format; use .csv, .csv.gz, .parquet or .pq")
+    raise ValueError(f"{path}: unknown table format; use .csv, .tsv, .txt (gzipped or not), "
+                     ".parquet or .pq")
+
+
+def _decoded(path: Path) -> str:
+    """The text of a (gzipped) table: UTF-8 (a BOM dropped) or UTF-16 with its BOM."""
+    import codecs
+    import gzip
+
+    data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else \
+        path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(
+            f"{path}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text: byte "
+            f"0x{data[error.start]:02x} at line {line}, column {column} cannot be decoded (saved "
+            "as Latin-1 or Windows-1252? save the table as UTF-8)") from None
 
 
 def _text(series: pd.Series) -> pd.Series:

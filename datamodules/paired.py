@@ -5,17 +5,17 @@ validation, test and prediction read every pair of their split exactly once, in 
 order, without augmentation. Under DDP Lightning gives those loaders a DistributedSampler,
 which pads with repeats; the metric removes duplicates by pair id.
 
-``setup`` checks the files of the stage's splits before the first step (`quick_check`: files
-there and readable as DICOM, boxes inside their images) and fails with every problem at once;
-with ``on_bad_sample="skip"`` it leaves those pairs out instead, and the data set skips a pair
-that still fails to read later. Each skipped pair is logged with its reason and counted in
-``summary.skipped``.
+``setup`` checks the images and boxes of the stage's splits before the first step
+(`setup_check`: every image decoded or its cache entry read, every box followed through what
+training does to it) and fails with every problem at once; with ``on_bad_sample="skip"`` it
+leaves those pairs out instead, and the data set skips a pair that still fails to read later.
+Each skipped pair is logged with its reason and counted in ``summary.skipped``; warnings
+(boxes lost to the crop, ...) are logged.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.batch import collate_pairs
-from datamodules.check import DataCheckError, quick_check
+from datamodules.check import CheckSettings, DataCheckError, setup_check
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
 from datamodules.manifest import (
@@ -35,7 +35,7 @@ from datamodules.manifest import (
     load_tables,
     resolve_table_paths,
 )
-from datamodules.prepare import ImageCache
+from datamodules.problems import format_problems
 from datamodules.sampler import BalancedDistributedSampler
 from datamodules.transforms import train_transforms
 
@@ -134,30 +134,38 @@ class PairedMammoDataModule(pl.LightningDataModule):
     def _stage_splits(self, stage: str) -> tuple[str, ...]:
         if stage == "predict":
             return SPLITS if self.predict_split == "all" else (self.predict_split,)
-        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        # fit checks the test split too: the stage's assessment reads it right after training,
+        # and a broken test image found then would have cost the whole fit
+        return {"fit": SPLITS, "validate": ("val",), "test": ("test",)}.get(stage, ())
+
+    def check_settings(self) -> CheckSettings:
+        """How this data module reads its images and boxes, for `setup_check`."""
+        return CheckSettings(
+            manifest=self.manifest, lesions=self.lesions, cache_dir=self.cache_dir,
+            image_size=self.image_size, window=self.window, margin=self.margin,
+            modalities=self.modalities, seed=self.seed, split_fractions=self.split_fractions,
+            pathology_classes=self.pathology_classes)
 
     def _check(self, splits) -> None:
-        """`quick_check` of the splits not checked yet; raise `DataCheckError` or leave the
-        bad pairs out (``on_bad_sample``)."""
+        """`setup_check` of the splits not checked yet; raise `DataCheckError` or leave the
+        bad pairs out (``on_bad_sample``); log the warnings."""
         splits = [split for split in splits if split not in self._checked]
         if not splits:
             return
-        started = time.monotonic()
         rows = self._manifest[self._manifest["split"].isin(splits)]
         lesions = self._lesions[self._lesions["pair_id"].isin(set(rows["pair_id"]))]
-        manifest_file, lesions_file = resolve_table_paths(self.manifest, self.lesions)
-        cache = None
-        if self.cache_dir is not None:
-            cache = ImageCache(self.cache_dir, self.image_size, self.window, self.margin)
-        problems = quick_check(
-            rows, lesions, self.modalities, str(manifest_file),
-            str(lesions_file) if lesions_file else "lesions", cache=cache,
-            workers=self.num_workers,
-        )
+        manifest_file = resolve_table_paths(self.manifest, self.lesions)[0]
+        report = setup_check(rows, lesions, self.check_settings(), workers=self.num_workers)
+        problems = report.problems
         self._checked.update(splits)
-        logger.info("checked the %s images of %d pairs (%s) in %.1f s: %d problem(s)",
-                    "/".join(self.modalities), len(rows), ", ".join(splits),
-                    time.monotonic() - started, len(problems))
+        logger.info("checked the %s images of %d pairs (%s) in %.1f s: %d problem(s), %d "
+                    "warning(s)", "/".join(self.modalities), len(rows), ", ".join(splits),
+                    report.seconds, len(problems), len(report.warnings))
+        if report.warnings:
+            logger.warning("%s", format_problems(
+                report.warnings, f"the data of {manifest_file}: warnings (it trains, but not "
+                "quite as the tables say)", limit=10,
+                more="`python cli.py check-data --json FILE` lists them all"))
         if not problems:
             return
         if self.on_bad_sample == "error":

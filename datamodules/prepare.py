@@ -243,7 +243,11 @@ def _init_worker(folder: str, image_size: tuple[int, int], window: str, margin: 
 def _prepare_one(task: _Task) -> tuple[str, str, int, str | None, str | None]:
     """(pair id, modality, worker pid, error or None, rewritten): ``rewritten`` is None when
     nothing was written (an existing entry read back, or a failure), "" for a new entry, and
-    for an existing entry that could not be read back, why (it is then written again)."""
+    for an existing entry that could not be read back, why (it is then written again). An
+    image check-data refuses (not MG, multi-frame, colour, far smaller than the input, blank,
+    non-finite, its breast not found) is a failure too, with check-data's reason."""
+    from datamodules.check import refusals
+
     cache = _worker_cache
     rewritten = None
     if task.existing:
@@ -253,9 +257,14 @@ def _prepare_one(task: _Task) -> tuple[str, str, int, str | None, str | None]:
         except CacheEntryError as error:
             rewritten = error.reason
     try:
-        image, geometry = load_image(
-            task.dicom_path, cache.image_size, task.laterality or None, cache.window, cache.margin
-        )
+        refused = refusals(task.dicom_path, cache.image_size)
+        if not refused:
+            image, geometry = load_image(task.dicom_path, cache.image_size,
+                                         task.laterality or None, cache.window, cache.margin)
+            refused = refusals(task.dicom_path, cache.image_size, geometry)
+        if refused:  # in load_image's words, which name the file
+            error = f"cannot read {task.dicom_path}: {'; '.join(refused)}"
+            return task.pair_id, task.modality, os.getpid(), error, rewritten
         cache.write(task.pair_id, task.modality, image, geometry)
         return task.pair_id, task.modality, os.getpid(), None, rewritten or ""
     except Exception as error:  # noqa: BLE001 - one bad file must not stop 2.4 million
@@ -333,39 +342,96 @@ def _write_failures(out_dir: Path, shard: tuple[int, int], failed) -> Path:
     return path
 
 
+def image_size_problem(size: Sequence[int], configs: Sequence[str]) -> str | None:
+    """What is wrong with ``--image-size`` for the model of the stage configs given (its
+    2**max_level), or for any EfficientDet (2**3) when none names an architecture."""
+    from datamodules.values import SMALLEST_STRIDE, divisible, image_size, model_stride
+
+    wrong = image_size(list(size))
+    if wrong:
+        return wrong
+    architecture, overrides = _architecture_of(configs)
+    if architecture is None:
+        wrong = divisible(size, SMALLEST_STRIDE, "any EfficientDet")
+        return wrong and (f"{wrong}; give the stage config (--config STAGE.yaml) to check it "
+                          "against its model's own stride")
+    return divisible(size, model_stride(architecture, overrides), architecture)
+
+
+def _architecture_of(configs: Sequence[str]) -> tuple[str | None, dict | None]:
+    """The model's architecture and overrides named by YAML run configs (later ones win)."""
+    import yaml
+
+    architecture = overrides = None
+    for path in configs:
+        with open(path) as stream:
+            config = yaml.safe_load(stream) or {}
+        model = config.get("model") if isinstance(config, dict) else None
+        init_args = (model or {}).get("init_args") or {} if isinstance(model, dict) else {}
+        architecture = init_args.get("architecture", architecture)
+        overrides = init_args.get("architecture_overrides", overrides)
+    return architecture, overrides
+
+
 def main(argv: list[str]) -> int:
     """``python cli.py prepare``: fill an image cache from a manifest."""
+    from datamodules.check import settings_from_configs
     from datamodules.manifest import (
         DEFAULT_FRACTIONS,
         ManifestError,
         load_tables,
         resolve_table_paths,
     )
+    from datamodules.values import RULES
 
     parser = argparse.ArgumentParser(
         prog="cli.py prepare",
         description="Convert every image of a manifest once to the model's input size.",
     )
-    parser.add_argument("--manifest", required=True, help="manifest file, or its folder")
+    parser.add_argument("--config", action="append", default=[],
+                        help="data and stage configs (as given to fit): their image_size, "
+                             "window, margin and the model whose stride the size must fit")
+    parser.add_argument("--manifest", help="manifest file, or its folder (default: the "
+                                           "config's)")
     parser.add_argument("--lesions", help="lesion table (default: lesions.csv beside manifest)")
     parser.add_argument("--out", required=True, help="cache folder")
-    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=(1280, 1024))
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
+                        help="the model's input (default: the config's, else 1280 1024)")
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (0: none)"
     )
     parser.add_argument("--shard", default="0/1", help="i/n: this job's share (0-based i)")
-    parser.add_argument("--window", choices=WINDOWS, default="dicom")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--window", choices=WINDOWS)
+    parser.add_argument("--margin", type=float)
     parser.add_argument("--modalities", nargs="+", choices=("sm", "ffdm"), default=["sm", "ffdm"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         shard = parse_shard(args.shard)
-    except ValueError as error:
+        values = settings_from_configs(args.config)
+    except (OSError, ValueError) as error:
         parser.error(str(error))
+    size = args.image_size or values.get("image_size") or (1280, 1024)
+    window = args.window or values.get("window", "dicom")
+    margin = args.margin if args.margin is not None else values.get("margin", DEFAULT_MARGIN)
+    manifest_path = args.manifest or values.get("manifest")
+    lesions_path = args.lesions or values.get("lesions")
+    if not manifest_path:
+        parser.error("give --manifest, or a --config whose data.init_args name a manifest")
+    for name, value in (("--image-size", size), ("--margin", margin),
+                        ("--workers", args.workers)):
+        wrong = RULES[{"--image-size": "image_size", "--margin": "margin",
+                       "--workers": "num_workers"}[name]](value)
+        if name == "--image-size" and not wrong:
+            try:
+                wrong = image_size_problem(size, args.config)
+            except (OSError, ValueError) as error:
+                wrong = str(error)
+        if wrong:
+            parser.error(f"{name}: {wrong}")
     try:
         manifest, _, summary = load_tables(
-            args.manifest, args.lesions, 0, DEFAULT_FRACTIONS, row_numbers=True
+            manifest_path, lesions_path, 0, DEFAULT_FRACTIONS, row_numbers=True
         )
     except (ManifestError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
@@ -376,12 +442,12 @@ def main(argv: list[str]) -> int:
         result = prepare_cache(
             manifest,
             args.out,
-            args.image_size,
+            size,
             modalities=args.modalities,
             workers=args.workers,
             shard=shard,
-            window=args.window,
-            margin=args.margin,
+            window=window,
+            margin=margin,
             progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as error:
@@ -392,7 +458,7 @@ def main(argv: list[str]) -> int:
         f"{result.skipped} skipped (already cached), {len(result.failed)} failed, "
         f"{len(result.worker_pids)} worker process(es), {time.monotonic() - started:.1f} s"
     )
-    manifest_file = str(resolve_table_paths(args.manifest, args.lesions)[0])
+    manifest_file = str(resolve_table_paths(manifest_path, lesions_path)[0])
     if result.rewritten:
         problems = _problems(manifest, manifest_file, result.rewritten, "unreadable cache entry")
         subject = "the cache: entries that could not be read back, each written again"

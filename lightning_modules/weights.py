@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,11 @@ class Artifact:
         """The weights (``prefix`` stripped from the keys that have it, others left out)."""
         from safetensors.torch import load_file
 
-        state = load_file(str(self.weights_path))
+        try:
+            state = load_file(str(self.weights_path))
+        except Exception as error:  # noqa: BLE001 - safetensors' errors have no common type
+            raise ValueError(f"{self.weights_path} cannot be read as safetensors ({error})") \
+                from None
         if prefix is None:
             return state
         return {key[len(prefix):]: value for key, value in state.items()
@@ -226,16 +231,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A Lightning checkpoint, read with ``weights_only=True``; errors name the path."""
+def load_torch_file(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``; a file it cannot read is a ValueError naming
+    ``what`` and the path, saying why in one clause (not torch's page of advice to unpickle
+    with ``weights_only=False``, which would run whatever code the file holds)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, neither a weight file nor a stage "
+                         f"artifact (no {ARTIFACT_JSON} in it)")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): "
-                         f"{error}") from error
+        with open(path, "rb") as stream:
+            head = stream.read(512)
+        if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch's zip format or a pickle
+            detail = str(error).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+            reason = ("a torch file that does not load as weights alone (it pickles other "
+                      f"objects: {detail[0] if detail else type(error).__name__}); save its "
+                      "state_dict, or export it to a stage artifact")
+        elif head and all(byte in b"\t\n\r" or 32 <= byte < 127 or byte >= 128 for byte in head):
+            reason = "a text file (a table or a config?), not weights"
+        else:
+            reason = "not a torch file (truncated, or another kind of file)"
+        raise ValueError(f"cannot read {what} {path}: {reason}") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A Lightning checkpoint, read with ``weights_only=True``; errors name the path."""
+    checkpoint = load_torch_file(path, "checkpoint")
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"cannot read checkpoint {path}: it holds a {type(checkpoint).__name__}, "
+                         "not a checkpoint")
+    return checkpoint
 
 
 def _monitor_state(checkpoint: Mapping[str, Any]) -> tuple[str | None, float | None]:
@@ -315,17 +344,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if is_artifact(path):
         return _from_own_layout(read_artifact(path, "pretrained").state())
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weight file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - re-raised with the path named
-            raise ValueError(f"cannot read weights from {path}: {error}") from error
+            state = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors' errors have no common type
+            raise ValueError(f"cannot read weight file {path}: not a readable safetensors file "
+                             f"({error})") from None
+    else:
+        state = load_torch_file(path, "weight file")
     own_checkpoint = isinstance(state, Mapping) and CHECKPOINT_SPEC_KEY in state
     for container in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, Mapping) and container in state and isinstance(

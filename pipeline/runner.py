@@ -119,46 +119,97 @@ def _resolve(path: str | os.PathLike, base: Path) -> Path:
     return candidate if candidate.exists() else path
 
 
+# The form of each key of a pipeline config, as a message says it when a value has another.
+FORMS = {
+    "data": "a data config's path",
+    "run": "a run folder's path",
+    "stages": "a mapping of stage name -> {config, inputs, overrides}",
+    "overrides": "a mapping of dotted config key -> value (e.g. trainer.max_epochs: 3)",
+    "report": "a mapping of Table 2 row name -> stage name",
+    "comparisons": "a list of [row, row] pairs of `report` rows",
+    "report_dir": "a folder under the run folder",
+    "slurm": "a mapping of SLURM settings (nodes, devices, time, ... and stages:)",
+    "config": "a stage config's path",
+    "inputs": "a mapping of init argument -> earlier stage name (e.g. sm_teacher: stage1_sm)",
+}
+
+
+TOP_KEYS = ("data", "run", "stages", "overrides", "report", "comparisons", "report_dir", "slurm")
+
+
+def _shape_problem(key: str, value: Any, form: str) -> str | None:
+    """``key: expected FORM, got ...`` when ``value`` does not have the form of ``key``."""
+    kind = FORMS[form]
+    ok = {"data": str, "run": str, "report_dir": str, "config": str}.get(form)
+    if ok is not None:
+        good = isinstance(value, ok) and bool(value)
+    elif form == "comparisons":
+        good = isinstance(value, list) and all(isinstance(pair, list) for pair in value)
+    else:
+        good = isinstance(value, Mapping)
+    if good:
+        return None
+    shown = f"a {type(value).__name__}" if value is not None else "nothing"
+    return f"{key}: expected {kind}, got {shown} ({value!r:.80})"
+
+
 def load_pipeline(path: str | os.PathLike, data: str | None = None,
                   run: str | None = None) -> Pipeline:
     """Parse and check a pipeline config; ``data``/``run`` replace its data config and run
-    folder. Errors name the file and the key."""
+    folder. Errors name the file, the key and the form it expects."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline config not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping of keys (data, stages, overrides, report, "
+                         f"...), got {type(raw).__name__ if raw is not None else 'an empty file'}")
     base = path.parent
     problems = []
     for key in ("data", "stages"):
         if key not in raw:
             problems.append(f"missing key {key!r}")
-    unknown = sorted(set(raw) - {"data", "run", "stages", "overrides", "report", "comparisons",
-                                 "report_dir", "slurm"})
+    unknown = sorted(str(key) for key in raw if key not in TOP_KEYS)
     if unknown:
-        problems.append(f"unknown keys {unknown}")
+        problems.append(f"unknown keys {unknown} (the keys are {', '.join(TOP_KEYS)})")
+    for key in TOP_KEYS:
+        if raw.get(key) is not None and (problem := _shape_problem(key, raw[key], key)):
+            problems.append(problem)
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     stages = {}
     for name, entry in (raw["stages"] or {}).items():
         if not isinstance(entry, Mapping) or "config" not in entry:
-            problems.append(f"stages.{name}: needs a 'config' (a stage YAML)")
+            problems.append(f"stages.{name}: expected a mapping with a 'config' (a stage YAML), "
+                            f"'inputs' and 'overrides', got {entry!r:.80}")
             continue
         extra = sorted(set(entry) - {"config", "inputs", "overrides"})
         if extra:
             problems.append(f"stages.{name}: unknown keys {extra}")
+        shapes = [_shape_problem(f"stages.{name}.{key}", entry[key], form) for key, form in
+                  (("config", "config"), ("inputs", "inputs"), ("overrides", "overrides"))
+                  if entry.get(key) is not None]
+        if any(shapes):
+            problems += [problem for problem in shapes if problem]
+            continue
         config = _resolve(entry["config"], base)
         if not config.is_file():
             problems.append(f"stages.{name}.config: {config} not found")
-        stages[name] = Stage(name, config, dict(entry.get("inputs") or {}),
-                             dict(entry.get("overrides") or {}))
+        stages[str(name)] = Stage(str(name), config, dict(entry.get("inputs") or {}),
+                                  dict(entry.get("overrides") or {}))
     for stage in stages.values():
         for argument, source in stage.inputs.items():
             if source not in stages:
-                problems.append(f"stages.{stage.name}.inputs.{argument}: no stage {source!r}")
+                problems.append(f"stages.{stage.name}.inputs.{argument}: no stage {source!r} "
+                                f"(the stages are {sorted(stages)})")
     report = dict(raw.get("report") or {})
     for row, source in report.items():
         if source not in stages:
-            problems.append(f"report.{row}: no stage {source!r}")
+            problems.append(f"report.{row}: no stage {source!r} (the stages are "
+                            f"{sorted(stages)})")
     comparisons = [tuple(pair) for pair in raw.get("comparisons") or []] or None
     for pair in comparisons or []:
         if len(pair) != 2 or any(name not in report for name in pair):

@@ -16,7 +16,7 @@ from dicom_factory import corrupt_compressed, truncate, write_paired_folder
 from datamodules import check
 from datamodules.batch import collate_pairs
 from datamodules.check import DataCheckError
-from datamodules.dataset import SKIPPED_PAIRS
+from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DicomReadError
 from datamodules.manifest import load_tables
 from datamodules.paired import PairedMammoDataModule
@@ -121,9 +121,12 @@ def test_setup_checks_only_the_modalities_and_splits_it_reads(data):
     (data / "images" / "p0002_ffdm.dcm").unlink()
     _module(data).setup("fit")  # an SM model never opens an FFDM file
     module = _module(data, modalities=["sm", "ffdm"], split_fractions=(0.0, 0.0, 1.0))
-    module.setup("fit")  # no pair in train or val
+    module.setup("validate")  # no pair in val
     with pytest.raises(DataCheckError, match="p0002_ffdm.dcm"):
         module.setup("test")
+    # fit checks the test split too: the stage's assessment reads it right after training
+    with pytest.raises(DataCheckError, match="p0002_ffdm.dcm"):
+        _module(data, modalities=["sm", "ffdm"], split_fractions=(0.0, 0.0, 1.0)).setup("fit")
 
 
 def test_a_cached_pair_needs_no_dicom_but_a_truncated_entry_is_named(data):
@@ -164,9 +167,13 @@ def test_a_pair_that_fails_to_read_during_the_run_is_skipped_and_counted(tmp_pat
     assert SKIPPED_PAIRS not in batch and batch["pair_id"] == ["p0000", "p0001"]
     assert module.summary.pairs_skipped == 1 and "RLE" in module.summary.skipped["p0006"]
 
-    strict = _module(tmp_path).dataset("train")
+    strict = PairedMammoDataset(module.tables("train"), module.lesion_table("train"), SIZE,
+                                modalities=["sm"])
     with pytest.raises(DicomReadError, match=re.escape(str(path))):
         strict[index]
+    # a new run decodes every image in setup: it names the file before its first step
+    with pytest.raises(DataCheckError, match=re.escape(str(path))):
+        _module(tmp_path).dataset("train")
 
 
 def test_on_bad_sample_is_checked():
@@ -181,8 +188,8 @@ def test_prepare_prints_the_first_reasons_and_rewrites_an_unreadable_entry(data,
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "1 problem(s) in the images" in err
-    assert (f"{data / 'manifest.csv'} row 3, column ffdm_path: InvalidDicomError: File is "
-            "missing DICOM File Meta Information") in err
+    assert (f"{data / 'manifest.csv'} row 3, column ffdm_path: not a DICOM file (no 'DICM' "
+            "prefix and no file meta information)") in err
     assert f"(pair p0001, file {data / 'images' / 'p0001_ffdm.dcm'})" in err
 
     cache = ImageCache(data / "cache", (64, 48))
@@ -200,12 +207,13 @@ def test_prepare_prints_the_first_reasons_and_rewrites_an_unreadable_entry(data,
     assert image.shape == (64, 48) and geometry.input_size == (64, 48)
 
 
-def test_quick_check_in_processes_finds_what_it_finds_in_one(data):
+def test_setup_check_in_processes_finds_what_it_finds_in_one(data):
     truncate(data / "images" / "p0002_ffdm.dcm", 0.5)
     (data / "images" / "p0005_sm.dcm").write_bytes(b"not a DICOM file")
     manifest, lesions, _ = load_tables(data, row_numbers=True)
-    arguments = (manifest, lesions, ("sm", "ffdm"), "manifest.csv", "lesions.csv")
-    alone = check.quick_check(*arguments)
+    settings = check.CheckSettings(manifest=str(data), image_size=SIZE)
+    alone = check.setup_check(manifest, lesions, settings).problems
     assert [(p.kind, p.row, p.pair_id) for p in alone] == [
         (check.TRUNCATED_DICOM, 4, "p0002"), (check.NOT_DICOM, 7, "p0005")]
-    assert check.quick_check(*arguments, workers=2, parallel_from=0) == alone
+    assert check.setup_check(manifest, lesions, settings, workers=2,
+                             parallel_from=0).problems == alone

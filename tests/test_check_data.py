@@ -458,7 +458,7 @@ def test_a_config_of_another_data_module_is_refused(tmp_path, capsys):
     config.write_text("class_path: datamodules.folder.SMFolderDataModule\n"
                       "init_args: {sm_dir: x}\n")
     assert cli.main(["check-data", "--config", str(config)]) == 2
-    assert "check-data checks a PairedMammoDataModule's manifest" in capsys.readouterr().err
+    assert "only a PairedMammoDataModule reads a manifest" in capsys.readouterr().err
 
 
 def test_a_missing_manifest_is_a_problem(tmp_path):

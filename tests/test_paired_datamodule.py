@@ -107,18 +107,19 @@ def test_boxes_in_input_pixels_and_original_pixels(data_folder):
 
 
 def test_pathology_classes_map_and_drop(data_folder):
-    module = _module(data_folder, split_fractions=(0.0, 0.0, 1.0), pathology_classes={"benign": 1})
+    module = _module(data_folder, split_fractions=(0.0, 0.0, 1.0),
+                     pathology_classes={"malignant": 1})
     dataset = module.dataset("test")
     lesions = module.lesion_table("test")
     counts = Counter()
     for index in range(len(dataset)):
         sample = dataset[index]
         mine = lesions[(lesions.pair_id == sample["pair_id"]) & (lesions.modality == "sm")]
-        benign = int((mine.pathology == "benign").sum())
-        assert sample["sm_labels"].tolist() == [1] * benign
-        assert len(sample["sm_boxes_original"]) == benign
-        counts[benign] += 1
-    assert counts[1] > 0 and counts[0] > 0
+        malignant = int((mine.pathology == "malignant").sum())
+        assert sample["sm_labels"].tolist() == [1] * malignant
+        assert len(sample["sm_boxes_original"]) == malignant  # the benign ones dropped
+        counts[(malignant, len(mine) - malignant)] += 1
+    assert counts[(1, 1)] > 0 and counts[(1, 0)] > 0 and counts[(0, 0)] > 0
 
 
 def test_boxes_outside_the_breast_are_clipped_or_dropped_but_kept_in_original(tmp_path):

@@ -321,11 +321,14 @@ def test_a_truncated_checkpoint_is_named_in_one_line(tiny_artifacts, tmp_path, c
     ("--model.init_args.pretrained=nowhere.pth",
      "model.init_args.pretrained: nowhere.pth does not exist"),
 ])
-def test_a_config_value_that_cannot_work_is_refused_in_one_line(argument, message, capsys):
+def test_a_config_value_that_cannot_work_is_refused_in_one_line(argument, message, tiny_phantom,
+                                                               capsys):
     import cli
 
     code = cli.main(["fit", "--config", "configs/data/phantom.yaml", "--config",
-                     "configs/demo/stage1_sm.yaml", argument, "--trainer.logger=false"])
+                     "configs/demo/stage1_sm.yaml", "--data.init_args.manifest",
+                     str(tiny_phantom), "--data.init_args.cache_dir", "null", argument,
+                     "--trainer.logger=false"])
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
