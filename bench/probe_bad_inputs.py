@@ -200,6 +200,8 @@ def check_data(data: Path, *extra: str) -> list[str]:
 
 def fit(ws: Workspace, d: Path, config: str = "demo/stage1_sm.yaml", data: Path | None = None,
         *extra: str, command: str = "fit") -> list[str]:
+    if "stage2" in config and "--model.init_args.init_from" not in extra:
+        extra = (*extra, "--model.init_args.init_from", ws.artifact("ffdm"))  # the config's
     return [command, "--config", str(data or ws.data_yaml), "--config",
             str(ROOT / "configs" / config), *TINY, "--trainer.default_root_dir", str(d / "run"),
             *extra]
