@@ -85,6 +85,7 @@ def lightning_cli_class(checkpoint: str | None = None):
             config = self.config[self.subcommand] if self.subcommand else self.config
             _artifact_as_pretrained(config)
             check_values(config, self.subcommand)
+            _resolve_precision(config)
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(root, "checkpoints")
@@ -204,6 +205,21 @@ def check_values(config, subcommand: str | None = None) -> None:
     problems = value_problems(config, subcommand)
     if problems:
         raise ConfigValueError("\nerror: ".join(f"{key}: {message}" for key, message in problems))
+
+
+def _resolve_precision(config) -> None:
+    """``trainer.precision`` left unset runs in ``bf16-mixed`` where the run will train on a
+    CUDA GPU and in Lightning's 32-true elsewhere; a precision that is set is kept, unless it is
+    one the package refuses (``bf16-true``, ``16-true``)."""
+    from lightning_modules.stage import check_precision, default_precision
+
+    trainer = config.trainer
+    if trainer.precision is None:
+        trainer.precision = default_precision(trainer.accelerator)
+    try:
+        check_precision(trainer.precision)
+    except ValueError as error:
+        raise ConfigValueError(str(error)) from error
 
 
 # -- the model a checkpoint holds against the model the config builds --------------------------

@@ -48,9 +48,14 @@ class DetectorModule(StageModule):
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
         hit_min_distance: float = DEFAULT_HIT_MIN_DISTANCE,
+        global_batch_size: int | None = None,
+        reference_batch_size: int | None = None,
+        channels_last: bool = False,
     ):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+                         warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                         global_batch_size=global_batch_size,
+                         reference_batch_size=reference_batch_size, channels_last=channels_last)
         self.hit_min_distance = float(hit_min_distance)
         self.fauc_max_fp = fauc_max_fp
         self.fauc_n_boot = fauc_n_boot
@@ -58,12 +63,13 @@ class DetectorModule(StageModule):
         self.test_fauc: FAUC | None = None
 
     def setup(self, stage: str) -> None:
-        """Build the FAUC metrics; bootstrap CIs are skipped for the validation runs inside
-        ``fit``, where only the value is wanted.
+        """Build the FAUC metrics (and ``StageModule.setup``); bootstrap CIs are skipped for the
+        validation runs inside ``fit``, where only the value is wanted.
 
         The hit rule's floor (``hit_min_distance``, 100 px in the paper) belongs to the data,
         whose pixel size it depends on: the CLI links it from the data config.
         """
+        super().setup(stage)
         distance = self.hit_min_distance
         val_boot = 0 if stage == "fit" else self.fauc_n_boot
         self.val_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=val_boot)
@@ -140,7 +146,9 @@ class DetectorModule(StageModule):
         self._log_fauc(self.test_fauc, "test")
 
     def _log_fauc(self, metric: FAUC | None, split: str) -> None:
-        """Log ``{split}_fauc``, ``{split}_fauc_pos`` (and their CI bounds when bootstrapped)."""
+        """Log ``{split}_fauc``, ``{split}_fauc_pos`` (and their CI bounds when bootstrapped).
+        Under DDP the metric computes them on rank 0 and broadcasts them: every rank logs the
+        same numbers, and none needs reducing."""
         if metric is None or metric.update_count == 0:
             return
         for name, value in metric.compute().items():

@@ -5,6 +5,11 @@
 so Stage III can feed it two extractors' features concatenated. ``DetectionCriterion`` holds
 the anchors, the anchor labeller, the focal loss and the decoding to detections.
 
+Under mixed precision (``bf16-mixed``) the backbone, BiFPN and head repeats run in bfloat16,
+while the head's last convolution, the loss, the anchors and the decoding stay in float32 with
+autocast off: bfloat16 keeps 8 significant bits, so scores computed in it tie and coarsen the
+FROC curve. ``TimmSyncBatchNorm`` is Lightning's ``sync_batchnorm`` with timm's converter.
+
 State-dict keys are effdet's own (``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
 so an effdet checkpoint loads with ``weights.load_pretrained``. Boxes outside this module are
 ``xyxy`` pixels with 0-based classes; effdet's ``yxyx`` boxes and 1-based classes stay in here.
@@ -23,6 +28,8 @@ from effdet.bench import _batch_detection, _post_process
 from effdet.config import set_config_readonly, set_config_writeable
 from effdet.efficientdet import BiFpn, HeadNet, _init_weight, get_feature_info
 from effdet.loss import DetectionLoss, new_focal_loss
+from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
+from timm.layers import BatchNormAct2d, SyncBatchNormAct, convert_sync_batchnorm
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -141,6 +148,8 @@ class FeatureExtractor(nn.Module):
         std = torch.tensor(IMAGENET_STD if channels == 3 else [sum(IMAGENET_STD) / 3] * channels)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
+        # Set by ``use_channels_last``: the normalised (3-channel) input goes in as NHWC.
+        self.channels_last = False
 
     @property
     def out_channels(self) -> int:
@@ -164,8 +173,20 @@ class FeatureExtractor(nn.Module):
                 f"input images are {tuple(images.shape[-2:])} (H, W) but the model was built "
                 f"for image_size {expected}"
             )
+        images = self.normalize(images)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         # BiFpn appends to the list it is given: the backbone returns a fresh one each call.
-        return self.fpn(self.backbone(self.normalize(images)))
+        return self.fpn(self.backbone(images))
+
+
+def use_channels_last(module: nn.Module) -> None:
+    """Convert ``module``'s 4-D weights to channels_last and have every ``FeatureExtractor`` in
+    it feed its input that way (a GPU's tensor cores read NHWC without transposes)."""
+    module.to(memory_format=torch.channels_last)
+    for part in module.modules():
+        if isinstance(part, FeatureExtractor):
+            part.channels_last = True
 
 
 class DetectionHead(nn.Module):
@@ -183,6 +204,8 @@ class DetectionHead(nn.Module):
         self.config = _head_config(config, in_multiplier)
         self.class_net = HeadNet(self.config, num_outputs=self.config.num_classes)
         self.box_net = HeadNet(self.config, num_outputs=4)
+        if self.class_net.bn_level_first or self.box_net.bn_level_first:
+            raise ValueError("head_bn_level_first is not supported (a TorchScript layout)")
         self.reset_parameters()
 
     @property
@@ -204,7 +227,20 @@ class DetectionHead(nn.Module):
                     f"feature level {level} has {feature.shape[1]} channels; this head takes "
                     f"{self.in_channels} (in_multiplier={self.in_multiplier})"
                 )
-        return self.class_net(features), self.box_net(features)
+        return _head_forward(self.class_net, features), _head_forward(self.box_net, features)
+
+
+def _head_forward(net: HeadNet, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """effdet's ``HeadNet._forward`` with its last convolution (``predict``) in float32 and
+    autocast off: bfloat16 logits would give scores with 8 significant bits (many detections
+    tied), float32 ones cost one convolution per level. Without autocast it is effdet's own."""
+    outputs = []
+    for level, feature in enumerate(features):
+        for conv, norms in zip(net.conv_rep, net.bn_rep):
+            feature = net.act(norms[level](conv(feature)))
+        with torch.autocast(feature.device.type, enabled=False):
+            outputs.append(net.predict(feature.float()))
+    return outputs
 
 
 def _head_config(config, in_multiplier: int):
@@ -263,14 +299,17 @@ class DetectionCriterion(nn.Module):
         boxes: Sequence[torch.Tensor],
         labels: Sequence[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """Loss of raw head outputs against xyxy boxes (input pixels) and 0-based labels."""
-        gt_boxes, gt_classes = to_effdet_targets(boxes, labels, class_out[0].device)
-        cls_targets, box_targets, num_positives = self.labeler.batch_label_anchors(
-            gt_boxes, gt_classes
-        )
-        loss, class_loss, box_loss = self.loss_fn(
-            class_out, box_out, cls_targets, box_targets, num_positives
-        )
+        """Loss of raw head outputs against xyxy boxes (input pixels) and 0-based labels, in
+        float32 with autocast off."""
+        device = class_out[0].device
+        with torch.autocast(device.type, enabled=False):
+            gt_boxes, gt_classes = to_effdet_targets(boxes, labels, device)
+            cls_targets, box_targets, num_positives = self.labeler.batch_label_anchors(
+                gt_boxes, gt_classes
+            )
+            loss, class_loss, box_loss = self.loss_fn(
+                _float(class_out), _float(box_out), cls_targets, box_targets, num_positives
+            )
         return {"loss": loss, "class_loss": class_loss, "box_loss": box_loss}
 
     @torch.no_grad()
@@ -278,16 +317,19 @@ class DetectionCriterion(nn.Module):
         self, class_out: list[torch.Tensor], box_out: list[torch.Tensor]
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image after effdet's top-k and NMS: ``boxes`` [n, 4] xyxy in input
-        pixels, ``scores`` [n] in (0, 1), ``labels`` [n] 0-based; empty slots removed."""
+        pixels, ``scores`` [n] in (0, 1), ``labels`` [n] 0-based; empty slots removed. All of
+        it in float32 with autocast off, the anchors included, whatever the precision."""
         config = self.config
-        class_top, box_top, indices, classes = _post_process(
-            class_out, box_out, num_levels=config.num_levels, num_classes=config.num_classes,
-            max_detection_points=config.max_detection_points,
-        )
-        detections = _batch_detection(
-            class_out[0].shape[0], class_top, box_top, self.anchors.boxes, indices, classes,
-            None, None, max_det_per_image=config.max_det_per_image, soft_nms=config.soft_nms,
-        )
+        with torch.autocast(class_out[0].device.type, enabled=False):
+            class_top, box_top, indices, classes = _post_process(
+                _float(class_out), _float(box_out), num_levels=config.num_levels,
+                num_classes=config.num_classes, max_detection_points=config.max_detection_points,
+            )
+            detections = _batch_detection(
+                class_out[0].shape[0], class_top, box_top, self.anchors.boxes.float(), indices,
+                classes, None, None, max_det_per_image=config.max_det_per_image,
+                soft_nms=config.soft_nms,
+            )
         results = []
         for image_detections in detections:
             # effdet pads to max_det_per_image with all-zero rows (class 0 = no detection).
@@ -299,6 +341,10 @@ class DetectionCriterion(nn.Module):
                 "labels": image_detections[:, 5].long() - 1,
             })
         return results
+
+
+def _float(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [tensor.float() for tensor in tensors]
 
 
 def to_effdet_targets(
@@ -383,3 +429,32 @@ def widen_head(wide: DetectionHead, narrow: DetectionHead) -> None:
         if target.ndim == 4 and target.shape[1] > channels and source.shape[1] == channels:
             target[: source.shape[0], channels:] = 0
     wide.load_state_dict(wide_state)
+
+
+class TimmSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's ``sync_batchnorm`` through timm's converter: a ``BatchNormAct2d`` (BatchNorm
+    with its activation, as timm's backbones build it) becomes a ``SyncBatchNormAct`` that
+    keeps the activation, where ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (Lightning's
+    default) makes it a plain SyncBatchNorm and silently drops it. ``revert`` gives back the
+    original classes. ``StageModule`` puts it in place of Lightning's default plugin."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        if isinstance(model, nn.SyncBatchNorm):
+            plain = BatchNormAct2d if isinstance(model, SyncBatchNormAct) else nn.BatchNorm2d
+            converted = plain(model.num_features, model.eps, model.momentum, model.affine,
+                              model.track_running_stats)
+            if isinstance(model, SyncBatchNormAct):
+                converted.act, converted.drop = model.act, model.drop
+            if model.affine:
+                converted.weight, converted.bias = model.weight, model.bias
+            converted.running_mean = model.running_mean
+            converted.running_var = model.running_var
+            converted.num_batches_tracked = model.num_batches_tracked
+            converted.training = model.training
+            return converted
+        for name, child in model.named_children():
+            model.add_module(name, self.revert(child))
+        return model

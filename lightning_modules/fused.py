@@ -48,6 +48,8 @@ class FusedDetector(DetectorModule):
             exactly at Model_SM; "random": effdet's fresh initialisation.
         focal_alpha, focal_gamma: Eq. 1's alpha and gamma.
         learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
+        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
+            the batch its learning rate is given for, NHWC memory (``StageModule``).
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and bootstrap replicates.
         hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
             linked from the data config's ``hit_min_distance`` by the CLI.
@@ -75,11 +77,15 @@ class FusedDetector(DetectorModule):
         fauc_n_boot: int = 2000,
         hit_min_distance: float = 100.0,
         pretrained: str | None = None,
+        global_batch_size: int | None = None,
+        reference_batch_size: int | None = None,
+        channels_last: bool = False,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
             lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance,
+            hit_min_distance=hit_min_distance, global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size, channels_last=channels_last,
         )
         self.save_hyperparameters()
         if partner_features not in PARTNER_FEATURES:

@@ -5,6 +5,12 @@ which state-dict prefixes a later stage needs); the spec travels in each Lightni
 under ``CHECKPOINT_SPEC_KEY``, so a checkpoint becomes a stage artifact without rebuilding the
 module (``weights.export_checkpoint``). Earlier stages come in by artifact path
 (``load_input``), checked against what this stage needs and recorded in ``inputs``.
+
+The schedule does not depend on the GPU count: with ``global_batch_size`` set, gradients are
+accumulated over as many batches as make that many pairs per optimiser step on any number of
+devices and nodes, the training length is the trainer's ``max_steps`` (optimiser steps), and
+with ``reference_batch_size`` the learning rate scales linearly with the global batch and the
+warm-up keeps its number of pairs. The artifact records the schedule it was trained with.
 """
 
 from __future__ import annotations
@@ -15,38 +21,97 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
-from lightning_modules.effdet_parts import freeze
+from lightning_modules.effdet_parts import TimmSyncBatchNorm, freeze, use_channels_last
 from lightning_modules.weights import CHECKPOINT_SPEC_KEY, Artifact, check_artifact, read_artifact
+
+# The "true" half precisions cast the whole model, BatchNorm statistics and anchors included.
+REFUSED_PRECISIONS = {"bf16-true": "bfloat16", "16-true": "float16"}
+_NONE = torch.iinfo(torch.int64).max  # no non-finite loss seen
+
+
+def check_precision(precision: Any) -> None:
+    """Refuse a precision this package cannot train or decode in (one line, naming the key)."""
+    dtype = REFUSED_PRECISIONS.get(str(precision))
+    if dtype:
+        raise ValueError(
+            f"trainer.precision: {precision} casts the whole model to {dtype}, BatchNorm "
+            f"statistics and the anchors included (boxes off by pixels, scores tied): use "
+            f"bf16-mixed (float32 weights, {dtype} compute) or leave it unset"
+        )
+
+
+def default_precision(accelerator: Any) -> str | None:
+    """The precision of a run that does not set one: ``bf16-mixed`` where it will run on a CUDA
+    GPU that computes in bfloat16 (``accelerator`` auto, gpu or cuda), else None (Lightning's
+    32-true: CPUs gain nothing from bfloat16 autocast)."""
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__
+    if str(name).lower() not in ("auto", "gpu", "cuda", "cudaaccelerator"):
+        return None
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16-mixed"
+    return None
 
 
 class StageModule(pl.LightningModule, ABC):
     """Base of ``TeacherDetector``, ``DistillStudent`` and ``FusedDetector``.
 
     Args:
-        learning_rate, weight_decay: AdamW's (the paper: learning rate 1.5e-4).
-        warmup_steps: linear warm-up steps; then ``lr_schedule``: "cosine" (to zero at the
-            last step) or "constant".
+        learning_rate, weight_decay: AdamW's (the paper: learning rate 1.5e-4); with
+            ``reference_batch_size``, the learning rate at a global batch of that many pairs.
+        warmup_steps: linear warm-up steps (at ``reference_batch_size`` when it is set); then
+            ``lr_schedule``: "cosine" (to zero at the last step) or "constant".
+        global_batch_size: pairs per optimiser step, whatever the devices and nodes: the
+            per-device ``batch_size`` of the data times devices times nodes times the gradient
+            accumulation, which is set to make it. None: no accumulation (the global batch is
+            then per-device batch x devices x nodes, and changes with them).
+        reference_batch_size: the global batch ``learning_rate`` and ``warmup_steps`` are given
+            for. At a global batch G the peak learning rate is ``learning_rate * G / reference``
+            (linear scaling) and the warm-up ``ceil(warmup_steps * reference / G)`` steps (the
+            same number of pairs). None: no scaling. Needs ``global_batch_size``.
+        channels_last: weights and input images in channels_last (NHWC) memory: faster
+            convolutions on a GPU's tensor cores; the same model.
     """
 
     stage: int
 
     def __init__(self, learning_rate: float, weight_decay: float = 1e-4, warmup_steps: int = 0,
-                 lr_schedule: str = "cosine"):
+                 lr_schedule: str = "cosine", global_batch_size: int | None = None,
+                 reference_batch_size: int | None = None, channels_last: bool = False):
         super().__init__()
         if not float(learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+        for name, value in (("global_batch_size", global_batch_size),
+                            ("reference_batch_size", reference_batch_size)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if reference_batch_size is not None and global_batch_size is None:
+            raise ValueError("reference_batch_size scales the learning rate to the global batch: "
+                             "set global_batch_size too")
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
+        self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
+        self.reference_batch_size = (None if reference_batch_size is None
+                                     else int(reference_batch_size))
+        self.channels_last = bool(channels_last)
+        self.schedule: dict[str, Any] | None = None  # set by configure_optimizers
         self.inputs: dict[str, dict[str, str]] = {}
         self._frozen: list[str] = []
         # Training batches these weights have learnt from; saved with them, so predictions and
         # artifacts say which weights made them (Trainer.global_step is 0 when testing).
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.int64))
+        # check_finite's record of this fit: the first non-finite loss's step and value, kept
+        # on the device, and the recent batches' pair ids, kept on the host.
+        self._bad_step: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
+        self._recent_pairs: dict[int, list[str]] = {}
+        self._step_offset = 0
+        self._batches_checked = 0
 
     # -- earlier stages ---------------------------------------------------------------------
     def load_input(self, path: str, role: str, accepted, image_size=None) -> Artifact:
@@ -75,42 +140,159 @@ class StageModule(pl.LightningModule, ABC):
         prefixes a later stage needs, and the architecture of the parts they hold."""
 
     def full_artifact_spec(self) -> dict[str, Any]:
-        return {"stage": self.stage, "module_class": type(self).__name__,
+        spec = {"stage": self.stage, "module_class": type(self).__name__,
                 "inputs": dict(self.inputs), **self.artifact_spec()}
+        if self.schedule is not None:
+            spec["schedule"] = dict(self.schedule)
+        return spec
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Every rank saves together (Lightning's checkpointing, the SLURM requeue's save):
+        # no checkpoint is written from weights a non-finite loss may have reached.
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self._stop_if_non_finite()
         checkpoint[CHECKPOINT_SPEC_KEY] = self.full_artifact_spec()
 
+    # -- the trainer's settings ---------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Before the strategy wraps the model: refuse a precision that cannot work, give
+        ``sync_batchnorm`` timm's converter, apply ``channels_last``, and (fit) accumulate
+        gradients to ``global_batch_size``."""
+        trainer = self.trainer
+        check_precision(trainer.precision)
+        strategy = trainer.strategy
+        layer_sync = getattr(strategy, "_layer_sync", None)
+        if layer_sync is not None:
+            if stage == "fit" and strategy.root_device.type == "cpu":
+                raise ValueError("trainer.sync_batchnorm: torch's SyncBatchNorm trains on GPUs "
+                                 "only; set it false on CPU")
+            if type(layer_sync) is TorchSyncBatchNorm:
+                strategy._layer_sync = TimmSyncBatchNorm()
+        if self.channels_last:
+            use_channels_last(self)
+        if stage == "fit" and self.global_batch_size is not None:
+            trainer.accumulate_grad_batches = self._accumulation()
+
+    def _per_device_batch(self) -> int | None:
+        batch = getattr(self.trainer.datamodule, "batch_size", None)
+        return None if batch is None else int(batch)
+
+    def _accumulation(self) -> int:
+        """Batches per optimiser step that make ``global_batch_size`` on this many processes."""
+        trainer = self.trainer
+        batch = self._per_device_batch()
+        if batch is None:
+            raise ValueError("model.init_args.global_batch_size needs the per-device batch size: "
+                             "train with a data module that has a batch_size")
+        share = batch * trainer.world_size
+        accumulation, remainder = divmod(self.global_batch_size, share)
+        if remainder or not accumulation:
+            raise ValueError(
+                f"model.init_args.global_batch_size {self.global_batch_size} must be a multiple "
+                f"of data.init_args.batch_size {batch} x {trainer.num_devices} devices x "
+                f"{trainer.num_nodes} nodes = {share}")
+        if trainer.accumulate_grad_batches not in (1, accumulation):
+            raise ValueError(
+                f"trainer.accumulate_grad_batches {trainer.accumulate_grad_batches} contradicts "
+                f"model.init_args.global_batch_size {self.global_batch_size} ({accumulation} "
+                f"batches of {batch} on {trainer.world_size} processes): leave it unset")
+        return accumulation
+
+    # -- non-finite losses ------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._bad_step = torch.full((), _NONE, dtype=torch.int64, device=self.device)
+        self._bad_loss = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._recent_pairs = {}
+        self._step_offset = int(self.trained_steps)
+        self._batches_checked = 0
+
     def check_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
-        """Stop the run on a non-finite loss, naming the step and the pairs, before the
-        optimiser steps: the last checkpoint on disk stays the last good one. Under DDP every
-        rank takes the same decision (one collective on a boolean), so none is left waiting."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            pairs = ", ".join(map(str, batch.get("pair_id", [])[:8]))
-            checkpoint = getattr(getattr(self._trainer, "checkpoint_callback", None),
-                                 "last_model_path", "") if self._trainer else ""
-            raise FloatingPointError(
-                f"non-finite training loss ({float(loss.detach())}) at training step "
-                f"{int(self.trained_steps) + 1} (pairs {pairs}, on some rank); training stopped. "
-                f"The last checkpoint ({checkpoint or 'none written yet'}) is untouched: lower "
-                f"the learning rate or check these images, then resume from it"
-            )
+        """Stop the run on a non-finite loss, naming its step and pairs, before any checkpoint
+        is written from the weights it reached.
+
+        The loss is tested on the device, where the first non-finite one's step and value are
+        kept; the ranks compare their records (one collective, one host-device sync) every
+        ``trainer.log_every_n_steps`` batches, before every checkpoint and at the end of fit,
+        and all stop together. A non-finite loss is thus found up to that many batches late: the
+        weights in memory may have moved by then, but none of them reaches a checkpoint, and
+        the run stops naming the first bad step. Without a trainer it is tested at once.
+        """
+        if self._trainer is None or self._bad_step is None:
+            if not bool(torch.isfinite(loss.detach()).all()):
+                raise FloatingPointError(self._non_finite_message(
+                    float(loss.detach()), int(self.trained_steps) + 1,
+                    list(map(str, batch.get("pair_id", [])[:8]))))
+            return
+        self._batches_checked += 1
+        step = self._step_offset + self._batches_checked
+        self._recent_pairs[step] = list(map(str, batch.get("pair_id", [])[:8]))
+        loss = loss.detach()
+        first = (~torch.isfinite(loss).all()) & (self._bad_step == _NONE)
+        self._bad_step = torch.where(first, self.trained_steps + 1, self._bad_step)
+        self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
+        if self._batches_checked % max(int(self.trainer.log_every_n_steps), 1) == 0:
+            self._stop_if_non_finite()
+
+    def on_train_end(self) -> None:
+        self._stop_if_non_finite()
+
+    def _stop_if_non_finite(self) -> None:
+        """All ranks compare their records; raise on each if any rank saw a non-finite loss."""
+        if self._bad_step is None:
+            return
+        first = self.trainer.strategy.reduce(self._bad_step.clone(), reduce_op="min")
+        if int(first) == _NONE:
+            self._recent_pairs.clear()
+            return
+        # Rare, so no cost matters: every rank learns which rank saw it, its value and pairs.
+        own = int(self._bad_step)
+        record = (own, float(self._bad_loss), self._recent_pairs.get(own, []))
+        records = [record]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            records = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(records, record)
+        rank = min(range(len(records)), key=lambda index: records[index][0])
+        step, value, pairs = records[rank]
+        raise FloatingPointError(self._non_finite_message(
+            value, step, pairs, rank if len(records) > 1 else None))
+
+    def _non_finite_message(self, value: float, step: int, pairs: list[str],
+                            rank: int | None = None) -> str:
+        checkpoint = getattr(getattr(self._trainer, "checkpoint_callback", None),
+                             "last_model_path", "") if self._trainer else ""
+        where = "" if rank is None else f" on rank {rank}"
+        return (f"non-finite training loss ({value}) at training step {step} (pairs "
+                f"{', '.join(pairs)}{where}); training stopped. The last checkpoint "
+                f"({checkpoint or 'none written yet'}) is untouched: lower the learning rate or "
+                f"check these images, then resume from it")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.trained_steps += 1
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
+        trainer = self.trainer
+        batch = self._per_device_batch()
+        global_batch = self.global_batch_size or (
+            None if batch is None else batch * trainer.world_size * trainer.accumulate_grad_batches)
+        learning_rate, warmup = self.learning_rate, self.warmup_steps
+        if self.reference_batch_size is not None:  # linear scaling; the same warm-up pairs
+            learning_rate = self.learning_rate * self.global_batch_size / self.reference_batch_size
+            warmup = math.ceil(self.warmup_steps * self.reference_batch_size
+                               / self.global_batch_size)
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.AdamW(
-            parameters, lr=self.learning_rate, weight_decay=self.weight_decay
-        )
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup_steps = min(self.warmup_steps, total_steps)
+        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=self.weight_decay)
+        total_steps = max(int(trainer.estimated_stepping_batches), 1)
+        warmup_steps = min(warmup, total_steps)
         schedule = self.lr_schedule
+        self.schedule = {
+            "global_batch_size": global_batch, "batch_size": batch,
+            "devices": trainer.num_devices, "num_nodes": trainer.num_nodes,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            "optimizer_steps": total_steps, "warmup_steps": warmup_steps,
+            "learning_rate": learning_rate, "reference_batch_size": self.reference_batch_size,
+            "lr_schedule": schedule,
+        }
 
         def factor(step: int) -> float:
             if step < warmup_steps:

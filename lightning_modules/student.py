@@ -54,6 +54,8 @@ class DistillStudent(StageModule):
         level_weights: one weight per level in ``levels`` (default equal).
         eps: Eq. 2's epsilon.
         learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
+        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
+            the batch its learning rate is given for, NHWC memory (``StageModule``).
     """
 
     stage = 2
@@ -73,9 +75,14 @@ class DistillStudent(StageModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         lr_schedule: str = "cosine",
+        global_batch_size: int | None = None,
+        reference_batch_size: int | None = None,
+        channels_last: bool = False,
     ):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+                         warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                         global_batch_size=global_batch_size,
+                         reference_batch_size=reference_batch_size, channels_last=channels_last)
         self.save_hyperparameters()
         self.modality = "sm"
         teacher = self.load_input(ffdm_teacher, "ffdm_teacher",

@@ -39,6 +39,8 @@ class TeacherDetector(DetectorModule):
         architecture_overrides: effdet config keys to override (backbone, channels,
             repeats, levels, anchors): a small CPU detector is a config entry.
         weight_decay, warmup_steps, lr_schedule: optimiser settings.
+        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
+            the batch its learning rate is given for, NHWC memory (``StageModule``).
         fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and the bootstrap replicates of its CIs
             (on test and stand-alone validation).
         hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
@@ -67,11 +69,15 @@ class TeacherDetector(DetectorModule):
         fauc_n_boot: int = 2000,
         hit_min_distance: float = 100.0,
         freeze_extractor: bool = False,
+        global_batch_size: int | None = None,
+        reference_batch_size: int | None = None,
+        channels_last: bool = False,
     ):
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
             lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance,
+            hit_min_distance=hit_min_distance, global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size, channels_last=channels_last,
         )
         self.save_hyperparameters()
         self.modality = check_modality(modality)

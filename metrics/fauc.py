@@ -1,7 +1,7 @@
 """The torchmetrics ``FAUC`` metric: accumulates per-image detections and lesion boxes (xyxy, in
 the original image's pixels), gathers them across DDP ranks, drops the images that
 DistributedSampler padding repeats, and computes FAUC-x, FAUC-x+ and their bootstrap CIs with
-``metrics.froc``.
+``metrics.froc``: on rank 0 alone, which broadcasts the numbers to the other ranks.
 """
 
 from __future__ import annotations
@@ -202,6 +202,25 @@ class FAUC(Metric):
             return self._matched_from_states()
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """The numbers of the class docstring. Under DDP every rank holds every record here
+        (torchmetrics gathered them), but only rank 0 matches and bootstraps: it broadcasts the
+        results, so each rank returns the same tensors without doing the work."""
+        group = self.process_group
+        if not (self.sync_on_compute and _distributed()
+                and torch.distributed.get_world_size(group) > 1):
+            return self._compute_here()
+        names = ["fauc", "fauc_pos", "threshold_at_target_fp", "sensitivity_at_target_fp"]
+        if self.n_boot > 0:
+            names += ["fauc_low", "fauc_high", "fauc_pos_low", "fauc_pos_high"]
+        values = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+        if torch.distributed.get_rank(group) == 0:
+            result = self._compute_here()
+            values = torch.stack([result[name] for name in names]).to(self.device)
+        source = 0 if group is None else torch.distributed.get_global_rank(group, 0)
+        torch.distributed.broadcast(values, src=source, group=group)
+        return dict(zip(names, values.cpu().unbind()))
+
+    def _compute_here(self) -> dict[str, torch.Tensor]:
         matched = self._matched_from_states()
         positive = matched.positive_images()
         result = {
@@ -225,10 +244,12 @@ class FAUC(Metric):
         self._n_occurrences = 0
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+    return torch.distributed.get_rank() if _distributed() else 0
 
 
 def _as_boxes(boxes: Any, name: str) -> torch.Tensor:

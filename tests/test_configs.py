@@ -63,6 +63,7 @@ def _tiny_overrides(phantom: Path, root: Path) -> list[str]:
         "--data.init_args.cache_dir", "null",
         "--data.init_args.image_size", "[128, 128]",
         "--data.init_args.batch_size", "2",
+        "--model.init_args.global_batch_size", "2",  # the real configs' 64 would accumulate 32
         "--data.init_args.num_workers", "0",
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",

@@ -193,12 +193,15 @@ def ddp_worker(rank: int, init_file: str, out_dir: str, n_images: int) -> None:
         mine = shard(n_images, rank, WORLD_SIZE)
         metric = FAUC(n_boot=200, seed=3)
         update_in_batches(metric, [preds[i] for i in mine], [targets[i] for i in mine], 3)
+        computed, compute_here = [], metric._compute_here
+        metric._compute_here = lambda: computed.append(rank) or compute_here()
         result = metric.compute()
         records = metric.matched()
         torch.save(
             {
                 "result": result,
                 "n_updates_images": len(mine),
+                "computed_here": len(computed),
                 "detection_image": records.detection_image,
                 "detection_score": records.detection_score,
                 "detection_outcome": records.detection_outcome,
@@ -228,6 +231,7 @@ def test_two_gloo_processes_on_padded_shards_equal_one_process(tmp_path, n_image
     for rank in range(WORLD_SIZE):
         saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert saved["n_updates_images"] == 23  # one image repeated by the padding
+        assert saved["computed_here"] == (1 if rank == 0 else 0)  # rank 0 broadcasts
         assert saved["result"].keys() == expected.keys()
         for name, value in expected.items():
             assert torch.equal(saved["result"][name], value), (rank, name)
