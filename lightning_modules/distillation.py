@@ -47,9 +47,13 @@ def cosine_similarity_map(z: torch.Tensor, h: torch.Tensor, eps: float = 1e-8) -
     """
     if z.shape != h.shape:
         raise ValueError(f"feature shapes differ: {tuple(z.shape)} vs {tuple(h.shape)}")
-    dot = (z * h).sum(dim=1)
-    norms = z.norm(dim=1) * h.norm(dim=1)
-    return dot / norms.clamp_min(eps)
+    # At least float32, autocast off: bfloat16 sums would keep 8 significant bits of the loss.
+    with torch.autocast(z.device.type, enabled=False):
+        dtype = torch.promote_types(torch.promote_types(z.dtype, h.dtype), torch.float32)
+        z, h = z.to(dtype), h.to(dtype)
+        dot = (z * h).sum(dim=1)
+        norms = z.norm(dim=1) * h.norm(dim=1)
+        return dot / norms.clamp_min(eps)
 
 
 def level_similarities(z: Sequence[torch.Tensor], h: Sequence[torch.Tensor],

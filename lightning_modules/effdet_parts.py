@@ -235,11 +235,12 @@ def _head_forward(net: HeadNet, features: Sequence[torch.Tensor]) -> list[torch.
     autocast off: bfloat16 logits would give scores with 8 significant bits (many detections
     tied), float32 ones cost one convolution per level. Without autocast it is effdet's own."""
     outputs = []
-    for level, feature in enumerate(features):
+    for level in range(net.num_levels):
+        x = features[level]
         for conv, norms in zip(net.conv_rep, net.bn_rep):
-            feature = net.act(norms[level](conv(feature)))
-        with torch.autocast(feature.device.type, enabled=False):
-            outputs.append(net.predict(feature.float()))
+            x = net.act(norms[level](conv(x)))
+        with torch.autocast(x.device.type, enabled=False):
+            outputs.append(net.predict(x.float()))
     return outputs
 
 

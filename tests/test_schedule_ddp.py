@@ -88,15 +88,21 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lightning_modules import TeacherDetector
 
 
-class Batches(torch.utils.data.Dataset):  # DistributedSampler: rank 1 reads 1, 3, 5, ...
+class Batches(torch.utils.data.Dataset):
+    # Rank 1's third batch is all NaN; pair ids say rank and batch.
+    calls = 0
+
     def __len__(self):
         return 12
 
     def __getitem__(self, index):
+        Batches.calls += 1
+        rank = torch.distributed.get_rank()
         images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(index))
-        if index == 5:  # rank 1's third batch
+        if rank == 1 and Batches.calls == 3:
             images = torch.full_like(images, float("nan"))
-        return {"pair_id": [f"p{index}a", f"p{index}b"], "sm": images,
+        name = f"r{rank}b{Batches.calls}"
+        return {"pair_id": [f"{name}a", f"{name}b"], "sm": images,
                 "sm_boxes": [torch.tensor([[8.0, 8.0, 30.0, 30.0]])] * 2,
                 "sm_labels": [torch.tensor([0])] * 2}
 
@@ -121,8 +127,8 @@ def test_a_nan_on_one_rank_stops_both_before_a_checkpoint_holds_it(tmp_path):
         capture_output=True, text=True, timeout=400, cwd=tmp_path,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert finished.returncode != 0
-    assert ("FloatingPointError: non-finite training loss (nan) at training step 3 (pairs p5a, "
-            "p5b on rank 1); training stopped") in finished.stderr, finished.stderr[-4000:]
+    assert ("FloatingPointError: non-finite training loss (nan) at training step 3 (pairs r1b3a, "
+            "r1b3b on rank 1); training stopped") in finished.stderr, finished.stderr[-4000:]
     written = sorted(path.name for path in (tmp_path / "ckpt").glob("*.ckpt"))
     assert written == ["step=1.ckpt", "step=2.ckpt"]
     for name in written:
