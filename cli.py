@@ -187,6 +187,10 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
         problems.append(("data.init_args.modalities",
                          f"{list(held)}, but the model reads {sorted(read)}: the data must "
                          f"hold every image the model reads"))
+    if model.get("reference_batch_size") is not None and model.get("global_batch_size") is None:
+        problems.append(("model.init_args.reference_batch_size",
+                         "scales the learning rate to the global batch: set "
+                         "model.init_args.global_batch_size too"))
     if subcommand == "fit":
         trainer = dict(config.get("trainer") or {})
         for name in _FIT_LIMITS:

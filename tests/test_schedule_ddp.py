@@ -135,3 +135,21 @@ def test_a_nan_on_one_rank_stops_both_before_a_checkpoint_holds_it(tmp_path):
         state = read_checkpoint(tmp_path / "ckpt" / name)["state_dict"]
         assert all(torch.isfinite(value).all() for value in state.values()
                    if value.is_floating_point())
+
+
+def test_a_global_batch_that_cannot_be_made_is_refused_naming_the_keys(tiny_phantom, tmp_path,
+                                                                       capsys):
+    import cli
+
+    base = ["fit", "--config", str(CONFIGS / "data" / "phantom.yaml"), "--config",
+            str(CONFIGS / "demo" / "stage1_sm.yaml"), *tiny_run_args(tiny_phantom, tmp_path),
+            "--trainer.logger", "false", "--data.init_args.batch_size", "2"]
+    assert cli.main([*base, "--model.init_args.reference_batch_size", "4"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert lines == ["error: model.init_args.reference_batch_size: scales the learning rate to "
+                     "the global batch: set model.init_args.global_batch_size too"]
+    assert cli.main([*base, "--model.init_args.global_batch_size", "5"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and lines[0].endswith(
+        "model.init_args.global_batch_size 5 must be a multiple of data.init_args.batch_size 2 "
+        "x 1 devices x 1 nodes = 2"), lines
