@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -34,8 +35,9 @@ from analysis.cases import (
     section6_counts,
 )
 from datamodules.manifest import load_tables
-from metrics.evaluate import BOX_COLUMNS, EvaluationTables, read_evaluation_tables
+from metrics.evaluate import BOX_COLUMNS, EvaluationTables, cap_message, read_evaluation_tables
 from metrics.froc import (
+    IncompleteDetections,
     MatchedDetections,
     bootstrap_fauc,
     fauc,
@@ -90,23 +92,40 @@ def run_info(name: str, folder: Path) -> dict:
     return infos["test"]
 
 
-def read_run(name: str, folder: str | Path, manifest: pd.DataFrame,
-             lesions: pd.DataFrame) -> ModelRun:
-    """Match a run's ``{val,test}`` prediction CSVs with its own hit rule; ground-truth rows
-    get their lesion's attributes (``lesion_type``, ...) and their pair's (``density``, ...)."""
+def read_run(name: str, folder: str | Path, manifest: pd.DataFrame, lesions: pd.DataFrame,
+             max_fp: float = 1.0, target_fp: float = 1.0, prune: bool = True) -> ModelRun:
+    """Match a run's ``{val,test}`` predictions with its own hit rule; ground-truth rows get
+    their lesion's attributes (``lesion_type``, ...) and their pair's (``density``, ...).
+
+    With ``prune``, only the detections the report reads are kept: on validation those of
+    FAUC-``max_fp`` and the ``target_fp`` threshold, on test those of FAUC-``max_fp``, the FROC
+    figure (to 2 ``max_fp``) and everything down to the validation threshold."""
     folder = Path(folder)
     info = run_info(name, folder)
     modality = info.get("modality") or "sm"
     distance = float(info.get("hit_min_distance", 100.0))
     tables, matched, joined = {}, {}, {}
-    for split in SPLITS:
-        prefix = folder / "predictions" / split
+    floor = np.inf
+    for split, reach in (("val", max(max_fp, target_fp)), ("test", max(2 * max_fp, target_fp))):
         tables[split] = read_evaluation_tables(
-            f"{prefix}_predictions.csv", f"{prefix}_ground_truth.csv", f"{prefix}_images.csv"
+            *(_table(folder, split, table) for table in ("predictions", "ground_truth", "images")),
+            fp_per_image=reach if prune else None, min_score=floor,
         ).sorted_by_image()
         matched[split] = tables[split].match(min_distance=distance)
         joined[split] = _join_lesions(tables[split].ground_truth, lesions, manifest, modality)
+        if split == "val":
+            floor = threshold_at_fp(matched[split], target_fp)  # applied to test
+        capped = tables[split].capped_above(matched[split], max_fp)
+        if capped:
+            print(cap_message(capped, max_fp, f"report: {name}, {split}"))
     return ModelRun(name, folder, modality, distance, tables, matched, joined)
+
+
+def _table(folder: Path, split: str, table: str) -> Path:
+    """A run's ``{split}_{table}.parquet``, or the ``.csv`` older runs wrote."""
+    path = folder / "predictions" / f"{split}_{table}.parquet"
+    legacy = path.with_suffix(".csv")
+    return legacy if not path.exists() and legacy.exists() else path
 
 
 def _run_config(folder: Path) -> dict:
@@ -294,7 +313,19 @@ def build_report(runs: dict[str, str | Path], out: str | Path, max_fp: float = 1
                  gallery_cases: int = 4, student_runs: dict[str, str | Path] | None = None,
                  comparisons: list[tuple[str, str]] | None = None) -> dict:
     """Write ``report.md``, ``report.json``, ``froc.png`` and the galleries into ``out`` and
-    return the report's numbers."""
+    return the report's numbers. Reads only the detections its numbers can reach, and every
+    detection when some bootstrap resample needs more."""
+    arguments = (runs, out, max_fp, target_fp, n_boot, seed, gallery_cases, student_runs,
+                 comparisons)
+    try:
+        return _build_report(*arguments, prune=True)
+    except IncompleteDetections as error:
+        print(f"report: {error}; reading every detection")
+        return _build_report(*arguments, prune=False)
+
+
+def _build_report(runs, out, max_fp, target_fp, n_boot, seed, gallery_cases, student_runs,
+                  comparisons, prune: bool) -> dict:
     from analysis.gallery import plot_cases
     from metrics.plot import plot_froc
 
@@ -304,7 +335,8 @@ def build_report(runs: dict[str, str | Path], out: str | Path, max_fp: float = 1
     manifest, lesions, _ = load_tables(data["manifest"], data.get("lesions"),
                                        seed=data.get("seed", 0),
                                        fractions=tuple(data.get("split_fractions", (.6, .1, .3))))
-    models = [read_run(name, folder, manifest, lesions) for name, folder in runs.items()]
+    models = [read_run(name, folder, manifest, lesions, max_fp, target_fp, prune)
+              for name, folder in runs.items()]
     distances = {model.hit_min_distance for model in models}
     if len(distances) > 1:
         raise ValueError("the runs were scored with different hit rules (hit_min_distance "

@@ -17,6 +17,10 @@ picai_eval):
   images, every image counted.
 - FAUC-x is the exact area under that curve, points joined by straight segments, from 0 to x
   false positives per image, held flat after its last point, divided by x.
+
+At scale most detections are never read: :func:`prune_detections` keeps what FAUC-x can reach
+(see there), and every function below that would need a detection it left out raises
+:class:`IncompleteDetections` instead of giving another number.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ DUPLICATE = 2  # hits a lesion that a higher-scoring detection already finds: no
 _CHUNK_ELEMENTS = 1_000_000
 # the longest run of false positives the bootstrap scorer sums one by one (see _CurveEvents)
 _SEGMENT = 1024
+# prune_detections keeps this many standard deviations (over resamples) of false positives
+# past the cut: a resample falling short then has odds far below 1e-20
+PRUNE_MARGIN_SD = 10.0
+
+
+class IncompleteDetections(ValueError):
+    """A computation needs detections that :func:`prune_detections` left out: read the
+    predictions again without pruning (``cli.py evaluate`` and the report do)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +69,8 @@ class MatchedDetections:
     lesion_image: np.ndarray  # int64 [L]
     lesion_score: np.ndarray  # float64 [L]: its true positive's score, -inf if never hit
     image_ids: np.ndarray | None = None  # str [N], when known
+    # detections of images without lesions scoring below this were left out (prune_detections)
+    pruned_below: float = -np.inf
 
     @property
     def n_lesions(self) -> int:
@@ -81,6 +95,7 @@ class MatchedDetections:
         new_lesion = np.cumsum(keep_lesion) - 1
         keep_detection = keep_images[self.detection_image]
         lesion_of_detection = self.detection_lesion[keep_detection]
+        lesion_free = np.bincount(self.lesion_image, minlength=self.n_images) == 0
         return MatchedDetections(
             n_images=int(keep_images.sum()),
             detection_image=new_image[self.detection_image[keep_detection]],
@@ -92,6 +107,8 @@ class MatchedDetections:
             lesion_image=new_image[self.lesion_image[keep_lesion]],
             lesion_score=self.lesion_score[keep_lesion],
             image_ids=None if self.image_ids is None else self.image_ids[keep_images],
+            # only images without lesions lost detections: a subset without them has them all
+            pruned_below=self.pruned_below if (keep_images & lesion_free).any() else -np.inf,
         )
 
     def positive_images(self) -> MatchedDetections:
@@ -156,11 +173,13 @@ def match_detections(
     min_distance: float = 100.0,
     inclusive: bool = False,
     image_ids: np.ndarray | None = None,
+    pruned_below: float = -np.inf,
 ) -> MatchedDetections:
     """Match detections to lesions by the centre-distance rule (see the module docstring).
 
     ``detection_image``/``lesion_image`` are image indices in ``[0, n_images)``; boxes are
-    ``[n, 4]`` xyxy in the original image's pixels.
+    ``[n, 4]`` xyxy in the original image's pixels. ``pruned_below``: the detections are what
+    :func:`prune_detections` kept at that score.
     """
     detection_image = np.asarray(detection_image, dtype=np.int64).reshape(-1)
     lesion_image = np.asarray(lesion_image, dtype=np.int64).reshape(-1)
@@ -228,7 +247,77 @@ def match_detections(
         lesion_image=lesion_image,
         lesion_score=lesion_score,
         image_ids=image_ids,
+        pruned_below=float(pruned_below),
     )
+
+
+def prune_detections(
+    detection_image: np.ndarray,
+    detection_scores: np.ndarray,
+    image_has_lesion: np.ndarray,
+    fp_per_image: float,
+    min_score: float = np.inf,
+    margin_sd: float | None = None,
+) -> tuple[np.ndarray, float]:
+    """The detections that FAUC-``fp_per_image`` (and any lower x), the threshold at up to
+    ``fp_per_image`` false positives per image and any score down to ``min_score`` can reach,
+    on the full sample and on its bootstrap resamples: ``(keep, pruned_below)``, a boolean mask
+    and the score s it cuts at (-inf when it keeps everything).
+
+    Every detection of an image with lesions is kept. On an image without lesions every
+    detection is a false positive, whatever it overlaps, and matching is per image: dropping
+    the ones scoring below s changes no other detection's outcome and no count of false
+    positives scoring >= s, so every FROC point down to s stays as it was. Those points reach
+    x past its cut (false positives > x * images) when the false positives scoring >= s number
+    at least x * images + 1; s is chosen so that those on images without lesions alone do,
+    plus ``margin_sd`` (default ``PRUNE_MARGIN_SD``) standard deviations of their count over
+    resamples. A resample that still falls short is not scored on a guess: the functions here
+    raise :class:`IncompleteDetections` whenever a computation needs a detection below s.
+    """
+    margin_sd = PRUNE_MARGIN_SD if margin_sd is None else margin_sd
+    detection_image = np.asarray(detection_image, dtype=np.int64).reshape(-1)
+    scores = np.asarray(detection_scores, dtype=np.float64).reshape(-1)
+    image_has_lesion = np.asarray(image_has_lesion, dtype=bool).reshape(-1)
+    n_images = image_has_lesion.size
+    certain = ~image_has_lesion[detection_image]  # false positives whatever they overlap
+    fp_scores, fp_image = scores[certain], detection_image[certain]
+    needed = fp_per_image * n_images + 1
+    wanted = needed
+    while True:
+        count = int(np.ceil(wanted))
+        if count >= fp_scores.size:
+            return np.ones(scores.size, dtype=bool), -np.inf
+        cut = np.partition(fp_scores, fp_scores.size - count)[fp_scores.size - count]
+        per_image = np.bincount(fp_image[fp_scores >= cut], minlength=n_images)
+        total = int(per_image.sum())
+        # over resamples of n images, the count's variance is sum(n_i^2) - total^2 / n
+        spread = np.sqrt(max(float(np.dot(per_image, per_image)) - total**2 / n_images, 0.0))
+        if total - margin_sd * spread >= needed:
+            break
+        wanted = max(needed + margin_sd * spread, 1.5 * wanted)
+    cut = min(float(cut), float(min_score))
+    keep = ~certain | (scores >= cut)
+    return keep, (cut if not keep.all() else -np.inf)
+
+
+def require_false_positives(matched: MatchedDetections, fp_per_image: float) -> None:
+    """Raise unless the records reach ``fp_per_image`` false positives per image past every
+    point a computation up to that rate reads (always true of unpruned records)."""
+    if matched.pruned_below == -np.inf:
+        return
+    have = matched._events.fp_image.size
+    if have < fp_per_image * matched.n_images + 1:
+        raise IncompleteDetections(
+            f"{fp_per_image:g} false positives per image need detections scoring below "
+            f"{matched.pruned_below:g}, where the predictions were pruned ({have} false "
+            f"positives on {matched.n_images} images)")
+
+
+def _require_threshold(matched: MatchedDetections, threshold: float) -> None:
+    if threshold < matched.pruned_below:
+        raise IncompleteDetections(
+            f"threshold {threshold:g} lies below {matched.pruned_below:g}, where the predictions "
+            "were pruned")
 
 
 def _first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
@@ -263,12 +352,16 @@ class _CurveEvents:
     # where the bootstrap scorer cuts the false positives into runs it sums at once: at every
     # change of tp_above and at least every _SEGMENT events, always at a group's start
     segment_start: np.ndarray
+    pruned: bool  # false positives below the last ones here were left out (prune_detections)
 
     @classmethod
     def of(cls, matched: MatchedDetections) -> _CurveEvents:
-        is_fp = matched.detection_outcome == FALSE_POSITIVE
+        # pruned records: only the events scoring >= the cut are those of every detection
+        # (images with lesions keep lower ones, but the curve there lacks the others' FPs)
+        floor = matched.pruned_below
+        is_fp = (matched.detection_outcome == FALSE_POSITIVE) & (matched.detection_score >= floor)
         fp_score, fp_image = matched.detection_score[is_fp], matched.detection_image[is_fp]
-        found = np.isfinite(matched.lesion_score)
+        found = np.isfinite(matched.lesion_score) & (matched.lesion_score >= floor)
         tp_score, tp_image = matched.lesion_score[found], matched.lesion_image[found]
         group_scores = np.unique(np.concatenate([fp_score, tp_score]))[::-1]
         fp_order = np.argsort(-fp_score, kind="stable")
@@ -298,6 +391,7 @@ class _CurveEvents:
             tp_through=tp_through,
             tied=np.flatnonzero(tp_above != tp_through),
             segment_start=segment_start,
+            pruned=matched.pruned_below > -np.inf,
         )
 
 
@@ -338,6 +432,7 @@ def fauc_from_curve(fp_rate: np.ndarray, sensitivity: np.ndarray, max_fp: float 
 
 def fauc(matched: MatchedDetections, max_fp: float = 1.0) -> float:
     """FAUC-``max_fp`` (in [0, 1]; nan when there are no lesions)."""
+    require_false_positives(matched, max_fp)
     events = matched._events
     fp_counts = np.concatenate([[0], events.fp_group_end])[None, :]
     tp_counts = np.concatenate([[0], events.tp_group_end])[None, :]
@@ -348,13 +443,24 @@ def fauc(matched: MatchedDetections, max_fp: float = 1.0) -> float:
 def threshold_at_fp(matched: MatchedDetections, target_fp: float = 1.0) -> float:
     """The lowest score t of a true or false positive with false positives(score >= t) / images
     <= ``target_fp`` (picai_eval's operating point); +inf when even the top score exceeds it."""
+    require_false_positives(matched, target_fp)
     events = matched._events
     within = np.flatnonzero(events.fp_group_end / matched.n_images <= target_fp)
     return float(events.group_scores[within[-1]]) if within.size else float(np.inf)
 
 
+def lowest_score_read(matched: MatchedDetections, max_fp: float = 1.0) -> float:
+    """The lowest score FAUC-``max_fp`` reads: that of the curve's first point past the cut
+    (-inf when the curve never passes it: then every detection counts)."""
+    require_false_positives(matched, max_fp)
+    events = matched._events
+    past = np.flatnonzero(events.fp_group_end > max_fp * matched.n_images)
+    return float(events.group_scores[past[0]]) if past.size else -np.inf
+
+
 def operating_point(matched: MatchedDetections, threshold: float) -> OperatingPoint:
     """FP rate and sensitivity when the detections scoring >= ``threshold`` are kept."""
+    _require_threshold(matched, threshold)
     n_false_positives = int(
         np.count_nonzero(
             (matched.detection_outcome == FALSE_POSITIVE) & (matched.detection_score >= threshold)
@@ -375,6 +481,7 @@ def sensitivity_at_fp(matched: MatchedDetections, fp_rates) -> np.ndarray:
     picai_eval's ``lesion_TPR_at_FPR``): a step, not an interpolation."""
     events = matched._events
     fp_rates = np.atleast_1d(np.asarray(fp_rates, dtype=np.float64))
+    require_false_positives(matched, float(fp_rates.max(initial=0)))
     fp_rate = events.fp_group_end / matched.n_images
     n_within = np.searchsorted(fp_rate, fp_rates, side="right")
     found = np.concatenate([[0], events.tp_group_end])[n_within]
@@ -390,6 +497,7 @@ def lesions_found(matched: MatchedDetections, threshold: float) -> np.ndarray:
 def image_outcomes(matched: MatchedDetections, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Per image: how many false positives score >= ``threshold`` and how many of its lesions
     are missed there (the paper's "False Detections" and "Missed Lesions" buckets)."""
+    _require_threshold(matched, threshold)
     false_positive = (matched.detection_outcome == FALSE_POSITIVE) & (
         matched.detection_score >= threshold
     )
@@ -453,8 +561,19 @@ def _false_positive_prefix(events: _CurveEvents, counts: np.ndarray, limit: floa
         weights = np.take(counts, events.fp_image[:prefix], axis=1)
         cumulative = np.zeros((counts.shape[0], prefix + 1), dtype=events.count_type)
         np.cumsum(weights, axis=1, dtype=events.count_type, out=cumulative[:, 1:])
-        if prefix == events.fp_image.size or cumulative[:, -1].min() >= limit:
+        if limit is not None and cumulative[:, -1].min() >= limit:
             return weights, cumulative, prefix
+        if prefix == events.fp_image.size:
+            if events.pruned:
+                _short_resample(None if limit is None else (limit - 1) / events.n_images)
+            return weights, cumulative, prefix
+
+
+def _short_resample(fp_per_image: float | None) -> None:
+    reach = "every point of the curve" if fp_per_image is None else \
+        f"{fp_per_image:g} false positives per image"
+    raise IncompleteDetections(f"a bootstrap resample needs detections below the score where "
+                               f"the predictions were pruned to reach {reach}")
 
 
 def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
@@ -513,6 +632,8 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
         np.cumsum(sums, axis=1, out=before[:, 1:])
         if prefix == n_fp or before[:, -1].min() >= cut + 1:
             break
+    if events.pruned and before[:, -1].min() < cut + 1:
+        _short_resample(max_fp)
     tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=count_type)
     np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=count_type,
               out=tp_cumulative[:, 1:])

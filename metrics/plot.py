@@ -19,6 +19,7 @@ from metrics.froc import (
     fauc_from_curve,
     froc_band,
     froc_curve,
+    require_false_positives,
 )
 
 
@@ -49,6 +50,8 @@ def plot_froc(
     colours = [f"C{index}" for index in range(10)]
     for index, (name, records) in enumerate(curves.items()):
         colour = colours[index % len(colours)]
+        if isinstance(records, MatchedDetections):
+            require_false_positives(records, x_max)  # pruned records must reach the axis' end
         curve = froc_curve(records) if isinstance(records, MatchedDetections) else records
         x, y = _drawn_curve(curve, x_max)
         score = float(fauc_from_curve(curve.fp_rate, curve.sensitivity, max_fp))

@@ -123,7 +123,7 @@ def test_the_artifacts_and_report_exist(submitted):
     run = folder / "run"
     for stage in STAGES:
         assert read_artifact(run / stage / "artifact").meta["trained_steps"] == 1
-        assert (run / stage / "predictions" / "val_predictions.csv").is_file() or stage == (
+        assert (run / stage / "predictions" / "val_predictions.parquet").is_file() or stage == (
             "stage2")
     assert (run / "report.md").is_file()
 

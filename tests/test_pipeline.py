@@ -52,21 +52,50 @@ def runs(tiny_phantom, tmp_path_factory):
 
 
 def _table(path: Path):
-    """A predictions/ground-truth CSV in a canonical order: by image, then by rounded score and
+    """A predictions/ground-truth table in a canonical order: by image, then by rounded score and
     position, so that detections whose scores tie to the last float bits (which batch
     composition can reorder) compare row by row."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"image_id": str}, float_precision="round_trip")
+    frame = pd.read_parquet(path).astype({"image_id": str})
     keys = {"_score": -frame["score"].round(4)} if "score" in frame.columns else {}
     keys.update(_x=frame["x1"].round(1), _y=frame["y1"].round(1))
     frame = frame.assign(**keys).sort_values(["image_id", *keys], kind="stable")
     return frame.drop(columns=list(keys)).reset_index(drop=True)
 
 
+def _ids(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["image_id"]).column(0).to_pylist()
+
+
+def _odd_test_split(phantom: Path, folder: Path) -> Path:
+    """The phantom's manifest with its splits written out and one test pair left out: an odd
+    test split, which DistributedSampler pads on two ranks with a repeat."""
+    import pandas as pd
+
+    from datamodules.manifest import load_tables
+
+    manifest = pd.read_csv(phantom / "manifest.csv", dtype=str, keep_default_na=False)
+    lesions = pd.read_csv(phantom / "lesions.csv", dtype=str, keep_default_na=False)
+    split = load_tables(phantom / "manifest.csv", phantom / "lesions.csv")[0].set_index(
+        "pair_id")["split"]
+    manifest["split"] = manifest["pair_id"].map(split)
+    left_out = manifest.loc[manifest["split"] == "test", "pair_id"].iloc[0]
+    manifest = manifest[manifest["pair_id"] != left_out]
+    for column in ("sm_path", "ffdm_path"):
+        manifest[column] = [str(phantom / path) for path in manifest[column]]
+    folder.mkdir()
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    lesions[lesions["pair_id"] != left_out].to_csv(folder / "lesions.csv", index=False)
+    return folder
+
+
 def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom, tmp_path):
-    """A real two-process (gloo) `cli.py test`: DistributedSampler pads the test split with
-    repeats; the merged CSVs hold every image once and equal the one-process run's."""
+    """A real two-process (gloo) `cli.py test` on an odd test split: DistributedSampler pads
+    it with a repeat; the merged tables hold every image once and equal the one-process
+    run's (on the same images)."""
     import subprocess
     import sys
 
@@ -77,7 +106,7 @@ def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom
         sys.executable, str(CONFIGS.parent / "cli.py"), "test",
         "--config", str(CONFIGS / "data" / "phantom.yaml"),
         "--config", str(CONFIGS / "demo" / "stage1_sm.yaml"),
-        "--data.init_args.manifest", str(tiny_phantom),
+        "--data.init_args.manifest", str(_odd_test_split(tiny_phantom, tmp_path / "odd")),
         "--data.init_args.cache_dir", "null",
         "--data.init_args.image_size", "[160, 128]",
         "--trainer.default_root_dir", str(root),
@@ -89,19 +118,24 @@ def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom
                               cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
     merged = root / "predictions"
-    images = (merged / "test_images.csv").read_text().split()
+    images = _ids(merged / "test_images.parquet")
     assert len(images) == len(set(images)), "padding repeats were not removed"
-    assert sorted(images) == sorted((single / "test_images.csv").read_text().split())
-    assert len(images) % 2 == 1  # an odd split: one rank read a padding repeat
+    everything = _ids(single / "test_images.parquet")
+    assert len(images) % 2 == 1 and len(images) == len(everything) - 1  # one rank padded
+    assert set(images) < set(everything)
+    info = json.loads((merged / "test_info.json").read_text())
+    assert info["world_size"] == 2 and info["n_images"] == len(images)
     import numpy as np
 
     for table in ("predictions", "ground_truth"):
-        ddp, one = _table(merged / f"test_{table}.csv"), _table(single / f"test_{table}.csv")
-        assert ddp["image_id"].tolist() == one["image_id"].tolist()
+        ddp, one = (_table(merged / f"test_{table}.parquet"),
+                    _table(single / f"test_{table}.parquet"))
+        one = one[one["image_id"].isin(images)].reset_index(drop=True)
+        assert len(one) and ddp["image_id"].tolist() == one["image_id"].tolist()
         # other batch compositions change the last float bits of the convolutions only
         numbers = [column for column in one.columns if column != "image_id"]
         assert np.allclose(ddp[numbers].to_numpy(), one[numbers].to_numpy(), atol=1e-3)
-    assert not list(merged.glob("*.part.csv"))
+    assert not list(merged.glob("*.part.*"))
 
 
 def test_evaluate_on_written_csvs_equals_the_logged_test_fauc(runs, capsys):
@@ -110,9 +144,9 @@ def test_evaluate_on_written_csvs_equals_the_logged_test_fauc(runs, capsys):
         predictions = root / "predictions"
         capsys.readouterr()
         code = evaluate_main([
-            "--predictions", str(predictions / "test_predictions.csv"),
-            "--ground-truth", str(predictions / "test_ground_truth.csv"),
-            "--images", str(predictions / "test_images.csv"),
+            "--predictions", str(predictions / "test_predictions.parquet"),
+            "--ground-truth", str(predictions / "test_ground_truth.parquet"),
+            "--images", str(predictions / "test_images.parquet"),
             "--min-distance", "12.5", "--n-boot", "0",
         ])
         assert code == 0
@@ -130,10 +164,10 @@ def test_predictions_are_in_original_pixels(runs, tiny_phantom):
 
     _, results = runs
     root, _ = results["ffdm"]
-    truth = pd.read_csv(root / "predictions" / "test_ground_truth.csv", dtype={"image_id": str})
+    truth = pd.read_parquet(root / "predictions" / "test_ground_truth.parquet")
     lesions = pd.read_csv(tiny_phantom / "lesions.csv", dtype={"pair_id": str})
     ffdm = lesions[lesions["modality"] == "ffdm"]
-    test_ids = set(pd.read_csv(root / "predictions" / "test_images.csv", dtype=str)["image_id"])
+    test_ids = set(_ids(root / "predictions" / "test_images.parquet"))
     expected = ffdm[ffdm["pair_id"].isin(test_ids)]
     # the metric's ground truth is the lesion table's own boxes, in the DICOM's pixels
     assert sorted(map(tuple, truth[["x1", "y1", "x2", "y2"]].to_numpy().tolist())) == sorted(
@@ -143,8 +177,8 @@ def test_predictions_are_in_original_pixels(runs, tiny_phantom):
 def test_predict_writes_the_test_split_detections(runs):
     _, results = runs
     predictions = results["sm"][0] / "predictions"
-    predicted, tested = _table(predictions / "predictions.csv"), _table(
-        predictions / "test_predictions.csv")
+    predicted, tested = _table(predictions / "predictions.parquet"), _table(
+        predictions / "test_predictions.parquet")
     assert predicted["image_id"].tolist() == tested["image_id"].tolist()
     assert predicted["score"].tolist() == pytest.approx(tested["score"].tolist(), abs=1e-6)
 

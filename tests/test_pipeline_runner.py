@@ -82,8 +82,8 @@ def test_every_stage_trains_and_is_wired_to_its_inputs(first_run):
     assert stage3["config_hash"] == json.loads((run / "stage3" / "stage.json").read_text())[
         "hash"]
     for stage in ("stage1_sm", "stage3", "upper_bound"):
-        assert (run / stage / "predictions" / "val_predictions.csv").is_file()
-        assert (run / stage / "predictions" / "test_predictions.csv").is_file()
+        assert (run / stage / "predictions" / "val_predictions.parquet").is_file()
+        assert (run / stage / "predictions" / "test_predictions.parquet").is_file()
     assert any("1/5 stage1_sm: training" in line for line in lines)
     assert any("ETA" in line for line in lines)
     report = json.loads((run / "report.json").read_text())

@@ -113,9 +113,9 @@ def test_predict_on_a_folder_returns_boxes_in_each_files_own_pixels(square_detec
         truth[name] = _write(sm_dir / name, laterality, photometric, seed=index)
     out = _predict(CONFIGS / "demo" / "stage1_sm.yaml", sm_dir, tmp_path / "run",
                    square_detector, "--overlays")
-    predictions = pd.read_csv(out / "predictions.csv")
+    predictions = pd.read_parquet(out / "predictions.parquet")
     assert list(predictions.columns) == ["image_id", "x1", "y1", "x2", "y2", "score", "label"]
-    assert sorted(pd.read_csv(out / "images.csv")["image_id"]) == sorted(truth)
+    assert sorted(pd.read_parquet(out / "images.parquet")["image_id"]) == sorted(truth)
     for image_id, (x1, y1, x2, y2) in truth.items():
         top = predictions[predictions["image_id"] == image_id].sort_values("score").iloc[-1]
         assert _iou((top.x1, top.y1, top.x2, top.y2), (x1, y1, x2, y2)) >= 0.5, (image_id, top)
@@ -142,6 +142,6 @@ def test_the_fused_model_predicts_a_folder_from_its_stage3_artifact_alone(tiny_a
     # The stage config's sm_teacher and partner point nowhere: the artifact is the whole model.
     out = _predict(CONFIGS / "stage3_fused.yaml", sm_dir, tmp_path / "run",
                    tmp_path / "stage3" / "artifact")
-    predictions = pd.read_csv(out / "predictions.csv")
+    predictions = pd.read_parquet(out / "predictions.parquet")
     assert set(predictions["image_id"]) == {f"{index}.dcm" for index in range(4)}
     assert (predictions[["x2", "y2"]].to_numpy() > predictions[["x1", "y1"]].to_numpy()).all()
