@@ -40,6 +40,7 @@ from metrics.froc import (
     IncompleteDetections,
     MatchedDetections,
     bootstrap_fauc,
+    bootstrap_replicates,
     fauc,
     lesions_found,
     operating_point,
@@ -153,6 +154,10 @@ def _join_lesions(ground_truth: pd.DataFrame, lesions: pd.DataFrame, manifest: p
 # -- Table 2 and the paired differences ------------------------------------------------------
 def fauc_table(runs: list[ModelRun], max_fp: float, n_boot: int, seed: int) -> pd.DataFrame:
     """Table 2: FAUC-x with 95% CIs, on validation and test, all and positive images."""
+    for split in SPLITS:  # every model on each set of resamples at once, each drawn once
+        records = [run.matched[split] for run in runs]
+        bootstrap_replicates([*records, *(r.positive_images() for r in records)], max_fp,
+                             n_boot, seed)
     rows = []
     for run in runs:
         row = {"model": run.name}

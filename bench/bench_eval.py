@@ -1,7 +1,9 @@
 """Evaluation at the paper's test-set scale (issue B1, item 4): matching, FAUC-1 and FAUC-1+
 with 2,000-replicate bootstrap CIs, the 1 FP/image threshold, and the report's paired
 bootstrap of two models on the same images, on synthetic detections for 370,000 images (about
-3% with lesions, a few detections per image).
+3% with lesions, a few detections per image: about what evaluation matches and resamples
+after pruning, 2.5 per image in ``bench_scale.py``, which times the whole path from the
+writer's files at 32 per image).
 
     .venv/bin/python bench/bench_eval.py [--images 370000] [--n-boot 2000] [--repeats 3]
 

@@ -212,11 +212,9 @@ class _Problems:
         self.unlisted: dict[tuple[str, str | None, str], int] = {}
         self._counts: dict[tuple[str, str | None, str], int] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self.listed)
-
     def __len__(self) -> int:
-        return len(self.listed)
+        """Every problem found, listed or counted."""
+        return len(self.listed) + sum(self.unlisted.values())
 
     def found(self) -> list[Problem]:
         return self.listed + [

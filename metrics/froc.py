@@ -112,9 +112,21 @@ class MatchedDetections:
         )
 
     def positive_images(self) -> MatchedDetections:
-        """The records of the images with at least one lesion (for FAUC-x+)."""
+        """The records of the images with at least one lesion (for FAUC-x+); the same object
+        on every call (its bootstrap replicates are kept with it)."""
+        return self._positive
+
+    @cached_property
+    def _positive(self) -> MatchedDetections:
         has_lesion = np.bincount(self.lesion_image, minlength=self.n_images) > 0
         return self.subset(has_lesion)
+
+    @cached_property
+    def _replicates(self) -> dict[tuple, np.ndarray]:
+        """FAUC-x bootstrap replicates computed so far, by (x, n_boot, seed, chunk_size; the
+        last changes nothing but is a test's subject): a model scored alone and in a paired
+        comparison is resampled once (see ``bootstrap_replicates``)."""
+        return {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -755,6 +767,33 @@ def _bootstrap_faucs(
     return replicates
 
 
+def bootstrap_replicates(
+    matched_models: list[MatchedDetections],
+    max_fp: float = 1.0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> list[np.ndarray]:
+    """FAUC-``max_fp`` of each model on the ``n_boot`` resamples of ``seed`` (read-only
+    arrays). The resamples depend only on the seed and the number of images, so every model
+    with the same number of images is scored on the same resamples: those not yet scored are
+    scored together, each set of resamples drawn once, and the replicates kept with the model
+    (``bootstrap_fauc`` of a model and its ``paired_bootstrap_fauc`` then cost one pass)."""
+    key = (float(max_fp), int(n_boot), int(seed), chunk_size)
+    pending: dict[int, list[MatchedDetections]] = {}
+    for matched in matched_models:
+        group = pending.setdefault(matched.n_images, [])
+        if key not in matched._replicates and all(m is not matched for m in group):
+            group.append(matched)
+    for group in pending.values():
+        if group:
+            for matched, replicates in zip(
+                    group, _bootstrap_faucs(group, max_fp, n_boot, seed, chunk_size)):
+                replicates.flags.writeable = False
+                matched._replicates[key] = replicates
+    return [matched._replicates[key] for matched in matched_models]
+
+
 def _bootstrap_threads() -> int:
     """Threads that score bootstrap resamples: the CPUs this process may use
     (``MAMMOFUSE_BOOTSTRAP_THREADS`` overrides; 1 scores in the calling thread)."""
@@ -789,7 +828,7 @@ def bootstrap_fauc(
     ``n_images`` images drawn with replacement; resamples without lesions are left out)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    replicates = _bootstrap_faucs([matched], max_fp, n_boot, seed, chunk_size)[0]
+    replicates = bootstrap_replicates([matched], max_fp, n_boot, seed, chunk_size)[0]
     low, high = _percentile_interval(replicates, level)
     return BootstrapResult(fauc(matched, max_fp), low, high, replicates)
 
@@ -820,7 +859,7 @@ def paired_bootstrap_fauc(
             raise ValueError("the two models were matched on different image ids")
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    both = _bootstrap_faucs([matched_a, matched_b], max_fp, n_boot, seed, chunk_size)
+    both = bootstrap_replicates([matched_a, matched_b], max_fp, n_boot, seed, chunk_size)
     differences = both[0] - both[1]
     low, high = _percentile_interval(differences, level)
     valid = differences[~np.isnan(differences)]

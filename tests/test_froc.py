@@ -604,10 +604,11 @@ def test_bootstrap_replicates_do_not_depend_on_the_threads(monkeypatch):
     detection_centre = np.vstack([rng.uniform(0, 1000, (600, 2)), centre + 5])
     boxes = np.hstack([detection_centre - 20, detection_centre + 20])
     scores = [rng.random(640), rng.random(640)]
-    matched = [match_detections(detection_image, boxes, s, lesion_image, lesion_boxes,
-                                n_images=n_images) for s in scores]
     results = {}
     for threads in ("1", "3"):
+        # new records each time: records keep their replicates once computed
+        matched = [match_detections(detection_image, boxes, s, lesion_image, lesion_boxes,
+                                    n_images=n_images) for s in scores]
         monkeypatch.setenv("MAMMOFUSE_BOOTSTRAP_THREADS", threads)
         single = bootstrap_fauc(matched[0], n_boot=50, seed=1, chunk_size=4)
         paired = paired_bootstrap_fauc(*matched, n_boot=50, seed=1, chunk_size=4)
@@ -682,3 +683,34 @@ def test_the_bootstrap_scorer_reaches_past_a_short_first_prefix():
         got = _resampled_faucs(matched._events, counts, max_fp)
         assert np.isfinite(got).all() and got.std() > 0
         assert np.array_equal(got, expected), (max_fp, got - expected)
+
+
+def test_models_on_the_same_images_share_their_resamples(monkeypatch):
+    """A model's replicates are kept with it: scored alone, then paired, it is resampled
+    once; models with the same number of images are scored on one draw of the resamples."""
+    import metrics.froc
+    from metrics.froc import bootstrap_replicates
+
+    calls = []
+    original = metrics.froc._bootstrap_faucs
+    monkeypatch.setattr(metrics.froc, "_bootstrap_faucs",
+                        lambda models, *rest: calls.append(len(models)) or original(models, *rest))
+
+    def models(seed):
+        case = synthetic_case(120, seed=seed)
+        return match_detections(**case)
+
+    a, b, c = models(1), models(2), models(3)
+    single_a = bootstrap_fauc(a, n_boot=80, seed=4)
+    single_b = bootstrap_fauc(b, n_boot=80, seed=4)
+    paired = paired_bootstrap_fauc(a, b, n_boot=80, seed=4, same_lesions=False)
+    assert calls == [1, 1]
+    fresh = paired_bootstrap_fauc(models(1), models(2), n_boot=80, seed=4, same_lesions=False)
+    assert calls == [1, 1, 2]
+    assert np.array_equal(paired.replicates, fresh.replicates)
+    assert np.array_equal(paired.replicates, single_a.replicates - single_b.replicates)
+    together = bootstrap_replicates([c, a, models(3)], n_boot=80, seed=4)
+    assert calls == [1, 1, 2, 2]  # c and the new c in one pass; a kept
+    assert np.array_equal(together[0], together[2]) and together[1] is single_a.replicates
+    with pytest.raises(ValueError):
+        single_a.replicates[0] = 0.0  # kept replicates are read-only

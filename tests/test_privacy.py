@@ -45,6 +45,10 @@ def _scan(folders: list[Path]) -> list[str]:
         for path in folder.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
+                if path.suffix == ".parquet":  # compressed pages: scan the values as text too
+                    import pyarrow.parquet as pq
+
+                    data += pq.read_table(path).to_pandas().to_csv().encode()
                 hits = [key for key, needle in needles.items() if needle in data]
                 if hits:
                     found.append(f"{path}: {hits}")
