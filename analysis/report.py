@@ -136,6 +136,16 @@ def _run_config(folder: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def run_tables(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The data settings of a run folder's config, and its manifest (with splits) and lesion
+    table."""
+    data = _run_config(folder)["data"]["init_args"]
+    manifest, lesions, _ = load_tables(data["manifest"], data.get("lesions"),
+                                       seed=data.get("seed", 0),
+                                       fractions=tuple(data.get("split_fractions", (.6, .1, .3))))
+    return data, manifest, lesions
+
+
 def _join_lesions(ground_truth: pd.DataFrame, lesions: pd.DataFrame, manifest: pd.DataFrame,
                   modality: str) -> pd.DataFrame:
     """Ground-truth rows (in order) with the lesion table's and manifest's extra columns."""
@@ -336,10 +346,7 @@ def _build_report(runs, out, max_fp, target_fp, n_boot, seed, gallery_cases, stu
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = _run_config(Path(next(iter(runs.values()))))["data"]["init_args"]
-    manifest, lesions, _ = load_tables(data["manifest"], data.get("lesions"),
-                                       seed=data.get("seed", 0),
-                                       fractions=tuple(data.get("split_fractions", (.6, .1, .3))))
+    data, manifest, lesions = run_tables(Path(next(iter(runs.values()))))
     models = [read_run(name, folder, manifest, lesions, max_fp, target_fp, prune)
               for name, folder in runs.items()]
     distances = {model.hit_min_distance for model in models}

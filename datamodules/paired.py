@@ -54,7 +54,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         modalities: which images to read ("sm", "ffdm"); a Stage I SM model lists only "sm".
         batch_size: pairs per batch.
         num_workers: DataLoader worker processes (persistent when > 0).
-        seed: seeds the patient split, the balanced sampler and the augmentation.
+        seed: seeds the patient split, and (unless ``train_seed`` is set) the balanced sampler
+            and the augmentation.
+        train_seed: seeds the balanced sampler and the augmentation alone, so that training
+            seeds vary what training sees while the split stays fixed (default: ``seed``).
         augment: paired augmentation of the training pairs.
         pathology_classes: None: every lesion is class 0; else pathology -> class index, and
             lesions of other pathologies are dropped.
@@ -90,6 +93,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         margin: float = DEFAULT_MARGIN,
         predict_split: Literal["train", "val", "test", "all"] = "test",
         on_bad_sample: Literal["error", "skip"] = "error",
+        train_seed: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -103,6 +107,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.train_seed = seed if train_seed is None else train_seed
         self.augment = augment
         self.pathology_classes = dict(pathology_classes) if pathology_classes else None
         self.window = window
@@ -228,7 +233,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
             self._check(SPLITS if split == "all" else (split,))
             transform = None
             if split == "train" and self.augment:
-                transform = train_transforms(self.modalities, seed=self.seed)
+                transform = train_transforms(self.modalities, seed=self.train_seed)
             self._datasets[split] = PairedMammoDataset(
                 self.tables(split),
                 self.lesion_table(split),
@@ -262,7 +267,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         # Each draw carries its augmentation seed: an epoch augments the same whatever the
         # number of workers or ranks, and a resumed run repeats it exactly.
         sampler = BalancedDistributedSampler(
-            dataset.labels, num_samples=self.samples_per_epoch, seed=self.seed, with_seeds=True
+            dataset.labels, num_samples=self.samples_per_epoch, seed=self.train_seed,
+            with_seeds=True,
         )
         return self._loader(dataset, self.batch_size, sampler)
 

@@ -2,10 +2,16 @@
 the features the frozen FFDM detector C sees in the paired FFDM.
 
 B (an EfficientDet feature extractor) reads the SM and gives h'_SM; a 3x3 convolution per
-BiFPN level projects it to z'_SM; the loss is the negative of Eq. 2's cosine similarity
-between z'_SM and h_FFDM = C(FFDM) at every position, averaged over positions and weighted
-over levels. C comes from a Stage I FFDM artifact and stays frozen for the whole run (no
+BiFPN level projects it to z'_SM; the loss compares z'_SM with h_FFDM = C(FFDM). By default it
+is the negative of Eq. 2's cosine similarity at every position, averaged over positions and
+weighted over levels, as the paper writes it; ``losses`` replaces it by a list of terms
+(``lightning_modules.distill_losses``: lesion-aware and published feature-distillation
+losses). C comes from a Stage I FFDM artifact and stays frozen for the whole run (no
 gradients, eval mode, so its BatchNorm statistics never move, run under ``no_grad``).
+
+The self-distillation control takes A (``sm_teacher``, a Stage I SM artifact) instead of C:
+B then learns A's features of the same SM, with the same loss and steps, which separates what
+the FFDM teaches from what distillation does as a regulariser.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
+from torchmetrics import MeanMetric
 
 from datamodules.batch import PAIR_ID
+from lightning_modules.distill_losses import build_terms, foreground_weights, lesion_boxes
 from lightning_modules.distillation import (
     FeatureProjection,
+    cosine_similarity_map,
     level_similarities,
-    weighted_similarity,
 )
 from lightning_modules.effdet_parts import (
     FeatureExtractor,
@@ -35,6 +44,10 @@ from lightning_modules.weights import (
     weights_reference,
 )
 
+TEACHER_SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
+                     "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")
+DIAGNOSTIC_SPLITS = ("val", "test")
+
 
 class DistillStudent(StageModule):
     """Module B: SM -> extractor -> projection, taught by the frozen FFDM extractor C.
@@ -42,6 +55,8 @@ class DistillStudent(StageModule):
     Args:
         ffdm_teacher: a Stage I FFDM artifact (module C); its architecture, image size and
             weights are read from it.
+        sm_teacher: instead of ``ffdm_teacher``, a Stage I SM artifact (module A): the
+            self-distillation control (the teacher reads the same SM as B).
         image_size: the model input (H, W); must equal the teacher's (linked from the data).
         architecture, architecture_overrides: B's effdet architecture; default the teacher's.
             Its BiFPN channels and levels must equal the teacher's.
@@ -50,9 +65,14 @@ class DistillStudent(StageModule):
             None (random initialisation).
         projection: "conv3x3" (the paper: one 3x3 convolution per BiFPN level) or "shared"
             (one convolution for all levels).
-        levels: which BiFPN levels enter the loss, by number (3 = P3, ...); default all.
+        levels: which BiFPN levels enter Eq. 2's loss, by number (3 = P3, ...); default all.
         level_weights: one weight per level in ``levels`` (default equal).
         eps: Eq. 2's epsilon.
+        losses: instead of Eq. 2, a list of loss terms, each a mapping with ``kind``
+            (``cosine``, ``masked_cosine``, ``roi_cosine``, ``cwd``, ``pkd``), ``weight``,
+            ``levels``, ``level_weights`` and the kind's settings (see
+            ``lightning_modules.distill_losses``); the loss is the weighted sum of the terms.
+            ``levels`` and ``level_weights`` above then stay unset.
         learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
         global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
             the batch its learning rate is given for, NHWC memory (``StageModule``).
@@ -62,7 +82,7 @@ class DistillStudent(StageModule):
 
     def __init__(
         self,
-        ffdm_teacher: str,
+        ffdm_teacher: str | None = None,
         image_size: tuple[int, int] = (1280, 1024),
         architecture: str | None = None,
         architecture_overrides: dict[str, Any] | None = None,
@@ -71,6 +91,8 @@ class DistillStudent(StageModule):
         levels: list[int] | None = None,
         level_weights: list[float] | None = None,
         eps: float = 1e-8,
+        losses: list[dict[str, Any]] | None = None,
+        sm_teacher: str | None = None,
         learning_rate: float = 1.5e-4,
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
@@ -85,13 +107,17 @@ class DistillStudent(StageModule):
                          reference_batch_size=reference_batch_size, channels_last=channels_last)
         self.save_hyperparameters()
         self.modality = "sm"
-        teacher = self.load_input(ffdm_teacher, "ffdm_teacher",
-                                  [(1, "TeacherDetector", "ffdm")], image_size)
-        self.teacher_spec = {key: teacher.meta[key] for key in (
-            "architecture", "architecture_overrides", "image_size", "num_classes",
-            "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")}
+        if (ffdm_teacher is None) == (sm_teacher is None):
+            raise ValueError("DistillStudent needs exactly one teacher: ffdm_teacher (a Stage I "
+                             "FFDM artifact, the paper's C) or sm_teacher (a Stage I SM "
+                             "artifact, the self-distillation control)")
+        self.teacher_role = "ffdm_teacher" if ffdm_teacher else "sm_teacher"
+        self.teacher_modality = "ffdm" if ffdm_teacher else "sm"
+        teacher = self.load_input(ffdm_teacher or sm_teacher, self.teacher_role,
+                                  [(1, "TeacherDetector", self.teacher_modality)], image_size)
+        self.teacher_spec = {key: teacher.meta[key] for key in TEACHER_SPEC_KEYS}
         self.teacher = FeatureExtractor(config_from_spec(self.teacher_spec))
-        teacher.load_into(self.teacher, "extractor.", "ffdm_teacher")
+        teacher.load_into(self.teacher, "extractor.", self.teacher_role)
         self.freeze_part("teacher")
 
         if architecture is None:
@@ -103,7 +129,7 @@ class DistillStudent(StageModule):
         self.config = build_config(architecture, image_size, self.teacher_spec["num_classes"],
                                    architecture_overrides)
         own = architecture_spec(architecture, architecture_overrides, self.config)
-        check_same_features("ffdm_teacher", teacher.path, self.teacher_spec, own,
+        check_same_features(self.teacher_role, teacher.path, self.teacher_spec, own,
                             f"this student ({architecture})")
         self.extractor = FeatureExtractor(self.config)
         if init_from:
@@ -118,17 +144,22 @@ class DistillStudent(StageModule):
         num_levels = int(self.config.num_levels)
         self.projection = FeatureProjection(self.extractor.out_channels, num_levels, projection)
         self.level_numbers = list(range(self.config.min_level, self.config.max_level + 1))
-        self.levels = list(self.level_numbers if levels is None else levels)
-        unknown = [level for level in self.levels if level not in self.level_numbers]
-        if unknown or not self.levels:
-            raise ValueError(f"levels {self.levels}: this model's BiFPN levels are "
-                             f"{self.level_numbers}")
-        weights = [1.0] * len(self.levels) if level_weights is None else list(level_weights)
-        if len(weights) != len(self.levels) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"level_weights {weights} must give one non-negative weight per "
-                             f"level in {self.levels}, not all zero")
-        self.register_buffer("level_weights", torch.tensor(weights), persistent=False)
+        self.strides = [2**level for level in self.level_numbers]
+        if losses is None:  # the paper's Eq. 2
+            losses = [{"kind": "cosine", "levels": levels, "level_weights": level_weights,
+                       "eps": eps}]
+        elif levels is not None or level_weights is not None:
+            raise ValueError("levels and level_weights shape Eq. 2's default loss; with "
+                             "`losses`, give them inside each term")
+        self.terms = build_terms(losses, self.level_numbers)
+        self.levels = sorted({level for term in self.terms for level in term.levels})
         self.eps = eps
+        # Eq. 2's similarity at lesion and at background positions, per level, over a whole
+        # validation or test epoch (each lesion weighing equally; synchronised under DDP).
+        self.diagnostics = nn.ModuleDict({
+            f"{split}_{where}_p{level}": MeanMetric()
+            for split in DIAGNOSTIC_SPLITS for where in ("lesion", "background")
+            for level in self.level_numbers})
 
     # -- features ----------------------------------------------------------------------------
     def student_features(self, sm: torch.Tensor) -> list[torch.Tensor]:
@@ -140,40 +171,68 @@ class DistillStudent(StageModule):
         return self.projection(features)
 
     @torch.no_grad()
-    def teacher_features(self, ffdm: torch.Tensor) -> list[torch.Tensor]:
-        """h_FFDM: the frozen C's BiFPN levels of the FFDM."""
-        return self.teacher(ffdm)
+    def teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """h_FFDM: the frozen C's BiFPN levels of the FFDM (A's of the SM for the control)."""
+        return self.teacher(images)
+
+    def _pair(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(z'_SM, the teacher's features) for a batch."""
+        for key in ("sm", self.teacher_modality):
+            if key not in batch:
+                raise ValueError(
+                    f"DistillStudent reads the SM and its teacher reads the "
+                    f"{self.teacher_modality.upper()}; the batch has no {key!r} images (keys: "
+                    f"{sorted(batch)}): set data.init_args.modalities [sm, ffdm]"
+                )
+        h = self.teacher_features(batch[self.teacher_modality])
+        z = self.project(self.student_features(batch["sm"]))
+        return z, h
 
     def similarities(self, batch: dict[str, Any]) -> torch.Tensor:
         """Eq. 2's mean similarity per BiFPN level (all levels, in order)."""
-        for key in ("sm", "ffdm"):
-            if key not in batch:
-                raise ValueError(
-                    f"DistillStudent reads the SM and its paired FFDM; the batch has no "
-                    f"{key!r} images (keys: {sorted(batch)}): set data.init_args.modalities "
-                    f"[sm, ffdm]"
-                )
-        h_ffdm = self.teacher_features(batch["ffdm"])
-        z_sm = self.project(self.student_features(batch["sm"]))
-        return level_similarities(z_sm, h_ffdm, self.eps)
+        z, h = self._pair(batch)
+        return level_similarities(z, h, self.eps)
+
+    def _losses(self, batch: dict[str, Any]):
+        """(the loss, Eq. 2's per-level similarities, z'_SM, the teacher's features)."""
+        z, h = self._pair(batch)
+        similarities = level_similarities(z, h, self.eps)
+        boxes = None
+        loss = None
+        for term in self.terms:
+            if term.needs_boxes:
+                boxes = lesion_boxes(batch, term.settings["boxes"])
+            value = term(z, h, boxes, self.strides, similarities)
+            value = value if term.weight == 1.0 else term.weight * value
+            loss = value if loss is None else loss + value
+        return loss, similarities, z, h
 
     def loss(self, similarities: torch.Tensor) -> torch.Tensor:
-        """The negative of Eq. 2, weighted over the chosen levels."""
-        chosen = torch.tensor([self.level_numbers.index(level) for level in self.levels],
-                              device=similarities.device)
-        return -weighted_similarity(similarities[chosen], self.level_weights)
+        """The negative of Eq. 2, weighted over the chosen levels (the default loss alone)."""
+        term = self.terms[0]
+        if len(self.terms) != 1 or term.kind != "cosine":
+            raise ValueError("loss(similarities) is Eq. 2's loss; this student's `losses` "
+                             "need the batch: use forward(batch)")
+        return term(None, None, None, self.strides, similarities)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self.loss(self.similarities(batch))
+        return self._losses(batch)[0]
+
+    def _eq2(self, loss: torch.Tensor, similarities: torch.Tensor) -> torch.Tensor:
+        """Eq. 2's similarity as logged: minus the loss when the loss is Eq. 2 alone, else
+        the mean over levels."""
+        if len(self.terms) == 1 and self.terms[0].kind == "cosine" and self.terms[0].weight == 1:
+            return -loss
+        return similarities.mean()
 
     # -- loop ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        similarities = self.similarities(batch)
-        loss = self.loss(similarities)
+        loss, similarities, _, _ = self._losses(batch)
         self.check_finite(loss, batch)
         size = len(batch[PAIR_ID])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train_cosine", -loss, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train_cosine", self._eq2(loss, similarities).detach(), on_step=True,
+                 on_epoch=True, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -183,16 +242,46 @@ class DistillStudent(StageModule):
         self._evaluate(batch, "test")
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
-        """``{split}_cosine`` (the weighted mean similarity, which checkpointing monitors),
-        ``{split}_loss`` and the similarity of each level, ``{split}_cosine_p3`` ..."""
-        similarities = self.similarities(batch)
-        loss = self.loss(similarities)
+        """``{split}_loss``, ``{split}_cosine`` (Eq. 2's similarity; checkpointing monitors it
+        by default) and the similarity of each level, ``{split}_cosine_p3`` ...; and Eq. 2's
+        similarity at lesion and background positions, logged at the epoch's end."""
+        loss, similarities, z, h = self._losses(batch)
         size = len(batch[PAIR_ID])
         options = {"on_epoch": True, "batch_size": size, "sync_dist": True}
         self.log(f"{split}_loss", loss, **options)
-        self.log(f"{split}_cosine", -loss, prog_bar=True, **options)
+        self.log(f"{split}_cosine", self._eq2(loss, similarities), prog_bar=True, **options)
         for level, value in zip(self.level_numbers, similarities):
             self.log(f"{split}_cosine_p{level}", value, **options)
+        self._update_diagnostics(batch, split, z, h)
+
+    def _update_diagnostics(self, batch, split: str, z, h) -> None:
+        if not any(f"{m}_boxes" in batch for m in ("sm", "ffdm")):
+            return
+        boxes = lesion_boxes(batch, "both")
+        for level, stride, zl, hl in zip(self.level_numbers, self.strides, z, h):
+            cosine = cosine_similarity_map(zl, hl, self.eps).detach()
+            lesion = foreground_weights(boxes, stride, *zl.shape[-2:]).to(cosine)
+            self.diagnostics[f"{split}_lesion_p{level}"].update(cosine, lesion)
+            self.diagnostics[f"{split}_background_p{level}"].update(cosine,
+                                                                    (lesion == 0).to(cosine))
+
+    def _log_diagnostics(self, split: str) -> None:
+        for where in ("lesion", "background"):
+            values = []
+            for level in self.level_numbers:
+                metric = self.diagnostics[f"{split}_{where}_p{level}"]
+                if metric.update_called:
+                    values.append(metric.compute())
+                    self.log(f"{split}_cosine_{where}_p{level}", values[-1])
+                metric.reset()
+            if values:
+                self.log(f"{split}_cosine_{where}", torch.stack(values).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_diagnostics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_diagnostics("test")
 
     def artifact_spec(self) -> dict[str, Any]:
         """Module B: its extractor and projection (C stays behind: Stage III never needs it)."""
@@ -202,6 +291,8 @@ class DistillStudent(StageModule):
             "weights": ["extractor.", "projection."],
             "projection": self.projection.kind,
             "levels": list(self.levels),
+            "losses": [term.spec() for term in self.terms],
+            "teacher_modality": self.teacher_modality,
             "teacher": self.teacher_spec,
             **architecture_spec(self.architecture, self.architecture_overrides, self.config),
         }

@@ -3,7 +3,7 @@ each a real ``cli.py fit`` then ``validate``/``test`` in its own run folder, wir
 path, then the report.
 
     python cli.py pipeline --config configs/pipeline/phantom.yaml [--data FILE] [--run DIR] \\
-        [--from STAGE] [--only STAGE] [--no-report]
+        [--from STAGE] [--only STAGE] [--no-report] [--seeds 0 1 2]
 
 A pipeline config names one data config and, per stage, its stage config, the earlier stages
 whose artifacts it reads (``inputs``: init argument -> stage) and any ``overrides`` (dotted
@@ -13,6 +13,14 @@ for the same *stage hash* (its stage and data configs, the overrides, the manife
 lesion table's contents, and its input artifacts' SHA-256) is skipped, so a retrained teacher
 retrains its students and nothing else; a stage killed mid-fit resumes from its
 ``last.ckpt``; ``--from STAGE`` reruns that stage and every later one.
+
+A stage may train on another data config (its own ``data``); it is still assessed on the
+pipeline's, so that every row of the report is scored on the same images.
+
+Training seeds (``seeds:`` in the config, or ``--seeds 0 1 2``) run the whole pipeline once
+per seed, in ``<run>/seed<k>/``, with ``seed_everything`` and the data's ``train_seed`` set to
+k (the split stays the data config's), then write ``<run>/seeds_report.md``
+(``analysis.seeds``): each model's FAUC over seeds and each comparison per seed and pooled.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,7 @@ class Stage:
     config: Path
     inputs: dict[str, str] = field(default_factory=dict)  # init argument -> earlier stage
     overrides: dict[str, Any] = field(default_factory=dict)
+    data: Path | None = None  # trains on this data config instead of the pipeline's
 
 
 @dataclass
@@ -62,6 +71,15 @@ class Pipeline:
     comparisons: list[tuple[str, str]] | None = None
     report_dir: str = "."
     slurm: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None
+    references: dict[str, str] = field(default_factory=dict)  # seeds report: row -> run folder
+    gap: tuple[str, str] | None = None  # seeds report: the gap (from row, to row) closed
+
+    def seeded(self, seed: int) -> Pipeline:
+        """This pipeline for one training seed, in ``<run>/seed<seed>``."""
+        overrides = {**self.overrides, "seed_everything": seed,
+                     "data.init_args.train_seed": seed}
+        return replace(self, run=self.run / f"seed{seed}", overrides=overrides, seeds=None)
 
     def order(self) -> list[str]:
         """Stages in dependency order (inputs first), config order among equals."""
@@ -123,7 +141,7 @@ def _resolve(path: str | os.PathLike, base: Path) -> Path:
 FORMS = {
     "data": "a data config's path",
     "run": "a run folder's path",
-    "stages": "a mapping of stage name -> {config, inputs, overrides}",
+    "stages": "a mapping of stage name -> {config, inputs, overrides, data}",
     "overrides": "a mapping of dotted config key -> value (e.g. trainer.max_epochs: 3)",
     "report": "a mapping of Table 2 row name -> stage name",
     "comparisons": "a list of [row, row] pairs of `report` rows",
@@ -131,10 +149,14 @@ FORMS = {
     "slurm": "a mapping of SLURM settings (nodes, devices, time, ... and stages:)",
     "config": "a stage config's path",
     "inputs": "a mapping of init argument -> earlier stage name (e.g. sm_teacher: stage1_sm)",
+    "seeds": "a list of training seeds (e.g. [0, 1, 2])",
+    "references": "a mapping of row name -> run folder trained once (seeds report)",
+    "gap": "a [from row, to row] pair (seeds report)",
 }
 
 
-TOP_KEYS = ("data", "run", "stages", "overrides", "report", "comparisons", "report_dir", "slurm")
+TOP_KEYS = ("data", "run", "stages", "overrides", "report", "comparisons", "report_dir", "slurm",
+            "seeds", "references", "gap")
 
 
 def _shape_problem(key: str, value: Any, form: str) -> str | None:
@@ -145,6 +167,8 @@ def _shape_problem(key: str, value: Any, form: str) -> str | None:
         good = isinstance(value, ok) and bool(value)
     elif form == "comparisons":
         good = isinstance(value, list) and all(isinstance(pair, list) for pair in value)
+    elif form in ("seeds", "gap"):
+        good = isinstance(value, list)
     else:
         good = isinstance(value, Mapping)
     if good:
@@ -186,11 +210,12 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
             problems.append(f"stages.{name}: expected a mapping with a 'config' (a stage YAML), "
                             f"'inputs' and 'overrides', got {entry!r:.80}")
             continue
-        extra = sorted(set(entry) - {"config", "inputs", "overrides"})
+        extra = sorted(set(entry) - {"config", "inputs", "overrides", "data"})
         if extra:
             problems.append(f"stages.{name}: unknown keys {extra}")
         shapes = [_shape_problem(f"stages.{name}.{key}", entry[key], form) for key, form in
-                  (("config", "config"), ("inputs", "inputs"), ("overrides", "overrides"))
+                  (("config", "config"), ("inputs", "inputs"), ("overrides", "overrides"),
+                   ("data", "data"))
                   if entry.get(key) is not None]
         if any(shapes):
             problems += [problem for problem in shapes if problem]
@@ -198,8 +223,11 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
         config = _resolve(entry["config"], base)
         if not config.is_file():
             problems.append(f"stages.{name}.config: {config} not found")
+        stage_data = _resolve(entry["data"], base) if entry.get("data") else None
+        if stage_data is not None and not stage_data.is_file():
+            problems.append(f"stages.{name}.data: {stage_data} not found")
         stages[str(name)] = Stage(str(name), config, dict(entry.get("inputs") or {}),
-                                  dict(entry.get("overrides") or {}))
+                                  dict(entry.get("overrides") or {}), stage_data)
     for stage in stages.values():
         for argument, source in stage.inputs.items():
             if source not in stages:
@@ -217,12 +245,22 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
     data_path = Path(data) if data else _resolve(raw["data"], base)
     if not data_path.is_file():
         problems.append(f"data: {data_path} not found")
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(
+            seeds) or not all(isinstance(seed, int) and seed >= 0 for seed in seeds)):
+        problems.append(f"seeds: a list of distinct non-negative integers, got {seeds!r}")
+    references = dict(raw.get("references") or {})
+    gap = raw.get("gap")
+    if gap is not None and (not isinstance(gap, list) or len(gap) != 2 or any(
+            row not in report and row not in references for row in gap)):
+        problems.append(f"gap: [from row, to row] of `report` or `references`, got {gap!r}")
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     run_folder = Path(run or raw.get("run") or "runs/pipeline")
     return Pipeline(path, data_path, run_folder, stages, dict(raw.get("overrides") or {}),
                     report, comparisons, str(raw.get("report_dir") or "."),
-                    dict(raw.get("slurm") or {}))
+                    dict(raw.get("slurm") or {}), seeds, references,
+                    tuple(gap) if gap else None)
 
 
 # -- hashing ------------------------------------------------------------------------------------
@@ -255,6 +293,8 @@ def stage_hash(pipeline: Pipeline, stage: Stage) -> str:
         "overrides": {**pipeline.overrides, **stage.overrides},
         "inputs": inputs,
     }
+    if stage.data is not None:  # trained on its own data, assessed on the pipeline's
+        payload["training_data"] = _data_fingerprint(stage.data)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -269,7 +309,8 @@ def _override_args(overrides: Mapping[str, Any]) -> list[str]:
 
 def _lightning(command: str, pipeline: Pipeline, stage: Stage, folder: Path, *extra: str,
                launch: Launch = Launch()) -> None:
-    args = [*launch.prefix(command), sys.executable, CLI, command, "--config", str(pipeline.data),
+    data = stage.data if (stage.data is not None and command == "fit") else pipeline.data
+    args = [*launch.prefix(command), sys.executable, CLI, command, "--config", str(data),
             "--config", str(stage.config), "--trainer.default_root_dir", str(folder)]
     for argument, source in stage.inputs.items():
         args.append(f"--model.init_args.{argument}={pipeline.run / source / 'artifact'}")
@@ -368,7 +409,19 @@ def _clock(seconds: float | None) -> str:
 
 def run_pipeline(pipeline: Pipeline, start_from: str | None = None, only: str | None = None,
                  report: bool = True, log=print, launch: Launch = Launch()) -> dict[str, Any]:
-    """Run (or skip) every stage in order, then the report. Returns per-stage states."""
+    """Run (or skip) every stage in order, then the report. Returns per-stage states (per
+    seed, under ``"seeds"``, when the pipeline has training seeds)."""
+    if pipeline.seeds:
+        states = {}
+        for seed in pipeline.seeds:
+            log(f"[pipeline] training seed {seed}: {pipeline.run / f'seed{seed}'}")
+            states[seed] = run_pipeline(pipeline.seeded(seed), start_from, only, report, log,
+                                        launch)
+        if report and pipeline.report and not only:
+            from analysis.seeds import build_seed_report
+
+            build_seed_report(pipeline)
+        return {"seeds": states}
     order = pipeline.order()
     for name, flag in ((start_from, "--from"), (only, "--only")):
         if name is not None and name not in pipeline.stages:
@@ -426,6 +479,9 @@ def main(argv: list[str]) -> int:
                         help="rerun this stage and every later one")
     parser.add_argument("--only", metavar="STAGE", help="run this stage alone")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="training seeds: the whole pipeline once per seed in "
+                             "<run>/seed<k>, then the seeds report (replaces the config's)")
     cluster = parser.add_argument_group("devices and clusters")
     cluster.add_argument("--launcher", choices=("local", "srun"), default="local",
                          help="srun: inside a SLURM job, start each fit on every task")
@@ -442,6 +498,17 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         pipeline = load_pipeline(args.config, args.data, args.run)
+        if args.seeds:
+            if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+                raise ValueError(f"--seeds: distinct non-negative integers, got {args.seeds}")
+            pipeline = replace(pipeline, seeds=list(args.seeds))
+        if args.emit_slurm and pipeline.seeds:
+            if len(pipeline.seeds) > 1:
+                raise ValueError("--emit-slurm writes one job chain: emit one per training seed "
+                                 "(--seeds K); once all have run, the same command with every "
+                                 "seed and no --emit-slurm skips every stage and writes the "
+                                 "seeds report")
+            pipeline = pipeline.seeded(pipeline.seeds[0])
         if args.emit_slurm:
             from pipeline.slurm import emit_slurm
 
