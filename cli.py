@@ -180,7 +180,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
             problems.append(("data.init_args.pathology_classes",
                              f"class indices {over} must be below the model's num_classes "
                              f"({num_classes}): the classes are 0 .. {int(num_classes) - 1}"))
-    read = {"sm", "ffdm"} if "ffdm_teacher" in model else (
+    read = {"sm", "ffdm"} if model.get("ffdm_teacher") else (
         {model["modality"]} if model.get("modality") else set())
     held = data.get("modalities")
     if held and "modalities" not in bad and "modality" not in bad and not read <= set(held):
@@ -288,7 +288,7 @@ def expected_model(config) -> dict:
         architecture_of = model
     elif name == "DistillStudent":
         architecture_of = model if model.get("architecture") else _artifact_meta(
-            model.get("ffdm_teacher"))
+            model.get("ffdm_teacher") or model.get("sm_teacher"))
     elif name == "FusedDetector":
         partner = _artifact_meta(model.get("partner"))
         if partner and partner.get("stage") in (1, 2):
