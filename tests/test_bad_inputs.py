@@ -373,7 +373,7 @@ def test_predict_finds_dicoms_by_content_and_refuses_other_modalities(data, tmp_
 
 @pytest.mark.parametrize("change, message", [
     ({"stages": [{"name": "stage1_sm", "config": "x.yaml"}]},
-     "stages: expected a mapping of stage name -> {config, inputs, overrides}, got a list"),
+     "stages: expected a mapping of stage name -> {config, inputs, overrides, data}, got a list"),
     ({"overrides": ["trainer.max_epochs=1"]},
      "overrides: expected a mapping of dotted config key -> value (e.g. trainer.max_epochs: 3), "
      "got a list"),
