@@ -171,7 +171,11 @@ class LossTerm:
         Eq. 2's mean similarities of every level, which ``cosine`` reads."""
         if self.kind == "cosine":
             return -similarities[torch.tensor(self.positions, device=similarities.device)]
-        return torch.stack([self._level(z[p], h[p], boxes, strides[p]) for p in self.positions])
+        # At least float32 with autocast off, as Eq. 2's similarity: softmaxes over positions
+        # and standardisations in bfloat16 would keep 8 significant bits.
+        with torch.autocast(z[0].device.type, enabled=False):
+            return torch.stack([self._level(_float32(z[p]), _float32(h[p]), boxes, strides[p])
+                                for p in self.positions])
 
     def __call__(self, z, h, boxes, strides, similarities) -> torch.Tensor:
         """The term, its levels averaged with ``level_weights`` (not yet times ``weight``)."""
@@ -218,6 +222,10 @@ class LossTerm:
             return kl.sum() * tau**2 / (batch * channels)
         # pkd
         return F.mse_loss(_standardise(z, s["eps"]), _standardise(h, s["eps"])) / 2
+
+
+def _float32(features: torch.Tensor) -> torch.Tensor:
+    return features.to(torch.promote_types(features.dtype, torch.float32))
 
 
 def _standardise(features: torch.Tensor, eps: float) -> torch.Tensor:

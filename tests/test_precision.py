@@ -151,33 +151,41 @@ def test_bf16_and_fp32_decoding_give_as_many_distinct_scores(tiny_artifacts, tin
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
-def test_true_half_precision_is_refused_in_one_line(precision, capsys):
+def test_true_half_precision_is_refused_in_one_line(precision, tiny_phantom, capsys):
     code = cli.main(["fit", "--config", "configs/data/phantom.yaml", "--config",
-                     "configs/demo/stage1_sm.yaml", f"--trainer.precision={precision}",
-                     "--trainer.logger=false"])
+                     "configs/demo/stage1_sm.yaml", *_tiny_data(tiny_phantom),
+                     f"--trainer.precision={precision}", "--trainer.logger=false"])
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert lines == [lines[0]] and lines[0].startswith(
         f"error: trainer.precision: {precision} casts the whole model to"), lines
 
 
-def _configured_trainer(*args: str) -> pl.Trainer:
+def _tiny_data(phantom) -> list[str]:
+    """The tiny phantom in place of the demo's (which a clean clone does not have)."""
+    return [f"--data.init_args.manifest={phantom}",
+            f"--data.init_args.lesions={phantom / 'lesions.csv'}",
+            "--data.init_args.cache_dir=null"]
+
+
+def _configured_trainer(phantom, *args: str) -> pl.Trainer:
     """The trainer ``cli.py`` builds from the phantom data and the real-data Stage I config."""
     cli_class = cli.lightning_cli_class()
     built = cli_class(save_config_callback=None, **cli.CLI_KWARGS, run=False, args=[
         "--config", "configs/data/phantom.yaml", "--config", "configs/stage1_sm.yaml",
-        "--data.init_args.image_size=[256, 256]", "--trainer.logger=false", *args])
+        *_tiny_data(phantom), "--data.init_args.image_size=[256, 256]",
+        "--trainer.logger=false", *args])
     return built.trainer
 
 
-def test_unset_precision_is_bf16_mixed_on_a_gpu_only():
+def test_unset_precision_is_bf16_mixed_on_a_gpu_only(tiny_phantom):
     gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     assert default_precision("auto") == default_precision("gpu") == (
         "bf16-mixed" if gpu else None)
     assert default_precision("cpu") is None
-    assert _configured_trainer().precision == ("bf16-mixed" if gpu else "32-true")
-    assert _configured_trainer("--trainer.accelerator=cpu").precision == "32-true"
-    assert _configured_trainer("--trainer.accelerator=cpu",
+    assert _configured_trainer(tiny_phantom).precision == ("bf16-mixed" if gpu else "32-true")
+    assert _configured_trainer(tiny_phantom, "--trainer.accelerator=cpu").precision == "32-true"
+    assert _configured_trainer(tiny_phantom, "--trainer.accelerator=cpu",
                                "--trainer.precision=bf16-mixed").precision == "bf16-mixed"
 
 
