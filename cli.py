@@ -143,7 +143,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     and data init argument by its rule in `datamodules.values.RULES`, then the rules that
     join two values (the model's stride and the input size, the classes, the modalities the
     model reads and the data holds, the trainer's limits of a ``fit``)."""
-    from datamodules.values import RULES, divisible, model_stride
+    from datamodules.values import GROUP_RULES, RULES, divisible, model_stride
 
     model, data = _init_args(config, "model"), _init_args(config, "data")
     problems = []
@@ -157,6 +157,13 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
             wrong = rule(value)
             if wrong:
                 problems.append((f"{group}.init_args.{name}", wrong))
+    for group, rules in GROUP_RULES.items():
+        values = config.get(group) if hasattr(config, "get") else None
+        values = dict(values) if values is not None and hasattr(values, "items") else {}
+        for name, rule in rules.items():
+            wrong = rule(values.get(name)) if name in values else None
+            if wrong:
+                problems.append((f"{group}.{name}", wrong))
     bad = {key.rsplit(".", 1)[-1] for key, _ in problems}
     architecture = model.get("architecture")
     if architecture:
@@ -194,7 +201,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     if subcommand == "fit":
         trainer = dict(config.get("trainer") or {})
         for name in _FIT_LIMITS:
-            if trainer.get(name) == 0:
+            if trainer.get(name) == 0 and name not in bad:
                 problems.append((f"trainer.{name}",
                                  "must not be 0 in a fit: a fit writes the stage artifact the "
                                  "next stage reads, and this one would train (or select) "

@@ -5,7 +5,8 @@ it is given.
 
 A rule takes a value and returns what is wrong with it (a sentence), or None. `RULES` maps an
 init argument's name to its rule: one name, one meaning, in every stage and data module (a
-new setting gets its rule here).
+new setting gets its rule here); `GROUP_RULES` does the same for the other parts of a run
+config (the trainer, the callbacks), by key.
 """
 
 from __future__ import annotations
@@ -238,4 +239,42 @@ RULES: dict[str, Rule] = {
     "predict_split": one_of(("train", "val", "test", "all")),
     "on_bad_sample": one_of(("error", "skip")),
     "allow_modality_mismatch": boolean,
+}
+
+
+def limit(value) -> str | None:
+    """A Lightning ``limit_*_batches``: a share (a float in [0, 1]) or a count (an int >= 0)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not float(value).is_integer():
+        return number(0, 1)(value)
+    return number(0)(value)
+
+
+def epochs(value) -> str | None:
+    """None or -1 (no limit), or a count >= 0."""
+    wrong = None if value in (None, -1) else number(0, integer=True)(value)
+    return wrong and f"{wrong} (-1: no limit)"
+
+
+GROUP_RULES: dict[str, dict[str, Rule]] = {
+    "trainer": {
+        "num_nodes": number(1, integer=True),
+        "max_epochs": epochs,
+        "max_steps": epochs,
+        "min_epochs": number(0, integer=True, optional=True),
+        "min_steps": number(0, integer=True, optional=True),
+        "limit_train_batches": limit,
+        "limit_val_batches": limit,
+        "limit_test_batches": limit,
+        "limit_predict_batches": limit,
+        "check_val_every_n_epoch": number(1, integer=True, optional=True),
+        "num_sanity_val_steps": number(-1, integer=True, optional=True),
+        "log_every_n_steps": number(1, integer=True, optional=True),
+        "accumulate_grad_batches": number(1, integer=True),
+        "gradient_clip_val": number(0, optional=True),
+    },
+    "predictions": {
+        "overlay_min_score": number(0, 1),
+    },
 }

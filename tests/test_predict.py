@@ -145,3 +145,35 @@ def test_the_fused_model_predicts_a_folder_from_its_stage3_artifact_alone(tiny_a
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert set(predictions["image_id"]) == {f"{index}.dcm" for index in range(4)}
     assert (predictions[["x2", "y2"]].to_numpy() > predictions[["x1", "y1"]].to_numpy()).all()
+
+
+def test_predict_finds_dicoms_by_content_and_refuses_an_ffdm_unless_told(square_detector,
+                                                                         tmp_path, capsys,
+                                                                         caplog):
+    from dicom_factory import rewrite_dicom
+
+    sm_dir = tmp_path / "sm"
+    _write(sm_dir / "a.dcm", "L", "MONOCHROME2", seed=1)
+    _write(sm_dir / "b", "R", "MONOCHROME1", seed=2)  # a DICOM without the .dcm name
+    (sm_dir / "notes.txt").write_text("not an image")
+    _write(sm_dir / "c.dcm", "L", "MONOCHROME2", seed=3)
+    rewrite_dicom(sm_dir / "c.dcm", ImageType=["ORIGINAL", "PRIMARY"])
+    try:
+        code = cli.main([
+            "predict", "--config", str(CONFIGS / "demo" / "stage1_sm.yaml"), "--data",
+            str(CONFIGS / "data" / "sm_folder.yaml"), "--data.init_args.sm_dir", str(sm_dir),
+            "--data.init_args.image_size", "[128, 128]", "--data.init_args.num_workers", "0",
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "no"),
+            "--ckpt_path", str(square_detector)])
+    finally:
+        wandb.finish()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (f"  {sm_dir / 'c.dcm'}: its tags say it is an FFDM (ImageType ORIGINAL\\PRIMARY), "
+            "not an SM: this model reads synthesized 2D mammograms (SM)") in err
+    assert "Traceback" not in err and not (tmp_path / "no" / "predictions").exists()
+    out = _predict(CONFIGS / "demo" / "stage1_sm.yaml", sm_dir, tmp_path / "run",
+                   square_detector, "--allow-modality-mismatch")
+    assert sorted(pd.read_csv(out / "images.csv")["image_id"]) == ["a.dcm", "b", "c.dcm"]
+    assert ": 3 DICOM file(s) to read, 1 skipped (no 'DICM' mark at byte 128: not DICOM): " \
+           "notes.txt" in caplog.text
