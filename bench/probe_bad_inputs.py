@@ -4,10 +4,12 @@ judges what came back.
 
     python bench/probe_bad_inputs.py --out runs/probe [--only TEXT] [--list]
 
-- CLEAR: the command refused (exit status not 0; for a case that is a warning, it went on)
-  with a message that names what the case says it must (the file, row or key) and says what
-  is wrong (its expected words), without a traceback;
-- UNCLEAR: it refused, but the message misses the name or the reason, or is a traceback;
+- CLEAR: the command refused (exit status not 0) with a message that names what the case says
+  it must (the file, row or key) and says what is wrong (its expected words), without a
+  traceback; for a case that is a warning, it went on and said so; for a form people have
+  (a semicolon-separated or UTF-16 table), it just worked;
+- UNCLEAR: it refused, but the message misses the name or the reason, or is a traceback (or
+  it refused what it should have taken);
 - SILENT: it went on as if nothing were wrong.
 
 Writes ``OUT/probe.json`` and ``OUT/probe.md`` (surface, case, command, the message's first
@@ -163,10 +165,11 @@ def image_of(data: Path, pair_id: str, modality: str) -> Path:
     return data / table.loc[table["pair_id"] == pair_id, f"{modality}_path"].iloc[0]
 
 
-def edit(path: Path, change: Callable[[pd.DataFrame], None]) -> Path:
+def edit(path: Path, change: Callable[[pd.DataFrame], pd.DataFrame | None]) -> Path:
+    """Rewrite a table; ``change`` edits it in place or returns the new one."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    change(table)
-    table.to_csv(path, index=False)
+    changed = change(table)
+    (table if changed is None else changed).to_csv(path, index=False)
     return path
 
 
@@ -336,7 +339,7 @@ def _(ws, d):
     return check_data(data)
 
 
-@case("check-data", "a semicolon-separated manifest (decimal commas)", mode="warn")
+@case("check-data", "a semicolon-separated manifest (decimal commas)", mode="accept")
 def _(ws, d):
     data = ws.copy(d)
     for name in ("manifest.csv", "lesions.csv"):
@@ -355,14 +358,14 @@ def _(ws, d):
     return check_data(data)
 
 
-@case("check-data", "a manifest with a UTF-8 BOM", mode="warn")
+@case("check-data", "a manifest with a UTF-8 BOM", mode="accept")
 def _(ws, d):
     data = ws.copy(d)
     (data / "manifest.csv").write_bytes(b"\xef\xbb\xbf" + (data / "manifest.csv").read_bytes())
     return check_data(data)
 
 
-@case("check-data", "a manifest saved as UTF-16 text, tab separated", mode="warn")
+@case("check-data", "a manifest saved as UTF-16 text, tab separated", mode="accept")
 def _(ws, d):
     data = ws.copy(d)
     table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
@@ -554,7 +557,7 @@ def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("1")
     edit(data / "lesions.csv", lambda t: t.drop(
-        t.index[(t["pair_id"] == pair) & (t["modality"] == "ffdm")], inplace=True))
+        t.index[(t["pair_id"] == pair) & (t["modality"] == "ffdm")]))
     return check_data(data)
 
 
@@ -640,7 +643,7 @@ def _(ws, d):
 @case("check-data", "a missing column", "missing required column", "view")
 def _(ws, d):
     data = ws.copy(d)
-    edit(data / "manifest.csv", lambda t: t.drop(columns=["view"], inplace=True))
+    edit(data / "manifest.csv", lambda t: t.drop(columns=["view"]))
     return check_data(data)
 
 
@@ -837,7 +840,7 @@ def _(ws, d):
     x0 = big.shape[1] - values.shape[1] if side else 0
     big[:values.shape[0], x0:x0 + values.shape[1]] = values
     pixels(path, big)
-    edit(data / "lesions.csv", lambda t: t.drop(t.index[t["pair_id"] == pair], inplace=True))
+    edit(data / "lesions.csv", lambda t: t.drop(t.index[t["pair_id"] == pair]))
     return check_data(data)
 
 
@@ -962,7 +965,7 @@ def _(ws, d):
             "256", "256", "--workers", "0", "--no-progress"]
 
 
-@case("prepare", "a semicolon-separated manifest", mode="warn")
+@case("prepare", "a semicolon-separated manifest", mode="accept")
 def _(ws, d):
     data = ws.copy(d)
     table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
@@ -1263,7 +1266,7 @@ def _(ws, d):
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data))
 
 
-@case("lightning", "fit with a semicolon-separated manifest", mode="warn")
+@case("lightning", "fit with a semicolon-separated manifest", mode="accept")
 def _(ws, d):
     data = ws.copy(d)
     table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
@@ -1897,11 +1900,17 @@ def message_lines(text: str, count: int = 3) -> list[str]:
 
 
 def judge(item: Case, code: int, text: str) -> str:
+    """``error``: refused, naming and saying (CLEAR), refused otherwise (UNCLEAR), or not
+    refused (SILENT). ``warn``: went on and said so (CLEAR), went on silently (SILENT), or
+    refused (UNCLEAR). ``accept`` (a form people have that must just work): went on (CLEAR)
+    or refused (UNCLEAR)."""
     found = all(word.lower() in text.lower() for word in item.expect)
     traceback = "Traceback (most recent call last)" in text
+    if item.mode == "accept":
+        return "CLEAR" if code == 0 and found else "UNCLEAR"
     if item.mode == "warn":
         if code != 0:
-            return "UNCLEAR" if not found else "CLEAR"
+            return "UNCLEAR"
         return "CLEAR" if found and not traceback else "SILENT"
     if code == 0:
         return "SILENT"
@@ -1914,6 +1923,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run the cases whose surface or name holds this text")
     parser.add_argument("--list", action="store_true", help="list the cases and stop")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the commands run in their case's folder
     chosen = [item for item in CASES
               if not args.only or args.only.lower() in f"{item.surface} {item.name}".lower()]
     if args.list:

@@ -721,7 +721,8 @@ def target_problems(manifest: pd.DataFrame, lesions: pd.DataFrame,
                     geometries: dict[tuple[str, str], Geometry], modalities: Sequence[str],
                     pathology_classes: dict[str, int] | None, manifest_file: str,
                     lesions_file: str | None, paths: dict[tuple[str, str], str],
-                    skip: set[int] = frozenset()) -> list[Problem]:
+                    skip: set[int] = frozenset(), outside: set[int] = frozenset()
+                    ) -> list[Problem]:
     """Every lesion box followed through what training does to it (`input_boxes`): dropped by
     ``pathology_classes``, cut off by the breast crop (mirrored ones named as such), shrunk
     below MIN_TARGET_SIDE input pixels. A box lost is a warning; a label-1 pair left without
@@ -729,7 +730,8 @@ def target_problems(manifest: pd.DataFrame, lesions: pd.DataFrame,
     altogether, which `_table_problems` reports, or its row is in ``skip``); so is a
     ``pathology_classes`` key no lesion of the training pairs has, and no lesion table at
     all for a manifest with label-1 pairs. Images without a geometry (unreadable ones,
-    reported already) are not judged."""
+    reported already) are not judged; boxes at the lesion rows in ``outside`` (not inside
+    their image, reported already) count as lost without a warning."""
     problems: list[Problem] = []
     positives = manifest[manifest["label"] == 1]
     if lesions_file is None:
@@ -753,6 +755,9 @@ def target_problems(manifest: pd.DataFrame, lesions: pd.DataFrame,
         if pathology_classes is not None and pathology not in pathology_classes:
             lost.setdefault(key, []).append(f"{where} is {pathology}, not a class of "
                                             "pathology_classes")
+            continue
+        if row is not None and int(row) in outside:
+            lost.setdefault(key, []).append(f"{where} is not inside its image")
             continue
         geometry = geometries.get(key)
         box = np.array([[x1, y1, x2, y2]], dtype=np.float64)
@@ -935,9 +940,9 @@ def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True)
     rows += outside
     no_malignant = {p.row for p in rows if p.kind == LABEL_WITHOUT_LESION}
     rows += target_problems(
-        manifest, lesions[~lesions[ROW_COLUMN].isin({p.row for p in outside})], geometries,
-        settings.modalities, settings.pathology_classes, manifest_name, lesions_name, paths,
-        skip_label_rows | no_malignant)
+        manifest, lesions, geometries, settings.modalities, settings.pathology_classes,
+        manifest_name, lesions_name, paths, skip_label_rows | no_malignant,
+        {p.row for p in outside})
     order = {manifest_name: 0, lesions_name: 1}
     rows.sort(key=lambda p: (order.get(p.file, 2), p.row or 0, p.column or "", p.kind))
     report.add(rows)
@@ -1015,9 +1020,9 @@ def setup_check(
     outside = box_problems(read, sizes, paths, lesions_name or "lesions")
     found += outside
     found += target_problems(
-        manifest, read[~read[ROW_COLUMN].isin({p.row for p in outside})], geometries,
-        settings.modalities, settings.pathology_classes, manifest_name, lesions_name, paths,
-        _no_malignant_rows(manifest, lesions))
+        manifest, read, geometries, settings.modalities, settings.pathology_classes,
+        manifest_name, lesions_name, paths, _no_malignant_rows(manifest, lesions),
+        {p.row for p in outside if p.row is not None})
     report.add(found)
     report.seconds = time.monotonic() - started
     return report

@@ -140,6 +140,15 @@ def test_a_sub_pixel_box_is_lost_and_said(data):
     assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5)]
 
 
+def test_a_label_1_pair_whose_only_box_is_outside_its_image(data):
+    edit_table(data, "lesions.csv", lambda lesions: lesions.loc.__setitem__((4, "x2"), "500"))
+    report = run(data, modalities=("sm",))
+    assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5),
+                                      (check.BOX_OUTSIDE, "lesions.csv", 6)]
+    assert report.problems[0].reason.endswith("lesions.csv row 6 is not inside its image)")
+    assert report.warnings == []
+
+
 def test_class_mapping_that_drops_every_box_of_a_label_1_pair(data):
     report = run(data, pathology_classes={"benign": 0})
     assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5)] * 2
