@@ -366,7 +366,10 @@ def own_error_message(error: BaseException, config=None) -> str | None:
     message = str(exception).strip() or type(exception).__name__
     if isinstance(exception, ConfigValueError):
         return message
-    part = Path(own[0].f_code.co_filename).resolve().relative_to(_ROOT).parts[0]
+    # the part of the package the error came from: the first frame below this module's own
+    parts = [Path(frame.f_code.co_filename).resolve().relative_to(_ROOT).parts[0]
+             for frame in own]
+    part = next((name for name in parts if name != Path(__file__).name), parts[-1])
     key = _GROUPS.get(part, part.removesuffix(".py"))
     if config is not None and key in ("model", "data"):
         values = _init_args(config, key)

@@ -143,8 +143,8 @@ class Workspace:
 
             splits = dict(zip(*[load_tables(self.phantom)[0][c] for c in ("pair_id", "split")]))
             table = table[table["pair_id"].map(splits) == split]
-        table = table[table["label"] == label]
-        row = table.index[index]
+        chosen = table[table["label"] == label]
+        row = (chosen if len(chosen) > index else table).index[index]  # any label, if need be
         return str(table.loc[row, "pair_id"]), int(row) + 2
 
 
@@ -1149,7 +1149,7 @@ def _(ws, d):
     return predict(ws, d, folder)
 
 
-@case("lightning", "predict with a BASE_UB artifact from an SM folder", "modalities", "FFDM")
+@case("lightning", "predict with a BASE_UB artifact from an SM folder", "SM folder", "FFDM")
 def _(ws, d):
     folder = sm_folder(d)
     for path in phantom_files(ws, "sm", 1):
@@ -1945,6 +1945,8 @@ def main(argv: list[str] | None = None) -> int:
             code, text = done.returncode, done.stdout + done.stderr
         except subprocess.TimeoutExpired:
             code, text = -1, "timed out"
+        except Exception as error:  # noqa: BLE001 - a case that cannot be built is reported
+            code, text = -2, f"the probe could not build this case: {error!r}"
         (folder / "output.txt").write_text(text)
         verdict = judge(item, code, text)
         item.result = {"surface": item.surface, "case": item.name, "named": item.named,
