@@ -23,6 +23,9 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 logger = logging.getLogger(__name__)
+# A frame that does not decode is reported by `load_image`, naming the file and pydicom's
+# reason; pydicom would log its own traceback of it first, which buries that line.
+logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
 
 WINDOWS = ("dicom", "minmax")
 # Margin around the breast, as a fraction of the image's longer side (41 px on a 4096 px FFDM).
