@@ -174,6 +174,6 @@ def test_predict_finds_dicoms_by_content_and_refuses_an_ffdm_unless_told(square_
     assert "Traceback" not in err and not (tmp_path / "no" / "predictions").exists()
     out = _predict(CONFIGS / "demo" / "stage1_sm.yaml", sm_dir, tmp_path / "run",
                    square_detector, "--allow-modality-mismatch")
-    assert sorted(pd.read_csv(out / "images.csv")["image_id"]) == ["a.dcm", "b", "c.dcm"]
+    assert sorted(pd.read_parquet(out / "images.parquet")["image_id"]) == ["a.dcm", "b", "c.dcm"]
     assert ": 3 DICOM file(s) to read, 1 skipped (no 'DICM' mark at byte 128: not DICOM): " \
            "notes.txt" in caplog.text
