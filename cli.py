@@ -43,7 +43,7 @@ def lightning_cli_class(checkpoint: str | None = None):
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-    from callbacks import MetricsHistory, PredictionWriter, StageHandoff
+    from callbacks import MetricsHistory, PredictionWriter, Requeue, StageHandoff
 
     class RunFolderConfig(SaveConfigCallback):
         """``config.yaml`` in the run folder whatever the logger (Lightning's default puts it
@@ -58,7 +58,11 @@ def lightning_cli_class(checkpoint: str | None = None):
     class MammoCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.save_last": True})
+            # Requeue's timer writes last.ckpt too: one file, not last-v1.ckpt beside it.
+            parser.set_defaults({"checkpoint.save_last": True,
+                                 "checkpoint.enable_version_counter": False})
+            # last.ckpt on a wall-clock timer; under SLURM, save and requeue on its signal.
+            parser.add_lightning_class_args(Requeue, "requeue")
             parser.add_lightning_class_args(PredictionWriter, "predictions")
             # At the end of fit the best checkpoint becomes <run>/artifact for the next stage.
             parser.add_lightning_class_args(StageHandoff, "handoff")
@@ -89,6 +93,9 @@ def lightning_cli_class(checkpoint: str | None = None):
             root = config.trainer.default_root_dir or os.getcwd()
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+            data_args = config.data.init_args if config.get("data") else None
+            if data_args is not None and "check_dir" in data_args and not data_args.check_dir:
+                data_args.check_dir = os.path.join(root, "data_checks")  # the data check's result
             logger = config.trainer.logger
             init_args = getattr(logger, "init_args", None)
             # A logger left at its default save_dir (".") writes into the run folder.

@@ -2,9 +2,10 @@
 
 The best checkpoint is ModelCheckpoint's by the stage's monitored metric (``val_fauc`` for a
 detector, ``val_cosine`` for the Stage II student), or ``last`` when nothing is monitored.
-Under DDP only rank 0 writes, atomically (``weights.write_artifact``); every rank then meets
-at a barrier and receives the artifact's path from rank 0, so all ranks of the next step see
-the same file. Writing the artifact of the same checkpoint again is a no-op.
+Under DDP rank 0 alone decides which checkpoint (by its view of the file system), writes the
+artifact, atomically (``weights.write_artifact``), and broadcasts its path and weights' SHA-256,
+so every rank takes the same branch and the ranks of the next step see the same file. Writing
+the artifact of the same checkpoint again is a no-op.
 
 Each rank also appends what it did to ``<run>/handoff.jsonl`` (one JSON object per line):
 the inputs it loaded (path and SHA-256) and the hyperparameters it was built with, the digest
@@ -108,23 +109,33 @@ class StageHandoff(pl.Callback):
         self.journal(trainer, "final_weights", digest=state_digest(state),
                      parts={name: state_digest(part) for name, part in sorted(parts.items())},
                      trained_steps=int(pl_module.trained_steps))
-        checkpoint, monitor, value = self._best_checkpoint(trainer)
+        # Rank 0's view of the file system decides for every rank (another rank's view of a
+        # shared file system may lag): which checkpoint, then the artifact written from it.
+        best = self._best_checkpoint(trainer) if trainer.is_global_zero else None
+        checkpoint, monitor, value = trainer.strategy.broadcast(best, src=0)
         if checkpoint is None:  # no ModelCheckpoint: save the final weights (all ranks call)
             checkpoint = os.path.join(trainer.default_root_dir, "checkpoints", "final.ckpt")
             trainer.save_checkpoint(checkpoint)
-        out = self.directory(trainer)
+        outcome, failure = None, None
         if trainer.is_global_zero:
-            digest_hash = self.config_hash or self._default_hash(trainer, pl_module)
-            out, written = export_checkpoint(checkpoint, out, config_hash=digest_hash,
-                                             monitor=monitor, monitor_value=value)
-            self.journal(trainer, "wrote" if written else "unchanged", path=str(out),
-                         checkpoint=str(checkpoint),
-                         sha256=read_artifact(out).meta["weights_sha256"])
-        trainer.strategy.barrier("stage_handoff")
-        path = trainer.strategy.broadcast(str(out), src=0)
+            try:
+                digest_hash = self.config_hash or self._default_hash(trainer, pl_module)
+                out, written = export_checkpoint(checkpoint, self.directory(trainer),
+                                                 config_hash=digest_hash, monitor=monitor,
+                                                 monitor_value=value)
+                sha256 = read_artifact(out).meta["weights_sha256"]
+                self.journal(trainer, "wrote" if written else "unchanged", path=str(out),
+                             checkpoint=str(checkpoint), sha256=sha256)
+                outcome = (str(out), sha256, None)
+            except Exception as error:  # noqa: BLE001 - raised below, once every rank knows
+                failure, outcome = error, (None, None, f"{type(error).__name__}: {error}")
+        path, sha256, error = trainer.strategy.broadcast(outcome, src=0)
+        if failure is not None:
+            raise failure
+        if error is not None:
+            raise RuntimeError(f"the stage hand-off failed on rank 0: {error}")
         self.artifact_path = Path(path)
-        self.journal(trainer, "received", path=path,
-                     sha256=read_artifact(path).meta["weights_sha256"])
+        self.journal(trainer, "received", path=path, sha256=sha256)
 
     @staticmethod
     def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str | None, float | None]:

@@ -5,27 +5,39 @@ validation, test and prediction read every pair of their split exactly once, in 
 order, without augmentation. Under DDP Lightning gives those loaders a DistributedSampler,
 which pads with repeats; the metric removes duplicates by pair id.
 
-``setup`` checks the images and boxes of the stage's splits before the first step
-(`setup_check`: every image decoded or its cache entry read, every box followed through what
-training does to it) and fails with every problem at once; with ``on_bad_sample="skip"`` it
-leaves those pairs out instead, and the data set skips a pair that still fails to read later.
-Each skipped pair is logged with its reason and counted in ``summary.skipped``; warnings
-(boxes lost to the crop, ...) are logged.
+``setup`` checks the images and boxes before the first step (`setup_check`: every image
+decoded or its cache entry read, every box followed through what training does to it) and
+fails with every problem of the stage's splits at once; with ``on_bad_sample="skip"`` it leaves
+those pairs out instead, and the data set skips a pair that still fails to read later. Each
+skipped pair is logged with its reason and counted in ``summary.skipped``; warnings (boxes lost
+to the crop, ...) are logged. The check runs once per manifest, lesion table, cache and
+settings: under DDP on rank 0 alone, every rank receiving its report (so all ranks leave out
+the same pairs), and its report is kept in ``check_dir`` for the next stage, resume or
+assessment of the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
+import os
+import tempfile
+import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Literal
 
+import cv2
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from datamodules.batch import collate_pairs
-from datamodules.check import CheckSettings, DataCheckError, setup_check
+from datamodules.check import CheckReport, CheckSettings, DataCheckError, setup_check
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
 from datamodules.manifest import (
@@ -35,7 +47,8 @@ from datamodules.manifest import (
     load_tables,
     resolve_table_paths,
 )
-from datamodules.problems import format_problems
+from datamodules.prepare import CACHE_INFO
+from datamodules.problems import Problem, format_problems
 from datamodules.sampler import BalancedDistributedSampler
 from datamodules.transforms import train_transforms
 
@@ -53,7 +66,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         image_size: (H, W) of the model's input.
         modalities: which images to read ("sm", "ffdm"); a Stage I SM model lists only "sm".
         batch_size: pairs per batch.
-        num_workers: DataLoader worker processes (persistent when > 0).
+        num_workers: DataLoader worker processes (persistent when > 0); None: what this
+            process's CPUs allow (`default_workers`).
         seed: seeds the patient split, and (unless ``train_seed`` is set) the balanced sampler
             and the augmentation.
         train_seed: seeds the balanced sampler and the augmentation alone, so that training
@@ -72,6 +86,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
             every box outside its image; "skip": those pairs are left out, as is a pair whose
             image fails to read during the run, each logged with its reason and counted in
             ``summary.skipped`` (pair id -> reason) and ``summary.pairs_skipped``.
+        check_dir: where the data check's result is kept (one JSON file per manifest, lesion
+            table, cache and modalities); None: nowhere. ``cli.py`` runs keep it in
+            ``<run folder>/data_checks``; ``cli.py pipeline`` gives every stage
+            ``<pipeline run>/data_checks``.
     """
 
     def __init__(
@@ -82,7 +100,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         image_size: tuple[int, int] = (1280, 1024),
         modalities: Sequence[str] = ("sm", "ffdm"),
         batch_size: int = 8,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         seed: int = 0,
         augment: bool = True,
         pathology_classes: dict[str, int] | None = None,
@@ -94,6 +112,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         predict_split: Literal["train", "val", "test", "all"] = "test",
         on_bad_sample: Literal["error", "skip"] = "error",
         train_seed: int | None = None,
+        check_dir: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -119,11 +138,14 @@ class PairedMammoDataModule(pl.LightningDataModule):
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.on_bad_sample = on_bad_sample
+        self.check_dir = check_dir
         self._manifest: pd.DataFrame | None = None
         self._lesions: pd.DataFrame | None = None
         self.summary: LoadSummary | None = None
         self._datasets: dict[str, PairedMammoDataset] = {}
         self._checked: set[str] = set()
+        self._report: CheckReport | None = None  # the whole manifest's, once
+        self._resume: dict[str, int] | None = None  # from a checkpoint (`load_state_dict`)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the tables (once), then check the files of the splits the stage reads."""
@@ -152,24 +174,23 @@ class PairedMammoDataModule(pl.LightningDataModule):
             pathology_classes=self.pathology_classes)
 
     def _check(self, splits) -> None:
-        """`setup_check` of the splits not checked yet; raise `DataCheckError` or leave the
-        bad pairs out (``on_bad_sample``); log the warnings."""
+        """The check's problems of the splits not checked yet (one `setup_check` of the whole
+        manifest: `_check_report`): raise `DataCheckError` or leave the bad pairs out
+        (``on_bad_sample``); log the warnings."""
         splits = [split for split in splits if split not in self._checked]
         if not splits:
             return
-        rows = self._manifest[self._manifest["split"].isin(splits)]
-        lesions = self._lesions[self._lesions["pair_id"].isin(set(rows["pair_id"]))]
         manifest_file = resolve_table_paths(self.manifest, self.lesions)[0]
-        report = setup_check(rows, lesions, self.check_settings(), workers=self.num_workers)
-        problems = report.problems
+        report = self._check_report()
+        pair_ids = set(self._manifest.loc[self._manifest["split"].isin(splits), "pair_id"])
+        problems, warned = ([problem for problem in found
+                             if problem.pair_id is None or problem.pair_id in pair_ids]
+                            for found in (report.problems, report.warnings))
         self._checked.update(splits)
-        logger.info("checked the %s images of %d pairs (%s) in %.1f s: %d problem(s), %d "
-                    "warning(s)", "/".join(self.modalities), len(rows), ", ".join(splits),
-                    report.seconds, len(problems), len(report.warnings))
-        if report.warnings:
+        if warned and (self.trainer is None or self.trainer.is_global_zero):
             logger.warning("%s", format_problems(
-                report.warnings, f"the data of {manifest_file}: warnings (it trains, but not "
-                "quite as the tables say)", limit=10,
+                warned, f"the data of {manifest_file}: warnings (it trains, but not quite as "
+                "the tables say)", limit=10,
                 more="`python cli.py check-data --json FILE` lists them all"))
         if not problems:
             return
@@ -193,6 +214,88 @@ class PairedMammoDataModule(pl.LightningDataModule):
         self._lesions = self._lesions[~self._lesions["pair_id"].isin(set(bad))].reset_index(
             drop=True
         )
+
+    def _check_report(self) -> CheckReport:
+        """`setup_check` of every pair of the manifest, once: rank 0 runs it (or reads the
+        report kept for the same data) and broadcasts it, so every rank trains on the same
+        pairs whatever a file system shows one rank."""
+        if self._report is not None:
+            return self._report
+        trainer = self.trainer
+        outcome: tuple[dict | None, str | None] = (None, None)
+        failure = None
+        if trainer is None or trainer.is_global_zero:
+            try:
+                outcome = (self._run_check(), None)
+            except Exception as error:  # noqa: BLE001 - raised below, after the other ranks know
+                failure, outcome = error, (None, f"{type(error).__name__}: {error}")
+        if trainer is not None:
+            outcome = trainer.strategy.broadcast(outcome, src=0)
+        if failure is not None:
+            raise failure
+        if outcome[1] is not None:
+            raise RuntimeError(f"the data check failed on rank 0: {outcome[1]}")
+        kept = outcome[0]
+        self._report = CheckReport(
+            problems=[Problem(**problem) for problem in kept["problems"]],
+            warnings=[Problem(**problem) for problem in kept["warnings"]],
+            pairs_checked=kept["pairs_checked"], images_checked=kept["images_checked"],
+            seconds=kept["seconds"])
+        return self._report
+
+    def _run_check(self) -> dict:
+        """The check's report as a dict (`CheckReport.to_dict`): the one kept in
+        ``check_dir`` for the same data, else a new `setup_check` (then kept)."""
+        manifest_file, lesions_file = resolve_table_paths(self.manifest, self.lesions)
+        key = self._check_key(manifest_file, lesions_file)
+        path = None
+        if self.check_dir:
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            path = Path(self.check_dir) / f"check-{digest[:16]}.json"
+            if path.is_file():
+                kept = json.loads(path.read_text())
+                if kept.get("key") == key:
+                    logger.info("data check of %s: the report kept in %s (%d problem(s), %d "
+                                "warning(s))", manifest_file, path, len(kept["problems"]),
+                                len(kept["warnings"]))
+                    return kept
+        report = setup_check(self._manifest, self._lesions, self.check_settings(),
+                             workers=self.workers())
+        logger.info("checked the %s images of %d pairs in %.1f s: %d problem(s), %d "
+                    "warning(s)", "/".join(self.modalities), report.pairs_checked,
+                    report.seconds, len(report.problems), len(report.warnings))
+        document = {"key": key, **report.to_dict()}
+        # Kept unless it stops the run: after a fix, the next run checks again.
+        if path is not None and (not report.problems or self.on_bad_sample == "skip"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(handle, "w") as stream:
+                json.dump(document, stream, indent=1)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        return document
+
+    def _check_key(self, manifest_file: Path, lesions_file: Path | None) -> dict:
+        """What the check's report is a function of: the tables' and the check code's
+        SHA-256, the state of the cache's folders and the settings it reads."""
+        cache = None
+        if self.cache_dir is not None:
+            folder = Path(self.cache_dir)
+            info = folder / CACHE_INFO
+            # A folder's mtime changes with every entry written, replaced or removed in it.
+            folders = {}
+            for modality in self.modalities:
+                if (folder / modality).is_dir():
+                    with os.scandir(folder / modality) as entries:
+                        folders[modality] = sorted((entry.name, entry.stat().st_mtime_ns)
+                                                   for entry in entries if entry.is_dir())
+            state = {"info": info.read_text() if info.is_file() else None, "folders": folders}
+            cache = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+        settings = json.loads(json.dumps(asdict(self.check_settings()), default=str))
+        return {"manifest": _sha256(manifest_file),
+                "lesions": _sha256(lesions_file) if lesions_file else None,
+                "check": _sha256(Path(inspect.getfile(setup_check))), "cache": cache,
+                "settings": settings}
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Count the pairs the data set skipped in its workers (``on_bad_sample="skip"``),
@@ -248,15 +351,27 @@ class PairedMammoDataModule(pl.LightningDataModule):
             )
         return self._datasets[split]
 
+    def workers(self) -> int:
+        """``num_workers``, or by default what this process's CPUs allow."""
+        if self.num_workers is not None:
+            return int(self.num_workers)
+        return default_workers(self.trainer.num_devices if self.trainer is not None else 1)
+
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
+        workers = self.workers()
+        if workers > 0:
+            # One OpenCV thread in each loader worker (they share the CPUs), set here, before
+            # they fork: set inside a forked worker (worker_init_fn) after this process used
+            # OpenCV's thread pool, it deadlocked (3 of 6 runs, opencv 5.1, pthreads).
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             shuffle=False,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_pairs,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -270,7 +385,35 @@ class PairedMammoDataModule(pl.LightningDataModule):
             dataset.labels, num_samples=self.samples_per_epoch, seed=self.train_seed,
             with_seeds=True,
         )
+        if self._resume:
+            # Set now: Lightning starts the loader's workers before it sets a resumed epoch.
+            sampler.set_epoch(self._resume["train_epoch"])
+            sampler.resume(self._resume["train_epoch"],
+                           self._resume["train_batches"] * self.batch_size)
+            self._resume = None
+            # Lightning warns that a plain DataLoader resumed mid-epoch repeats batches; this
+            # one does not (the sampler skips them).
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that "
+                                    "ended before the epoch ended")
         return self._loader(dataset, self.batch_size, sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the fit's training epoch stands (Lightning keeps it in each checkpoint): a fit
+        resumed from a checkpoint taken mid-epoch goes on with the batches it had not trained
+        on, as the uninterrupted fit would."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        epochs = trainer.fit_loop.epoch_progress.current
+        # The epoch Lightning iterates next (it sets the sampler's epoch to this count) and the
+        # batches of it already trained: none when the checkpoint is taken at an epoch's end.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        within = epochs.processed < epochs.started
+        return {"train_epoch": int(epochs.processed), "train_batches": int(batches) if within
+                else 0}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict) if state_dict else None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.batch_size)
@@ -280,3 +423,23 @@ class PairedMammoDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.dataset(self.predict_split), self.batch_size)
+
+
+def default_workers(local_processes: int = 1) -> int:
+    """Loader workers for one training process: its CPUs less one (for itself). Inside an srun
+    step each task is one process with ``SLURM_CPUS_PER_TASK`` CPUs; elsewhere the CPUs this
+    process may run on (``os.sched_getaffinity``) are shared by the ``local_processes``."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    if per_task and "SLURM_STEP_ID" in os.environ:
+        cpus = int(per_task)
+    else:
+        cpus = len(os.sched_getaffinity(0)) // max(1, int(local_processes))
+    return max(0, cpus - 1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

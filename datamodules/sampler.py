@@ -102,6 +102,7 @@ class BalancedDistributedSampler(DistributedSampler):
         else:
             self.num_samples = math.ceil(self.epoch_size / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
+        self._resume: tuple[int, int] | None = None
 
     def global_indices(self, epoch: int | None = None) -> torch.Tensor:
         """The whole epoch's draw (all ranks), before padding and slicing."""
@@ -120,14 +121,25 @@ class BalancedDistributedSampler(DistributedSampler):
         )
         return chosen[torch.randperm(len(chosen), generator=generator)]
 
+    def resume(self, epoch: int, done: int) -> None:
+        """Leave out this rank's first ``done`` draws of ``epoch`` the next time that epoch is
+        iterated: a fit resumed from a checkpoint taken mid-epoch goes on with the draws it had
+        not trained on (``len`` stays the whole epoch's, as Lightning's progress counts it)."""
+        self._resume = (int(epoch), int(done))
+
     def __iter__(self) -> Iterator[int]:
         indices = self.global_indices()
         if len(indices) < self.total_size:
             repeats = math.ceil(self.total_size / len(indices))
             indices = indices.repeat(repeats)
         indices = indices[: self.total_size]
-        positions = range(self.rank, self.total_size, self.num_replicas)
-        mine = indices[self.rank : self.total_size : self.num_replicas].tolist()
+        start = 0
+        if self._resume is not None and self.epoch >= self._resume[0]:
+            start = self._resume[1] if self.epoch == self._resume[0] else 0
+            self._resume = None
+        positions = range(self.rank + start * self.num_replicas, self.total_size,
+                          self.num_replicas)
+        mine = indices[self.rank : self.total_size : self.num_replicas].tolist()[start:]
         if not self.with_seeds:
             return iter(mine)
         # One seed per draw, a function of (seed, epoch, position in the epoch's global draw):

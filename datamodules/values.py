@@ -228,7 +228,7 @@ RULES: dict[str, Rule] = {
     "image_size": image_size,
     "modalities": modalities,
     "batch_size": number(1, integer=True),
-    "num_workers": number(0, integer=True),
+    "num_workers": number(0, integer=True, optional=True),  # None: the task's CPUs less one
     "seed": number(0, integer=True),
     "augment": boolean,
     "pathology_classes": pathology_classes,

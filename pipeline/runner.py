@@ -12,7 +12,8 @@ row names to stages. The pipeline is a function of its inputs: a stage whose art
 for the same *stage hash* (its stage and data configs, the overrides, the manifest's and
 lesion table's contents, and its input artifacts' SHA-256) is skipped, so a retrained teacher
 retrains its students and nothing else; a stage killed mid-fit resumes from its
-``last.ckpt``; ``--from STAGE`` reruns that stage and every later one.
+``last.ckpt`` (or, stopped by SLURM's signal, from its requeue checkpoint: whichever is newer);
+``--from STAGE`` reruns that stage and every later one.
 
 A stage may train on another data config (its own ``data``); it is still assessed on the
 pipeline's, so that every row of the report is scored on the same images.
@@ -40,10 +41,12 @@ from typing import Any
 
 import yaml
 
+from callbacks.requeue import EXIT_REQUEUED
 from lightning_modules.weights import is_artifact, read_artifact, read_checkpoint, sha256_file
 
 STAGE_ORDER = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")
 STATE_FILE = "stage.json"
+REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's name for them, in the run folder
 CLI = str(Path(__file__).resolve().parents[1] / "cli.py")
 
 
@@ -97,35 +100,35 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class Launch:
-    """How stages are started: ``local`` (Lightning starts its own processes for
-    ``devices > 1``) or ``srun`` inside a SLURM allocation (one task per device)."""
+    """How a stage's fit and assessment are started, both on the same devices and nodes:
+    ``local`` (Lightning starts its own processes for ``devices > 1``) or ``srun`` inside a
+    SLURM allocation (one task per device, each with ``cpus_per_task`` CPUs)."""
 
     launcher: str = "local"
     num_nodes: int | None = None
     devices: int | None = None
     accelerator: str | None = None
+    cpus_per_task: int | None = None
 
-    def trainer_args(self, command: str) -> list[str]:
-        if command != "fit":  # validation and test run on one device
-            args = ["--trainer.devices=1", "--trainer.num_nodes=1"]
-        else:
-            args = []
-            if self.num_nodes is not None:
-                args.append(f"--trainer.num_nodes={self.num_nodes}")
-            if self.devices is not None:
-                args.append(f"--trainer.devices={self.devices}")
-            if (self.devices or 1) * (self.num_nodes or 1) > 1:
-                args.append("--trainer.strategy=ddp")
+    def trainer_args(self) -> list[str]:
+        args = []
+        if self.num_nodes is not None:
+            args.append(f"--trainer.num_nodes={self.num_nodes}")
+        if self.devices is not None:
+            args.append(f"--trainer.devices={self.devices}")
+        if (self.devices or 1) * (self.num_nodes or 1) > 1:
+            args.append("--trainer.strategy=ddp")
         if self.accelerator is not None:
             args.append(f"--trainer.accelerator={self.accelerator}")
-        return args if (command == "fit" or self.launcher == "srun") else []
+        return args
 
-    def prefix(self, command: str) -> list[str]:
+    def prefix(self) -> list[str]:
         if self.launcher != "srun":
             return []
-        if command == "fit":
-            return ["srun", "--kill-on-bad-exit=1"]
-        return ["srun", "--ntasks=1", "--nodes=1"]
+        # srun is given the CPUs per task explicitly: whether a step inherits the job's
+        # --cpus-per-task differs between Slurm versions.
+        cpus = [f"--cpus-per-task={self.cpus_per_task}"] if self.cpus_per_task else []
+        return ["srun", "--kill-on-bad-exit=1", *cpus]
 
 
 def _resolve(path: str | os.PathLike, base: Path) -> Path:
@@ -299,6 +302,11 @@ def stage_hash(pipeline: Pipeline, stage: Stage) -> str:
 
 
 # -- running ------------------------------------------------------------------------------------
+def _data_class(data_config: Path) -> str:
+    config = yaml.safe_load(data_config.read_text()) or {}
+    return str((config.get("data") or {}).get("class_path") or "")
+
+
 def _override_args(overrides: Mapping[str, Any]) -> list[str]:
     args = []
     for key, value in overrides.items():
@@ -310,17 +318,27 @@ def _override_args(overrides: Mapping[str, Any]) -> list[str]:
 def _lightning(command: str, pipeline: Pipeline, stage: Stage, folder: Path, *extra: str,
                launch: Launch = Launch()) -> None:
     data = stage.data if (stage.data is not None and command == "fit") else pipeline.data
-    args = [*launch.prefix(command), sys.executable, CLI, command, "--config", str(data),
+    args = [*launch.prefix(), sys.executable, CLI, command, "--config", str(data),
             "--config", str(stage.config), "--trainer.default_root_dir", str(folder)]
     for argument, source in stage.inputs.items():
         args.append(f"--model.init_args.{argument}={pipeline.run / source / 'artifact'}")
+    if _data_class(data).endswith("PairedMammoDataModule"):
+        # one data check for all stages (datamodules/paired.py keeps its result there)
+        args.append(f"--data.init_args.check_dir={pipeline.run / 'data_checks'}")
     args += _override_args({**pipeline.overrides, **stage.overrides})
-    args += launch.trainer_args(command)
+    args += launch.trainer_args()
     args += list(extra)
     finished = subprocess.run(args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if finished.returncode == EXIT_REQUEUED:
+        raise Requeued(f"stage {stage.name}: `cli.py {command}` stopped for SLURM's requeue; "
+                       "the job resumes the stage when it runs again")
     if finished.returncode != 0:
         raise RuntimeError(f"stage {stage.name}: `cli.py {command}` failed with exit code "
                            f"{finished.returncode} (command: {' '.join(args)})")
+
+
+class Requeued(RuntimeError):
+    """A stage stopped for a SLURM requeue: the job runs again and resumes it."""
 
 
 def _state(folder: Path) -> dict[str, Any]:
@@ -351,33 +369,66 @@ def is_current(folder: Path, digest: str) -> bool:
 
 def run_stage(pipeline: Pipeline, stage: Stage, digest: str, log=print,
               launch: Launch = Launch()) -> dict[str, Any]:
-    """Fit (or resume) one stage, then write its validation and test predictions."""
+    """Fit (or resume) one stage, then write its validation and test predictions. A stage cut
+    off mid-fit (killed, or stopped for a SLURM requeue) resumes from the newest readable of its
+    requeue checkpoints and ``last.ckpt``; one cut off while assessing is assessed again."""
     folder = pipeline.run / stage.name
     state = _state(folder)
-    resume = folder / "checkpoints" / "last.ckpt"
-    extra = [f"--handoff.config_hash={digest}"]
-    if state.get("hash") == digest and state.get("status") == "fitting" and _readable(resume):
-        log(f"[pipeline] {stage.name}: resuming the interrupted fit from {resume}")
-        extra.append(f"--ckpt_path={resume}")
-    elif folder.exists():
-        if state.get("status") == "fitting" and resume.exists():
-            log(f"[pipeline] {stage.name}: {resume} is unreadable (cut off by the kill?); "
-                "starting the stage over")
-        shutil.rmtree(folder)  # another config's (or a finished stale) run: start clean
+    same = state.get("hash") == digest
     started = time.time()
-    _write_state(folder, {"hash": digest, "status": "fitting", "started": started})
-    _lightning("fit", pipeline, stage, folder, *extra, launch=launch)
+    if same and state.get("status") == "assessing" and is_artifact(folder / "artifact"):
+        log(f"[pipeline] {stage.name}: fitted; assessing it again (cut off while assessing)")
+        fit_seconds = state.get("fit_seconds")
+    else:
+        extra = [f"--handoff.config_hash={digest}"]
+        resume = _newest_checkpoint(folder, log) if same and state.get(
+            "status") == "fitting" else None
+        if resume is not None:
+            log(f"[pipeline] {stage.name}: resuming the interrupted fit from {resume}")
+            extra.append(f"--ckpt_path={resume}")
+        elif folder.exists():
+            if same and state.get("status") == "fitting":
+                log(f"[pipeline] {stage.name}: no readable checkpoint of the interrupted fit; "
+                    "starting the stage over")
+            shutil.rmtree(folder)  # another config's (or a finished stale) run: start clean
+        _write_state(folder, {"hash": digest, "status": "fitting", "started": started})
+        _lightning("fit", pipeline, stage, folder, *extra, launch=launch)
+        for requeue_checkpoint in folder.glob(REQUEUE_CHECKPOINTS):
+            requeue_checkpoint.unlink()  # they only serve to resume the fit
+        fit_seconds = round(time.time() - started, 1)
+        _write_state(folder, {"hash": digest, "status": "assessing", "started": started,
+                              "fit_seconds": fit_seconds})
     fitted = time.time()
     artifact = read_artifact(folder / "artifact")
     checkpoint = artifact.meta["checkpoint"]
     _lightning("assess", pipeline, stage, folder, f"--ckpt_path={checkpoint}", launch=launch)
     finished = time.time()
     state = {"hash": digest, "status": "done", "weights_sha256": artifact.meta["weights_sha256"],
-             "checkpoint": checkpoint, "fit_seconds": round(fitted - started, 1),
+             "checkpoint": checkpoint, "fit_seconds": fit_seconds,
              "evaluate_seconds": round(finished - fitted, 1),
              "seconds": round(finished - started, 1)}
     _write_state(folder, state)
     return state
+
+
+def _newest_checkpoint(folder: Path, log=print) -> Path | None:
+    """The newest readable of a stage's requeue checkpoints (``hpc_ckpt_<n>.ckpt``, written
+    on SLURM's signal) and its ``last.ckpt`` (validation ends and the wall-clock timer): the
+    one of most training steps, the later written of two with as many."""
+    newest, newest_key = None, None
+    for path in [*folder.glob(REQUEUE_CHECKPOINTS), folder / "checkpoints" / "last.ckpt"]:
+        if not path.is_file():
+            continue
+        try:
+            steps = int(read_checkpoint(path).get("global_step", 0))
+        except ValueError:
+            log(f"[pipeline] {folder.name}: {path} is unreadable (cut off while written?); "
+                "not resuming from it")
+            continue
+        key = (steps, path.stat().st_mtime_ns)
+        if newest_key is None or key > newest_key:
+            newest, newest_key = path, key
+    return newest
 
 
 def _eta(remaining: list[str], history: dict[str, float],
@@ -388,16 +439,6 @@ def _eta(remaining: list[str], history: dict[str, float],
     fallback = sum(trained) / len(trained) if trained else None
     estimates = [history.get(name, fallback) for name in remaining]
     return None if any(value is None for value in estimates) else sum(estimates)
-
-
-def _readable(checkpoint: Path) -> bool:
-    if not checkpoint.is_file():
-        return False
-    try:
-        read_checkpoint(checkpoint)
-    except ValueError:
-        return False
-    return True
 
 
 def _clock(seconds: float | None) -> str:
@@ -490,9 +531,16 @@ def main(argv: list[str]) -> int:
     cluster.add_argument("--accelerator", help="trainer.accelerator (gpu, cpu, auto)")
     cluster.add_argument("--emit-slurm", metavar="DIR",
                          help="write one SLURM job per stage and submit.sh, and run nothing")
-    for flag in ("--partition", "--account", "--time"):
+    cluster.add_argument("--cpus-per-task", type=int,
+                         help="CPUs of each task (srun --cpus-per-task; and --emit-slurm)")
+    for flag in ("--partition", "--account", "--time", "--mem", "--mem-per-gpu"):
         cluster.add_argument(flag, help="for --emit-slurm")
-    cluster.add_argument("--cpus-per-task", type=int, help="for --emit-slurm")
+    cluster.add_argument("--grace", type=int, metavar="SECONDS",
+                         help="for --emit-slurm: SLURM signals a stage this long before its "
+                              "time limit (--signal=USR1@SECONDS); it saves and requeues "
+                              "(0: no signal)")
+    cluster.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
+                         help="for --emit-slurm: jobs may be requeued (sbatch --requeue)")
     cluster.add_argument("--no-gpus", action="store_true",
                          help="for --emit-slurm: request no GPUs (CPU jobs)")
     args = parser.parse_args(argv)
@@ -515,14 +563,19 @@ def main(argv: list[str]) -> int:
             written = emit_slurm(pipeline, args.emit_slurm, {
                 "nodes": args.num_nodes, "devices": args.devices,
                 "accelerator": args.accelerator, "partition": args.partition,
-                "account": args.account, "time": args.time,
+                "account": args.account, "time": args.time, "mem": args.mem,
+                "mem_per_gpu": args.mem_per_gpu, "grace": args.grace, "requeue": args.requeue,
                 "cpus_per_task": args.cpus_per_task, "gpus": False if args.no_gpus else None})
             print(f"wrote {len(written)} files to {args.emit_slurm}; submit with: bash "
                   f"{Path(args.emit_slurm) / 'submit.sh'}")
             return 0
-        launch = Launch(args.launcher, args.num_nodes, args.devices, args.accelerator)
+        launch = Launch(args.launcher, args.num_nodes, args.devices, args.accelerator,
+                        args.cpus_per_task)
         run_pipeline(pipeline, args.start_from, args.only, report=not args.no_report,
                      launch=launch)
+    except Requeued as stopped:
+        print(f"[pipeline] {stopped}", file=sys.stderr)
+        return EXIT_REQUEUED
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

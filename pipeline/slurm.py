@@ -6,7 +6,10 @@ submits them, each after the stages it reads (``--dependency=afterok``).
     bash jobs/submit.sh
 
 Each job runs ``cli.py pipeline --only STAGE --launcher srun``: the same skipping, hashing and
-resuming as a local run, with the fit started on every task by ``srun``. Resources come from,
+resuming as a local run, with the fit and the assessment started on every task by ``srun``.
+A job that reaches its time limit, or is pre-empted, gets SLURM's signal ``grace`` seconds
+before: the fit saves, the job is requeued (same id, log appended) and resumes, and the stages
+after it (``afterok``) wait for it. Resources come from,
 in order: the defaults here, the pipeline config's ``slurm:`` section (its ``stages:`` entry
 per stage), then the command line. The job script is ``configs/cluster/stage.sbatch``, filled
 per stage.
@@ -26,11 +29,17 @@ DEFAULTS: dict[str, Any] = {
     "devices": 1,  # devices (tasks) per node
     "gpus": True,  # request the devices as GPUs (--gpus-per-node)
     "accelerator": "gpu",  # the Trainer's accelerator
-    "cpus_per_task": 8,  # data-loading workers + 1
+    "cpus_per_task": 8,  # data-loading workers + 1, per task (srun is given it too)
+    "mem": None,  # memory per node (--mem), e.g. "200G"
+    "mem_per_gpu": None,  # or per GPU (--mem-per-gpu), e.g. "60G"
     "time": "24:00:00",
+    # SLURM signals the stage's tasks this many seconds before its time limit (USR1, which
+    # Lightning listens for): the fit saves, the job is requeued and resumes. 0/None: no signal.
+    "grace": 300,
+    "requeue": True,  # the job may be requeued (on the signal, or by pre-emption)
     "partition": None,
     "account": None,
-    "sbatch": [],  # further #SBATCH options, e.g. ["--mem=200G", "--qos=high"]
+    "sbatch": [],  # further #SBATCH options, e.g. ["--qos=high"]
 }
 
 
@@ -62,13 +71,21 @@ def emit_slurm(pipeline, out: str | Path, command_line: dict[str, Any] | None = 
         resources = stage_resources(pipeline.slurm, stage if stage != "report" else "",
                                     command_line or {})
         if stage == "report":  # a small job that finds every stage done and writes the report
-            resources.update(nodes=1, devices=1, gpus=False, accelerator="cpu")
+            resources.update(nodes=1, devices=1, gpus=False, accelerator="cpu",
+                             mem_per_gpu=None)
+        if resources["mem"] and resources["mem_per_gpu"]:
+            raise ValueError(f"slurm ({stage}): give mem or mem_per_gpu, not both")
         lines = []
         if resources["gpus"]:
             lines.append(f"#SBATCH --gpus-per-node={resources['devices']}")
-        for key in ("partition", "account"):
+        for key in ("partition", "account", "mem", "mem_per_gpu"):
             if resources[key]:
-                lines.append(f"#SBATCH --{key}={resources[key]}")
+                lines.append(f"#SBATCH --{key.replace('_', '-')}={resources[key]}")
+        if resources["requeue"]:
+            lines.append("#SBATCH --requeue")
+        if resources["grace"]:
+            # no "B:": the signal goes to the job's steps (the srun tasks), where Lightning is
+            lines.append(f"#SBATCH --signal=USR1@{int(resources['grace'])}")
         lines += [f"#SBATCH {option}" for option in resources["sbatch"]]
         text = template.format(
             stage=stage if stage != "report" else "report",

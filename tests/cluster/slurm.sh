@@ -48,12 +48,14 @@ for _ in $(seq 50); do [[ -S "$socket" ]] && break; sleep 0.1; done
 host=$(hostname)
 cpus=$(nproc)
 memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
+# cred_expire: a requeued job may start again this many seconds after it stopped (Slurm's
+# default is 120 s; the requeue test waits for it)
 cat > "$state/slurm.conf" <<CONF
 ClusterName=mammofuse-test
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$socket
+AuthInfo=socket=$socket,cred_expire=10
 CryptoType=crypto/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
