@@ -10,7 +10,7 @@ DEMO_SIZE ?= 320 256
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test test-slow test-cluster lint demo bench clean
+.PHONY: venv test test-slow test-cluster lint demo x1 bench clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow and not cluster" -q
+	$(PY) -m pytest -m "not slow and not cluster" -q --durations=15
 
 # A real single-machine SLURM (installs Debian's slurm-wlm and munge when missing; needs root):
 # the emitted pipeline submitted as chained jobs, one stage a two-task DDP job through srun.
@@ -56,6 +56,13 @@ lint: $(STAMP)
 # Stage III, BASE_UB and a control) as one pipeline, then the report; a rerun skips what is done.
 demo: $(STAMP) $(PHANTOM)/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom.yaml --run $(RUN)
+
+# Issue X1's experiment on the phantom (about 2 hours on 2 CPU cores): Stage II loss kinds chosen
+# on seed 0's validation, then the chosen ones over three training seeds with their controls;
+# writes runs/x1/seeds_report.md. Stages shared with a finished run are skipped.
+x1: $(STAMP) $(PHANTOM)/cache/.complete
+	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_grid.yaml
+	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1.yaml
 
 $(PHANTOM)/manifest.csv: | $(STAMP)
 	$(PY) cli.py phantom --out $(PHANTOM) --pairs $(DEMO_PAIRS) --seed 0
