@@ -52,9 +52,10 @@ def _stage2_summary(folder: Path) -> dict[str, float] | None:
 def build_seed_report(pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: int = 0,
                       out: str | Path | None = None) -> dict[str, Any]:
     """Summarise ``pipeline`` (``runner.Pipeline`` with ``seeds``) over its seeds; write
-    ``seeds_report.md`` and ``seeds_report.json`` into ``out`` (default: the run folder)."""
+    ``seeds_report.md`` and ``seeds_report.json`` into ``out`` (default: the pipeline's
+    ``report_dir`` in its run folder)."""
     seeds = list(pipeline.seeds)
-    out = Path(out or pipeline.run)
+    out = Path(out or pipeline.run / pipeline.report_dir)
     first = pipeline.run / f"seed{seeds[0]}" / next(iter(pipeline.report.values()))
     _, manifest, lesions = run_tables(first)
 
@@ -127,6 +128,7 @@ def build_seed_report(pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: i
     numbers = {"seeds": seeds, "max_fp": max_fp, "n_boot": n_boot, "bootstrap_seed": seed,
                "models": models, "comparisons": comparisons, "stage2": students,
                "gap": list(pipeline.gap) if pipeline.gap else None}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "seeds_report.json").write_text(json.dumps(numbers, indent=2) + "\n")
     text = format_seed_report(numbers)
     (out / "seeds_report.md").write_text(text + "\n")
