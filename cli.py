@@ -106,15 +106,24 @@ def lightning_cli_class(checkpoint: str | None = None):
         def before_fit(self) -> None:
             # A fit writes the artifact the next stage reads, selected on validation: refuse
             # a split with no pair before the first step rather than after the last.
+            self._refuse_empty_splits(("train", "val"), "a fit trains on train and selects the "
+                                                         "stage's artifact on val")
+
+        def before_validate(self) -> None:
+            self._refuse_empty_splits(("val",), "validate assesses the model on val")
+
+        def before_test(self) -> None:
+            self._refuse_empty_splits(("test",), "test assesses the model on test")
+
+        def _refuse_empty_splits(self, splits: tuple[str, ...], why: str) -> None:
             tables = getattr(self.datamodule, "tables", None)
-            for split in ("train", "val") if tables is not None else ():
+            for split in splits if tables is not None else ():
                 if len(tables(split)) == 0:
                     summary = getattr(self.datamodule, "summary", None)
                     raise ConfigValueError(
                         f"data: the {split} split of {self.datamodule.manifest} has no pairs "
-                        f"({summary}): a fit trains on train and selects the stage's artifact "
-                        "on val; give it patients (the manifest's split column, or "
-                        "data.init_args.split_fractions)")
+                        f"({summary}): {why}; give it patients (the manifest's split column, "
+                        "or data.init_args.split_fractions)")
 
         def instantiate_classes(self) -> None:
             try:

@@ -1632,11 +1632,13 @@ def _(ws, d):
 def eval_files(ws: Workspace, d: Path) -> dict[str, Path]:
     """A copy of a real run's test predictions, ground truth and images."""
     source = ws.runs / "sm" / "predictions"
-    if not (source / "test_predictions.csv").is_file():
+    if not (source / "test_predictions.parquet").is_file():
         run(["test", "--config", str(ws.data_yaml), "--config",
              str(ROOT / "configs" / "demo" / "stage1_sm.yaml"), "--trainer.logger", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
              str(ws.runs / "sm"), "--ckpt_path", ws.checkpoint("sm")], check=True)
+    if not (source / "test_predictions.csv").is_file():  # the tables as a user exports them
+        run(["evaluate", "--export-csv", str(source)], check=True)
     files = {}
     for name in ("predictions", "ground_truth", "images"):
         files[name] = Path(shutil.copy(source / f"test_{name}.csv", d / f"{name}.csv"))

@@ -547,6 +547,17 @@ def test_an_empty_validation_split_is_refused_before_the_first_step(tiny_phantom
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_an_empty_test_split_is_refused_before_any_prediction(tiny_phantom, tiny_artifacts,
+                                                              tmp_path, capsys):
+    checkpoint = str(tiny_artifacts["sm"] / "checkpoints" / "last.ckpt")
+    assert _run(tiny_phantom, tmp_path / "run", "demo/stage1_sm.yaml", "--ckpt_path", checkpoint,
+                "--data.init_args.split_fractions", "[0.8, 0.2, 0.0]", command="test") == 2
+    [line] = _error_lines(capsys)
+    assert line.startswith(f"error: data: the test split of {tiny_phantom} has no pairs"), line
+    assert "test assesses the model on test" in line
+    assert not (tmp_path / "run" / "predictions").exists()
+
+
 def test_setup_problems_reach_the_user_as_the_list_not_a_traceback(tiny_phantom, tmp_path,
                                                                    capsys):
     data = tmp_path / "data"

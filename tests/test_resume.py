@@ -17,7 +17,7 @@ from conftest import CONFIGS, tiny_run_args
 
 from lightning_modules.weights import read_checkpoint
 
-EPOCHS, STEPS = 3, 40
+EPOCHS, STEPS = 2, 16
 
 
 def _command(phantom, root, *extra):

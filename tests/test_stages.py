@@ -282,6 +282,18 @@ def test_pretrained_accepts_our_artifacts_and_checkpoints(tiny_artifacts, source
     assert _identical(model.head.state_dict(), _artifact_state(run, "head."))
 
 
+def test_a_fused_artifact_as_pretrained_of_a_single_detector_is_refused(tiny_artifacts,
+                                                                         stage3_runs):
+    path = stage3_runs["fused"] / "artifact"
+    overrides = read_artifact(tiny_artifacts["sm"] / "artifact").meta["architecture_overrides"]
+    with pytest.raises(ValueError) as error:
+        TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=SIZE,
+                        architecture_overrides=overrides, pretrained=str(path))
+    assert str(error.value).startswith(f"{path} is a stage-3 FusedDetector (fused), whose head "
+                                       "reads two feature sets side by side")
+    assert "SM teacher's (Stage I) artifact" in str(error.value)
+
+
 def test_a_truncated_weight_file_is_refused_naming_it(tiny_artifacts, tmp_path):
     import shutil
 
