@@ -1672,7 +1672,7 @@ _eval_case("duplicate ground-truth rows", _rows("ground_truth", lambda t: pd.con
            "ground_truth.csv", "duplicate", named=True)
 _eval_case("a predictions file with only a header", _rows("predictions", lambda t: t.head(0)),
            "predictions.csv", "no", named=True)
-_eval_case("scores above 1", _rows("predictions", lambda t: t.assign(score=t["score"] * 10)),
+_eval_case("scores above 1", _rows("predictions", lambda t: t.assign(score=t["score"] + 1)),
            "predictions.csv", "score", named=True)
 _eval_case("negative coordinates", _rows("predictions", lambda t: t.assign(x1=t["x1"] - 1000)),
            "predictions.csv", "x1", named=True)
@@ -1883,7 +1883,8 @@ def _(ws, d):
 def _(ws, d):
     config = yaml.safe_load(pipeline_config(ws, d).read_text())
     config["stages"] = {1: config["stages"]["stage1_sm"]}
-    return pipeline(pipeline_config(ws, d, stages=config["stages"], report={}), d)
+    return pipeline(pipeline_config(ws, d, stages=config["stages"], report={},
+                                    comparisons=None), d)
 
 
 @case("pipeline", "a run folder that is a file", "run")
@@ -1971,8 +1972,8 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         message = "<br>".join(line.replace("|", "\\|")[:200] for line in result["message"])
         command = result["command"].replace(str(args.out), "OUT").replace("|", "/")
-        named = "yes" if result["named"] else ""
-        lines.append(f"| {result['surface']} | {result['case']} | {named} | `{command}` | "
+        mark = "yes" if result["named"] else ""
+        lines.append(f"| {result['surface']} | {result['case']} | {mark} | `{command}` | "
                      f"{message} | {result['verdict']} |")
     (args.out / "probe.md").write_text("\n".join(lines) + "\n")
     print(f"{len(results)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

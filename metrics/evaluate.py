@@ -365,11 +365,25 @@ def _check_numbers(columns: dict[str, np.ndarray], text: pd.DataFrame | None, na
                               f"{v[row - offset]:g} lies past the image's {s}, {m[row - offset]:g}",
                               "lesion outside its image")
         return
+    # A detector's box may reach past the border (the demo's BASE_UB: x1 down to -5,943 px,
+    # centres up to 10.5% of the width outside); a centre further out than half the image is
+    # not a detection in this image's pixels (it can never hit: hits are judged at centres).
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
     outside = (x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height)
+    far = ~outside & ((centre_x < -width / 2) | (centre_x > 1.5 * width)
+                      | (centre_y < -height / 2) | (centre_y > 1.5 * height))
     problems.rows(name, np.flatnonzero(outside) + offset, None,
                   lambda row: f"the box ({x1[row - offset]:g}, {y1[row - offset]:g}, "
                               f"{x2[row - offset]:g}, {y2[row - offset]:g}) lies wholly outside "
                               "its image" + _size_text(height[row - offset], width[row - offset]),
+                  "detection outside its image")
+    problems.rows(name, np.flatnonzero(far) + offset, None,
+                  lambda row: f"the box ({x1[row - offset]:g}, {y1[row - offset]:g}, "
+                              f"{x2[row - offset]:g}, {y2[row - offset]:g}) has its centre "
+                              f"({centre_x[row - offset]:g}, {centre_y[row - offset]:g}) more "
+                              "than half the image outside it"
+                              + _size_text(height[row - offset], width[row - offset])
+                              + ": x1, y1, x2, y2 are not in this image's pixels",
                   "detection outside its image")
 
 
@@ -653,8 +667,13 @@ def main(argv: list[str]) -> int:
         return 0
     if None in (args.predictions, args.ground_truth, args.images):
         parser.error("--predictions, --ground-truth and --images are required")
-    if not args.max_fp > 0 or not args.target_fp >= 0 or args.n_boot < 0:
-        parser.error("--max-fp must be > 0, --target-fp >= 0 and --n-boot >= 0")
+    for flag, value, rule in (("--max-fp", args.max_fp, args.max_fp > 0),
+                              ("--target-fp", args.target_fp, args.target_fp >= 0),
+                              ("--n-boot", args.n_boot, args.n_boot >= 0),
+                              ("--min-distance", args.min_distance, args.min_distance >= 0)):
+        if not rule:
+            parser.error(f"{flag} must be {'> 0' if flag == '--max-fp' else '>= 0'}, "
+                         f"got {value:g}")
     # the deepest the numbers below read: FAUC-x, the threshold, the plot's axis (2x)
     reach = max(args.max_fp, args.target_fp) * (2 if args.plot is not None else 1)
     floor = np.inf if args.threshold is None else args.threshold

@@ -209,6 +209,11 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
         raise ValueError(f"{path}: " + "; ".join(problems))
     stages = {}
     for name, entry in (raw["stages"] or {}).items():
+        if not isinstance(name, str):
+            problems.append(f"stages: the stage name {name!r} is not text "
+                            f"({type(name).__name__}); stage names are text (each names a "
+                            f"folder of the run): write '{name}'")
+            continue
         if not isinstance(entry, Mapping) or "config" not in entry:
             problems.append(f"stages.{name}: expected a mapping with a 'config' (a stage YAML), "
                             f"'inputs' and 'overrides', got {entry!r:.80}")
@@ -257,9 +262,12 @@ def load_pipeline(path: str | os.PathLike, data: str | None = None,
     if gap is not None and (not isinstance(gap, list) or len(gap) != 2 or any(
             row not in report and row not in references for row in gap)):
         problems.append(f"gap: [from row, to row] of `report` or `references`, got {gap!r}")
+    run_folder = Path(run or raw.get("run") or "runs/pipeline")
+    if run_folder.exists() and not run_folder.is_dir():
+        problems.append(f"run: {run_folder} is a file, not a folder: the run folder holds a "
+                        "folder per stage")
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
-    run_folder = Path(run or raw.get("run") or "runs/pipeline")
     return Pipeline(path, data_path, run_folder, stages, dict(raw.get("overrides") or {}),
                     report, comparisons, str(raw.get("report_dir") or "."),
                     dict(raw.get("slurm") or {}), seeds, references,

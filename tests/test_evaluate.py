@@ -286,16 +286,34 @@ def test_with_image_sizes_boxes_past_the_image_are_refused(tmp_path, capsys):
                              "width": [300, 300]}), files["images"])
     pq.write_table(pa.table({"image_id": ["a", "b"], "x1": [10.0, 250.0], "y1": [10.0, 10.0],
                              "x2": [50.0, 320.0], "y2": [50.0, 60.0]}), files["ground_truth"])
-    pq.write_table(pa.table({"image_id": ["a", "a", "b"], "x1": [20.0, 310.0, 280.0],
-                             "y1": [20.0, 10.0, 390.0], "x2": [40.0, 340.0, 330.0],
-                             "y2": [40.0, 50.0, 420.0], "score": [0.5, 0.4, 0.3]}),
+    # rows 5 and 6: a box whose centre lies 190 px (more than half the width) left of the
+    # image, and one as wide as a diverged regression gives, centred 50 px left of it
+    pq.write_table(pa.table({"image_id": ["a", "a", "b", "a", "a"],
+                             "x1": [20.0, 310.0, 280.0, -400.0, -600.0],
+                             "y1": [20.0, 10.0, 390.0, 10.0, 10.0],
+                             "x2": [40.0, 340.0, 330.0, 20.0, 500.0],
+                             "y2": [40.0, 50.0, 420.0, 50.0, 50.0],
+                             "score": [0.5, 0.4, 0.3, 0.2, 0.1]}),
                    files["predictions"])
     error = refused(files, capsys)
     assert (f"{files['ground_truth']} row 3, column x2: 320 lies past the image's width, "
             "300") in error
     assert (f"{files['predictions']} row 3: the box (310, 10, 340, 50) lies wholly outside its "
             "image (300 x 400 px)") in error
-    assert "row 4" not in error  # partly outside: accepted
+    assert (f"{files['predictions']} row 5: the box (-400, 10, 20, 50) has its centre (-190, 30) "
+            "more than half the image outside it (300 x 400 px): x1, y1, x2, y2 are not in this "
+            "image's pixels") in error
+    assert "row 4" not in error and "row 6" not in error  # partly outside: accepted
+
+
+@pytest.mark.parametrize("flag, value, rule", [
+    ("--max-fp", "0", "> 0"), ("--target-fp", "-1", ">= 0"), ("--n-boot", "-3", ">= 0"),
+    ("--min-distance", "-5", ">= 0")])
+def test_a_negative_setting_is_refused_naming_it(csv_files, capsys, flag, value, rule):
+    with pytest.raises(SystemExit) as exit_:
+        run_main(csv_files, flag, value)
+    assert exit_.value.code == 2
+    assert f"error: {flag} must be {rule}, got {value}" in capsys.readouterr().err
 
 
 def test_an_empty_predictions_table_is_refused(csv_files, tmp_path, capsys):

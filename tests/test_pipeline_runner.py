@@ -129,6 +129,22 @@ def test_bad_pipeline_configs_are_refused_with_the_key(tmp_path):
     assert "data: nowhere.yaml not found" in message
 
 
+def test_a_number_as_stage_name_and_a_file_as_run_folder_are_refused(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text((CONFIGS / "data" / "phantom.yaml").read_text())
+    run = tmp_path / "run"
+    run.write_text("not a folder")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": str(data), "run": str(run), "stages": {
+        1: {"config": str(CONFIGS / "demo" / "stage1_sm.yaml")}}}))
+    with pytest.raises(ValueError) as error:
+        load_pipeline(path)
+    message = str(error.value)
+    assert ("stages: the stage name 1 is not text (int); stage names are text (each names a "
+            "folder of the run): write '1'") in message
+    assert f"run: {run} is a file, not a folder" in message
+
+
 @pytest.mark.parametrize("path", sorted((CONFIGS / "pipeline").glob("*.yaml")),
                          ids=lambda path: path.name)
 def test_every_pipeline_config_parses_and_reuses_the_demo_stages(path):
