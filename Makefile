@@ -57,12 +57,14 @@ lint: $(STAMP)
 demo: $(STAMP) $(PHANTOM)/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom.yaml --run $(RUN)
 
-# Issue X1's experiment on the phantom (about 2 hours on 2 CPU cores): Stage II loss kinds chosen
-# on seed 0's validation, then the chosen ones over three training seeds with their controls;
-# writes runs/x1/seeds_report.md. Stages shared with a finished run are skipped.
+# Issue X1's experiment on the phantom (several hours on 2 CPU cores): Stage II loss kinds chosen
+# on seed 0's validation, then Eq. 2 and the chosen kind over three training seeds with their
+# controls; writes runs/x1/seeds_report.md and runs/x1/masked/seeds_report.md. Stages shared
+# with a finished run are skipped.
 x1: $(STAMP) $(PHANTOM)/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_grid.yaml
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1.yaml
+	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_masked.yaml
 
 $(PHANTOM)/manifest.csv: | $(STAMP)
 	$(PY) cli.py phantom --out $(PHANTOM) --pairs $(DEMO_PAIRS) --seed 0
