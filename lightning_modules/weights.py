@@ -425,11 +425,12 @@ def load_pretrained(path: str | os.PathLike, extractor: nn.Module,
             f"{path}: a single detector's head takes {extractor.out_channels} channels; "
             f"this head takes {head.in_channels} (in_multiplier={head.in_multiplier})"
         )
-    if is_artifact(path) and read_artifact(path).meta.get("stage") == 3:
+    artifact = read_artifact(path) if is_artifact(path) else None
+    if artifact is not None and artifact.meta.get("stage") == 3:
         raise ValueError(
-            f"{path} is {read_artifact(path).describe()}, whose head reads two feature sets "
-            "side by side: it cannot start a single detector's head. Give its SM teacher's "
-            "(Stage I) artifact, or an effdet checkpoint"
+            f"{path} is {artifact.describe()}, whose head reads two feature sets side by side: "
+            "it cannot start a single detector's head. Give its SM teacher's (Stage I) "
+            "artifact, or an effdet checkpoint"
         )
     load_strict(head.box_net, _strip(state, "box_net."), path, "box_net", ignore_extra=True)
     report["loaded"].append("box_net")

@@ -664,13 +664,13 @@ def main(argv: list[str]) -> int:
         return 0
     if None in (args.predictions, args.ground_truth, args.images):
         parser.error("--predictions, --ground-truth and --images are required")
-    for flag, value, rule in (("--max-fp", args.max_fp, args.max_fp > 0),
-                              ("--target-fp", args.target_fp, args.target_fp >= 0),
-                              ("--n-boot", args.n_boot, args.n_boot >= 0),
-                              ("--min-distance", args.min_distance, args.min_distance >= 0)):
-        if not rule:
-            parser.error(f"{flag} must be {'> 0' if flag == '--max-fp' else '>= 0'}, "
-                         f"got {value:g}")
+    for flag, value, holds, rule in (("--max-fp", args.max_fp, args.max_fp > 0, "> 0"),
+                                     ("--target-fp", args.target_fp, args.target_fp >= 0, ">= 0"),
+                                     ("--n-boot", args.n_boot, args.n_boot >= 0, ">= 0"),
+                                     ("--min-distance", args.min_distance,
+                                      args.min_distance >= 0, ">= 0")):
+        if not holds:
+            parser.error(f"{flag} must be {rule}, got {value:g}")
     # the deepest the numbers below read: FAUC-x, the threshold, the plot's axis (2x)
     reach = max(args.max_fp, args.target_fp) * (2 if args.plot is not None else 1)
     floor = np.inf if args.threshold is None else args.threshold
