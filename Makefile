@@ -61,7 +61,7 @@ demo: $(STAMP) $(PHANTOM)/cache/.complete
 # on seed 0's validation, then Eq. 2 and the chosen kind over three training seeds with their
 # controls; writes runs/x1/seeds_report.md and runs/x1/masked/seeds_report.md. Stages shared
 # with a finished run are skipped.
-x1: $(STAMP) $(PHANTOM)/cache/.complete
+x1: $(STAMP) $(PHANTOM)/cache/.complete data/phantom_4x/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_grid.yaml
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1.yaml
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_masked.yaml
@@ -71,6 +71,17 @@ $(PHANTOM)/manifest.csv: | $(STAMP)
 
 $(PHANTOM)/cache/.complete: $(PHANTOM)/manifest.csv
 	$(PY) cli.py prepare --manifest $(PHANTOM) --out $(PHANTOM)/cache --image-size $(DEMO_SIZE)
+	touch $@
+
+# X1's Model_SM on 4x the pairs: the phantom's validation and test pairs, and 4x its training
+# pairs from the same generator with another seed (configs/data/phantom_4x.yaml).
+data/phantom_seed1/manifest.csv: | $(STAMP)
+	$(PY) cli.py phantom --out data/phantom_seed1 --pairs 4000 --seed 1
+
+data/phantom_4x/cache/.complete: $(PHANTOM)/manifest.csv data/phantom_seed1/manifest.csv
+	$(PY) -m analysis.more_pairs --base $(PHANTOM) --extra data/phantom_seed1 --factor 4 \
+		--out data/phantom_4x
+	$(PY) cli.py prepare --manifest data/phantom_4x --out data/phantom_4x/cache --image-size $(DEMO_SIZE)
 	touch $@
 
 clean:
