@@ -70,6 +70,7 @@ import pydicom  # noqa: E402
 import torch  # noqa: E402
 from common import machine, summary  # noqa: E402
 
+from datamodules.cache import ImageCache  # noqa: E402
 from datamodules.dicom import (  # noqa: E402
     BACKGROUND_THRESHOLD,
     DEFAULT_MARGIN,
@@ -83,7 +84,7 @@ from datamodules.dicom import (  # noqa: E402
     read_dicom,
     to_unit_range,
 )
-from datamodules.prepare import ImageCache, _init_worker, _prepare_one, _Task  # noqa: E402
+from datamodules.prepare import _init_worker, _prepare_one, _Task  # noqa: E402
 from tests.dicom_factory import breast_image, write_mammogram  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"

@@ -175,8 +175,8 @@ def _entry(arguments) -> None:
     folder, image_size, pair_id, seed = arguments
     import cv2
 
+    from datamodules.cache import ImageCache
     from datamodules.dicom import Geometry
-    from datamodules.prepare import ImageCache
 
     cache = ImageCache(folder, image_size, create=False)
     generator = np.random.default_rng(seed)
@@ -192,7 +192,7 @@ def _entry(arguments) -> None:
 def synthetic_data(folder: Path, pairs: int, val_pairs: int, image_size) -> Path:
     """A manifest, lesion table and SM cache of ``pairs`` training and ``val_pairs`` validation
     pairs (half with one lesion), the DICOMs never read (every image is cached)."""
-    from datamodules.prepare import ImageCache
+    from datamodules.cache import ImageCache
 
     cache = folder / "cache"
     ImageCache(cache, image_size, create=True)

@@ -758,7 +758,7 @@ def _(ws, d):
     data = ws.copy(d)
     cache = d / "cache"
     shutil.copytree(ws.cache, cache)
-    from datamodules.prepare import ImageCache
+    from datamodules.cache import ImageCache
     truncate(ImageCache(cache, SIZE).path(ws.pair("0")[0], "sm"), 0.5)
     return check_data(data, "--cache-dir", str(cache))
 
@@ -774,7 +774,7 @@ def _(ws, d):
     data = ws.copy(d)
     cache = d / "cache"
     shutil.copytree(ws.cache, cache)
-    from datamodules.prepare import ImageCache
+    from datamodules.cache import ImageCache
     entries = ImageCache(cache, SIZE)
     a, b = ws.pair("0", index=0)[0], ws.pair("0", index=1)[0]
     shutil.copy(entries.path(a, "sm"), entries.path(b, "sm"))

@@ -21,7 +21,7 @@ _EXPORTS = {
     "Geometry": "dicom",
     "DicomReadError": "dicom",
     "load_image": "dicom",
-    "ImageCache": "prepare",
+    "ImageCache": "cache",
     "prepare_cache": "prepare",
     "PairedMammoDataset": "dataset",
     "PairedTransform": "transforms",

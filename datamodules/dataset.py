@@ -27,8 +27,8 @@ from datamodules.batch import (
     labels_key,
     original_boxes_key,
 )
+from datamodules.cache import CacheEntryError, ImageCache
 from datamodules.dicom import DEFAULT_MARGIN, DicomReadError, Geometry, input_boxes, load_image
-from datamodules.prepare import CacheEntryError, ImageCache
 from datamodules.transforms import PairedTransform
 
 logger = logging.getLogger(__name__)

@@ -135,7 +135,7 @@ class SMFolderDataModule(pl.LightningDataModule):
     def _refuse(self, files: list[Path]) -> None:
         """Refuse, naming each, the files the model cannot read (see the module's docstring);
         with ``allow_modality_mismatch`` the other modalities are a warning each."""
-        from datamodules.check import (
+        from datamodules.preflight import (
             EXPECTED_MODALITY,
             ImageProblem,
             read_header,

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.batch import collate_pairs
-from datamodules.check import CheckReport, CheckSettings, DataCheckError, setup_check
+from datamodules.cache import CACHE_INFO
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
 from datamodules.manifest import (
@@ -47,7 +47,7 @@ from datamodules.manifest import (
     load_tables,
     resolve_table_paths,
 )
-from datamodules.prepare import CACHE_INFO
+from datamodules.preflight import CheckReport, CheckSettings, DataCheckError, setup_check
 from datamodules.problems import Problem, format_problems
 from datamodules.sampler import BalancedDistributedSampler
 from datamodules.transforms import train_transforms

@@ -29,12 +29,13 @@ from dicom_factory import (
 )
 
 import cli
-from datamodules import check
-from datamodules.check import CheckSettings, DataCheckError, check_data
+from datamodules import check, preflight
+from datamodules.check import check_data
 from datamodules.dicom import ImageContentError, image_kind, load_image
 from datamodules.folder import SMFolderDataModule
 from datamodules.manifest import load_tables, read_table
 from datamodules.paired import PairedMammoDataModule
+from datamodules.preflight import CheckSettings, DataCheckError
 from datamodules.prepare import main as prepare_main
 from pipeline.runner import load_pipeline
 
@@ -94,7 +95,7 @@ def test_a_pathology_classes_key_that_no_lesion_has(data):
     report = run(data, pathology_classes={"malignant": 0, "unknown": 1})
     [problem] = report.problems
     assert (problem.kind, problem.file, problem.column) == (
-        check.UNUSED_CLASS, str(data / "lesions.csv"), "pathology")
+        preflight.UNUSED_CLASS, str(data / "lesions.csv"), "pathology")
     assert problem.reason.startswith("pathology_classes maps 'unknown' to class 1, but no "
                                      "lesion of the pairs checked has pathology 'unknown' "
                                      "(they have: malignant 4, benign 2)")
@@ -108,11 +109,11 @@ def test_a_box_in_the_background_is_reported_and_a_label_1_pair_left_without_one
     edit_table(data, "lesions.csv", background)
     report = run(data)
     [warning] = report.warnings
-    assert (warning.kind, warning.row, warning.pair_id) == (check.BOX_LOST, 7, "p0003")
+    assert (warning.kind, warning.row, warning.pair_id) == (preflight.BOX_LOST, 7, "p0003")
     assert "lies outside the breast crop, where training drops it" in warning.reason
     [problem] = report.problems
     assert (problem.kind, problem.row, problem.column, problem.pair_id) == (
-        check.NO_TARGET, 5, "label", "p0003")
+        preflight.NO_TARGET, 5, "label", "p0003")
     assert problem.reason == (f"label 1, but no ffdm box is left for training ({data}/lesions.csv "
                               "row 7 lies outside the breast crop, where training drops it (in "
                               "the background?))")
@@ -124,9 +125,9 @@ def test_mirrored_boxes_are_named_as_such(data):
 
     edit_table(data, "lesions.csv", mirror)
     report = run(data, modalities=("sm",))
-    assert [(w.kind, w.row) for w in report.warnings] == [(check.BOX_LOST, 6)]
+    assert [(w.kind, w.row) for w in report.warnings] == [(preflight.BOX_LOST, 6)]
     assert "mirrored (x -> width - x) it would lie inside" in report.warnings[0].reason
-    assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5)]
+    assert kinds(report.problems) == [(preflight.NO_TARGET, "manifest.csv", 5)]
 
 
 def test_a_sub_pixel_box_is_lost_and_said(data):
@@ -137,21 +138,21 @@ def test_a_sub_pixel_box_is_lost_and_said(data):
     report = run(data, modalities=("sm",))
     [warning] = report.warnings
     assert warning.row == 6 and "at the model's input (less than 1): too small" in warning.reason
-    assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5)]
+    assert kinds(report.problems) == [(preflight.NO_TARGET, "manifest.csv", 5)]
 
 
 def test_a_label_1_pair_whose_only_box_is_outside_its_image(data):
     edit_table(data, "lesions.csv", lambda lesions: lesions.loc.__setitem__((4, "x2"), "500"))
     report = run(data, modalities=("sm",))
-    assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5),
-                                      (check.BOX_OUTSIDE, "lesions.csv", 6)]
+    assert kinds(report.problems) == [(preflight.NO_TARGET, "manifest.csv", 5),
+                                      (preflight.BOX_OUTSIDE, "lesions.csv", 6)]
     assert report.problems[0].reason.endswith("lesions.csv row 6 is not inside its image)")
     assert report.warnings == []
 
 
 def test_class_mapping_that_drops_every_box_of_a_label_1_pair(data):
     report = run(data, pathology_classes={"benign": 0})
-    assert kinds(report.problems) == [(check.NO_TARGET, "manifest.csv", 5)] * 2
+    assert kinds(report.problems) == [(preflight.NO_TARGET, "manifest.csv", 5)] * 2
     assert ("lesions.csv row 6 is malignant, not a class of pathology_classes"
             in report.problems[0].reason)
 
@@ -161,7 +162,7 @@ def test_a_near_black_image_with_one_bright_pixel(data):
     values[60, 50] = 60000
     replace_pixels(image(data, "p0001", "sm"), values)
     [problem] = run(data).problems
-    assert (problem.kind, problem.row, problem.column) == (check.CROP_ENLARGED, 3, "sm_path")
+    assert (problem.kind, problem.row, problem.column) == (preflight.CROP_ENLARGED, 3, "sm_path")
     assert problem.reason.startswith("the breast crop is 5x5 pixels (width x height) of 96x120: "
                                      "filling the model's input (48x64) enlarges it 9.6 times "
                                      "(more than 4); the breast was not found")
@@ -182,7 +183,7 @@ def test_sm_and_ffdm_swapped_are_named_from_the_tags_with_and_without_lesions(da
                 index, ["ffdm_path", "sm_path"]].values
 
     edit_table(data, "manifest.csv", swap)
-    problems = [p for p in run(data).problems if p.kind == check.SWAPPED]
+    problems = [p for p in run(data).problems if p.kind == preflight.SWAPPED]
     assert [(p.row, p.pair_id) for p in problems] == [(2, "p0000"), (3, "p0001")]
     assert problems[1].reason == (
         "the DICOM tags say sm_path holds an FFDM (ImageType ORIGINAL\\PRIMARY) and ffdm_path an "
@@ -193,7 +194,7 @@ def test_sm_and_ffdm_swapped_are_named_from_the_tags_with_and_without_lesions(da
 def test_an_image_of_the_other_modality(data):
     rewrite_dicom(image(data, "p0002", "sm"), ImageType=FFDM_TYPE)
     [problem] = run(data).problems
-    assert (problem.kind, problem.row, problem.column) == (check.WRONG_KIND, 4, "sm_path")
+    assert (problem.kind, problem.row, problem.column) == (preflight.WRONG_KIND, 4, "sm_path")
     assert problem.reason == ("the DICOM tags say this is an FFDM (ImageType ORIGINAL\\PRIMARY), "
                               "not an SM")
 
@@ -307,14 +308,14 @@ def test_setup_finds_what_training_would_lose(data, caplog):
                                                                  ["2", "2", "8", "8"]))
     with pytest.raises(DataCheckError) as caught:
         _module(data, split_fractions=(1.0, 0.0, 0.0)).setup("fit")
-    assert [(p.kind, p.row) for p in caught.value.problems] == [(check.NO_TARGET, 5)]
+    assert [(p.kind, p.row) for p in caught.value.problems] == [(preflight.NO_TARGET, 5)]
     assert "box lost in preprocessing: 1" in caplog.text and "lesions.csv row 6" in caplog.text
 
 
 def test_a_missing_lesion_table_is_named_as_such(data):
     (data / "lesions.csv").unlink()
     [problem] = run(data).problems
-    assert (problem.kind, problem.file) == (check.NO_LESION_TABLE, str(data / "manifest.csv"))
+    assert (problem.kind, problem.file) == (preflight.NO_LESION_TABLE, str(data / "manifest.csv"))
     assert problem.reason.startswith("no lesion table: none was given (lesions) and there is "
                                      "no lesions.csv beside the manifest, so the 2 pair(s) with "
                                      "label 1 have no box to learn from")

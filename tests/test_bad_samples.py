@@ -13,14 +13,15 @@ import pytest
 import pytorch_lightning as pl
 from dicom_factory import corrupt_compressed, truncate, write_paired_folder
 
-from datamodules import check
+from datamodules import preflight
 from datamodules.batch import collate_pairs
-from datamodules.check import DataCheckError
+from datamodules.cache import CacheEntryError, ImageCache
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DicomReadError
 from datamodules.manifest import load_tables
 from datamodules.paired import PairedMammoDataModule
-from datamodules.prepare import CacheEntryError, ImageCache, main, prepare_cache
+from datamodules.preflight import DataCheckError
+from datamodules.prepare import main, prepare_cache
 from lightning_modules import TeacherDetector
 
 SIZE = (128, 128)
@@ -84,7 +85,7 @@ def test_a_truncated_dicom_fails_setup_before_any_step_and_is_skipped_with_skip(
     assert f"(pair p0003, file {path})" in message
     assert "on_bad_sample: skip leaves them out" in message
     [problem] = caught.value.problems
-    assert (problem.kind, problem.row, problem.pair_id) == (check.TRUNCATED_DICOM, 5, "p0003")
+    assert (problem.kind, problem.row, problem.pair_id) == (preflight.TRUNCATED_DICOM, 5, "p0003")
 
     module, counter = _module(data, on_bad_sample="skip"), CountSteps()
     with caplog.at_level(logging.WARNING, logger="datamodules"):
@@ -111,8 +112,8 @@ def test_setup_reports_boxes_outside_their_image_and_every_other_problem(data):
     found = [(p.kind, p.file.rsplit("/", 1)[-1], p.row, p.column, p.pair_id)
              for p in caught.value.problems]
     assert sorted(found) == [
-        (check.BOX_OUTSIDE, "lesions.csv", 2, "x2", "p0000"),
-        (check.MISSING_FILE, "manifest.csv", 3, "sm_path", "p0001"),
+        (preflight.BOX_OUTSIDE, "lesions.csv", 2, "x2", "p0000"),
+        (preflight.MISSING_FILE, "manifest.csv", 3, "sm_path", "p0001"),
     ]
     assert "2 problem(s) in the data of" in str(caught.value)
 
@@ -140,7 +141,7 @@ def test_a_cached_pair_needs_no_dicom_but_a_truncated_entry_is_named(data):
         _module(data, cache_dir=str(data / "cache")).setup("fit")
     [problem] = caught.value.problems
     assert (problem.kind, problem.row, problem.pair_id, problem.path) == (
-        check.UNREADABLE_CACHE_ENTRY, 7, "p0005", str(entry))
+        preflight.UNREADABLE_CACHE_ENTRY, 7, "p0005", str(entry))
     # and read during a run (the check passed, the entry broke later) it is named too
     cache = ImageCache(data / "cache", SIZE)
     with pytest.raises(CacheEntryError, match=re.escape(str(entry))):
@@ -211,9 +212,9 @@ def test_setup_check_in_processes_finds_what_it_finds_in_one(data):
     truncate(data / "images" / "p0002_ffdm.dcm", 0.5)
     (data / "images" / "p0005_sm.dcm").write_bytes(b"not a DICOM file")
     manifest, lesions, _ = load_tables(data, row_numbers=True)
-    settings = check.CheckSettings(manifest=str(data), image_size=SIZE)
-    alone = check.setup_check(manifest, lesions, settings).problems
+    settings = preflight.CheckSettings(manifest=str(data), image_size=SIZE)
+    alone = preflight.setup_check(manifest, lesions, settings).problems
     assert [(p.kind, p.row, p.pair_id) for p in alone] == [
-        (check.TRUNCATED_DICOM, 4, "p0002"), (check.NOT_DICOM, 7, "p0005")]
-    assert check.setup_check(manifest, lesions, settings, workers=2,
+        (preflight.TRUNCATED_DICOM, 4, "p0002"), (preflight.NOT_DICOM, 7, "p0005")]
+    assert preflight.setup_check(manifest, lesions, settings, workers=2,
                              parallel_from=0).problems == alone

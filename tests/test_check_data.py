@@ -27,10 +27,12 @@ from dicom_factory import (
 from pydicom.uid import generate_uid
 
 import cli
-from datamodules import check
-from datamodules.check import CheckSettings, check_data
+from datamodules import check, preflight
+from datamodules.cache import ImageCache
+from datamodules.check import check_data
 from datamodules.manifest import load_tables
-from datamodules.prepare import ImageCache, prepare_cache
+from datamodules.preflight import CheckSettings
+from datamodules.prepare import prepare_cache
 
 SIZE = (64, 48)
 # write_paired_folder(6 pairs, 2 per patient): pair p000i is manifest row i + 2; p0000 (L CC)
@@ -84,7 +86,7 @@ def test_a_clean_folder_has_no_problem(data):
 def test_missing_file(data):
     path = image(data, "p0001", "sm")
     path.unlink()
-    problem = only(run(data), check.MISSING_FILE)
+    problem = only(run(data), preflight.MISSING_FILE)
     assert (problem.file, problem.row, problem.column) == (str(data / "manifest.csv"), 3,
                                                            "sm_path")
     assert problem.pair_id == "p0001" and problem.path == str(path)
@@ -97,21 +99,21 @@ def test_unreadable_file(data):
     path = image(data, "p0002", "ffdm")
     path.unlink()
     path.mkdir()
-    problem = only(run(data), check.UNREADABLE_FILE)
+    problem = only(run(data), preflight.UNREADABLE_FILE)
     assert (problem.row, problem.column, problem.pair_id) == (4, "ffdm_path", "p0002")
     assert problem.reason == "is a folder, not a file"
 
 
 def test_not_a_dicom_file(data):
     image(data, "p0003", "sm").write_bytes(b"this is a JPEG, honestly" * 40)
-    problem = only(run(data), check.NOT_DICOM)
+    problem = only(run(data), preflight.NOT_DICOM)
     assert (problem.row, problem.column, problem.pair_id) == (5, "sm_path", "p0003")
     assert problem.reason.startswith("not a DICOM file (")
 
 
 def test_truncated_dicom(data):
     path = truncate(image(data, "p0004", "ffdm"), 0.5)
-    problem = only(run(data), check.TRUNCATED_DICOM)
+    problem = only(run(data), preflight.TRUNCATED_DICOM)
     assert (problem.row, problem.column, problem.pair_id, problem.path) == (
         6, "ffdm_path", "p0004", str(path))
     rows, columns = 160, 128  # the FFDM's size: 12-bit values in 16-bit words
@@ -121,7 +123,7 @@ def test_truncated_dicom(data):
 def test_truncated_compressed_dicom(tmp_path):
     write_paired_folder(tmp_path, pairs=2, compression="rle")
     truncate(image(tmp_path, "p0001", "sm"), 0.6)
-    problem = only(run(tmp_path), check.TRUNCATED_DICOM)
+    problem = only(run(tmp_path), preflight.TRUNCATED_DICOM)
     assert (problem.row, problem.pair_id) == (3, "p0001")
     assert "a fragment of the compressed pixel data needs" in problem.reason
 
@@ -129,14 +131,14 @@ def test_truncated_compressed_dicom(tmp_path):
 def test_undecodable_pixel_data(tmp_path):
     write_paired_folder(tmp_path, pairs=2, compression="rle")
     corrupt_compressed(image(tmp_path, "p0001", "ffdm"))
-    problem = only(run(tmp_path), check.UNDECODABLE)
+    problem = only(run(tmp_path), preflight.UNDECODABLE)
     assert (problem.row, problem.column, problem.pair_id) == (3, "ffdm_path", "p0001")
     assert "RLE" in problem.reason and "cannot read" not in problem.reason
 
 
 def test_no_pixel_data(data):
     rewrite_dicom(image(data, "p0005", "sm"), PixelData=None)
-    problem = only(run(data), check.NO_PIXEL_DATA)
+    problem = only(run(data), preflight.NO_PIXEL_DATA)
     assert (problem.row, problem.pair_id) == (7, "p0005")
     assert problem.reason.startswith("no pixel data: the file ends after its header")
 
@@ -144,35 +146,35 @@ def test_no_pixel_data(data):
 # -- tags -------------------------------------------------------------------------------------
 def test_modality_not_mg(data):
     rewrite_dicom(image(data, "p0001", "ffdm"), Modality="CT")
-    problem = only(run(data), check.NOT_MG)
+    problem = only(run(data), preflight.NOT_MG)
     assert (problem.row, problem.column, problem.pair_id) == (3, "ffdm_path", "p0001")
     assert problem.reason == "modality CT, not MG (mammography)"
 
 
 def test_multi_frame(data):
     make_multiframe(image(data, "p0002", "sm"), frames=3)
-    problem = only(run(data), check.MULTI_FRAME)
+    problem = only(run(data), preflight.MULTI_FRAME)
     assert (problem.row, problem.column, problem.pair_id) == (4, "sm_path", "p0002")
     assert problem.reason.startswith("3 frames where one 2D image is expected")
 
 
 def test_colour_image(data):
     make_colour(image(data, "p0001", "sm"))
-    problem = only(run(data), check.COLOUR)
+    problem = only(run(data), preflight.COLOUR)
     assert (problem.row, problem.pair_id) == (3, "p0001")
     assert problem.reason.startswith("a colour image (RGB, 3 sample(s) per pixel)")
 
 
 def test_laterality_disagrees(data):
     rewrite_dicom(image(data, "p0000", "sm"), ImageLaterality="R", Laterality="R")
-    problem = only(run(data), check.LATERALITY)
+    problem = only(run(data), preflight.LATERALITY)
     assert (problem.row, problem.column, problem.pair_id) == (2, "sm_path", "p0000")
     assert problem.reason == "the DICOM's laterality is R, the manifest says L"
 
 
 def test_view_disagrees(data):
     rewrite_dicom(image(data, "p0002", "ffdm"), ViewPosition="CC")  # p0002 is an MLO
-    problem = only(run(data), check.VIEW)
+    problem = only(run(data), preflight.VIEW)
     assert (problem.row, problem.column, problem.pair_id) == (4, "ffdm_path", "p0002")
     assert problem.reason == "the DICOM's view (ViewPosition) is CC, the manifest says MLO"
 
@@ -222,7 +224,7 @@ def test_image_far_smaller_than_the_input(data):
     old = pydicom.dcmread(path)
     write_mammogram(path, breast_image(8, 8), laterality="L", view="CC",
                     patient_id=old.PatientID, study_uid=old.StudyInstanceUID)
-    problem = only(run(data), check.TOO_SMALL)
+    problem = only(run(data), preflight.TOO_SMALL)
     assert (problem.row, problem.column, problem.pair_id) == (6, "sm_path", "p0004")
     assert problem.reason == ("8x8 pixels (height x width), far smaller than the model's input "
                               "64x48: it would be enlarged 6.0 times (more than 4)")
@@ -234,7 +236,7 @@ def test_box_outside_its_image(data):
         lesions.loc[0, "x2"] = "200"  # lesion row 2: p0000's malignant SM box, image 96 wide
 
     edit_table(data, "lesions.csv", widen)
-    problem = only(run(data), check.BOX_OUTSIDE)
+    problem = only(run(data), preflight.BOX_OUTSIDE)
     assert (problem.file, problem.row, problem.column) == (str(data / "lesions.csv"), 2, "x2")
     assert problem.pair_id == "p0000" and problem.path == str(image(data, "p0000", "sm"))
     assert problem.reason.endswith("is not inside its sm image (width 96, height 120 pixels)")
@@ -367,7 +369,7 @@ def test_truncated_cache_entry(data):
     cache = _cache(data)
     entry = cache.path("p0001", "ffdm")
     truncate(entry, 0.5)
-    problem = only(run(data, cache_dir=str(data / "cache")), check.UNREADABLE_CACHE_ENTRY)
+    problem = only(run(data, cache_dir=str(data / "cache")), preflight.UNREADABLE_CACHE_ENTRY)
     assert (problem.row, problem.column, problem.pair_id, problem.path) == (
         3, "ffdm_path", "p0001", str(entry))
     assert problem.reason.startswith("cannot read the cache entry (")
@@ -375,12 +377,12 @@ def test_truncated_cache_entry(data):
 
 def test_cache_made_for_another_size_or_margin(data):
     _cache(data, size=(32, 32))
-    problem = only(run(data, cache_dir=str(data / "cache")), check.CACHE_SETTINGS)
+    problem = only(run(data, cache_dir=str(data / "cache")), preflight.CACHE_SETTINGS)
     assert problem.file == str(data / "cache" / "cache.json") and problem.row is None
     assert "was made for image size (32, 32) (H, W)" in problem.reason
     shutil.rmtree(data / "cache")
     _cache(data, margin=0.05)
-    problem = only(run(data, cache_dir=str(data / "cache")), check.CACHE_SETTINGS)
+    problem = only(run(data, cache_dir=str(data / "cache")), preflight.CACHE_SETTINGS)
     assert problem.column == "margin"
     assert problem.reason == ("the cache was made with margin 0.05, the config says 0.01; "
                               "training would use the cache's")
@@ -389,7 +391,7 @@ def test_cache_made_for_another_size_or_margin(data):
 def test_cache_entry_of_another_image(data):
     cache = _cache(data)
     shutil.copy(cache.path("p0002", "sm"), cache.path("p0000", "sm"))  # both L, other view
-    problem = only(run(data, cache_dir=str(data / "cache")), check.CACHE_ENTRY_DIFFERS)
+    problem = only(run(data, cache_dir=str(data / "cache")), preflight.CACHE_ENTRY_DIFFERS)
     assert (problem.row, problem.column, problem.pair_id) == (2, "sm_path", "p0000")
     assert problem.path == str(cache.path("p0000", "sm"))
     assert "made from another image or with other settings" in problem.reason
@@ -398,7 +400,7 @@ def test_cache_entry_of_another_image(data):
 def test_a_cached_image_whose_dicom_is_gone_is_still_reported(data):
     _cache(data)
     image(data, "p0003", "sm").unlink()
-    problem = only(run(data, cache_dir=str(data / "cache")), check.MISSING_FILE)
+    problem = only(run(data, cache_dir=str(data / "cache")), preflight.MISSING_FILE)
     assert problem.row == 5
     assert problem.reason == ("file not found (its cache entry is there, so training still "
                               "reads the image)")
@@ -435,8 +437,8 @@ def test_every_problem_at_once_in_processes_and_in_the_json(data, capsys):
         lesions.loc[0, "x2"] = "200"
 
     edit_table(data, "lesions.csv", widen)
-    expected = [(check.TRUNCATED_DICOM, 3, "p0001"), (check.NOT_MG, 4, "p0002"),
-                (check.BOX_OUTSIDE, 2, "p0000")]
+    expected = [(preflight.TRUNCATED_DICOM, 3, "p0001"), (preflight.NOT_MG, 4, "p0002"),
+                (preflight.BOX_OUTSIDE, 2, "p0000")]
     settings = CheckSettings(manifest=str(data), image_size=SIZE)
     in_processes = check_data(settings, workers=2, progress=False).problems
     assert [(p.kind, p.row, p.pair_id) for p in in_processes] == expected
@@ -462,5 +464,5 @@ def test_a_config_of_another_data_module_is_refused(tmp_path, capsys):
 
 
 def test_a_missing_manifest_is_a_problem(tmp_path):
-    problem = only(run(tmp_path / "nowhere.csv"), check.MISSING_FILE)
+    problem = only(run(tmp_path / "nowhere.csv"), preflight.MISSING_FILE)
     assert problem.file == str(tmp_path / "nowhere.csv") and problem.reason == "no such file"

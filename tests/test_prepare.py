@@ -10,9 +10,10 @@ import pytest
 from dicom_factory import write_paired_folder
 
 import cli
+from datamodules.cache import ImageCache
 from datamodules.dataset import PairedMammoDataset
 from datamodules.manifest import load_tables
-from datamodules.prepare import ImageCache, in_shard, parse_shard, prepare_cache
+from datamodules.prepare import in_shard, parse_shard, prepare_cache
 
 SIZE = (64, 48)
 
