@@ -16,10 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # command -> module whose ``main(argv: list[str]) -> int`` runs it
 TOOLS = {
-    "phantom": "datamodules.phantom",
-    "prepare": "datamodules.prepare",
-    "check-data": "datamodules.check",
-    "adapt": "datamodules.adapters",
+    "phantom": "data_tools.phantom",
+    "prepare": "data_tools.prepare",
+    "check-data": "data_tools.check",
+    "adapt": "data_tools.embed",
     "evaluate": "metrics.evaluate",
     "report": "analysis.report",
     "export": "lightning_modules.weights",

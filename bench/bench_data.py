@@ -70,6 +70,7 @@ import pydicom  # noqa: E402
 import torch  # noqa: E402
 from common import machine, summary  # noqa: E402
 
+from data_tools.prepare import _init_worker, _prepare_one, _Task  # noqa: E402
 from datamodules.cache import ImageCache  # noqa: E402
 from datamodules.dicom import (  # noqa: E402
     BACKGROUND_THRESHOLD,
@@ -84,7 +85,6 @@ from datamodules.dicom import (  # noqa: E402
     read_dicom,
     to_unit_range,
 )
-from datamodules.prepare import _init_worker, _prepare_one, _Task  # noqa: E402
 from tests.dicom_factory import breast_image, write_mammogram  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"
@@ -380,8 +380,8 @@ def bench_decode(args, folder: Path) -> dict[str, Any]:
 # -- 2. the cached loader ------------------------------------------------------------------------
 def make_phantom(folder: Path, pairs: int, scale: str, image_size) -> dict[str, Any]:
     """``cli.py phantom`` and ``cli.py prepare`` as the Makefile runs them (untimed setup)."""
-    from datamodules.phantom import main as phantom_main
-    from datamodules.prepare import main as prepare_main
+    from data_tools.phantom import main as phantom_main
+    from data_tools.prepare import main as prepare_main
 
     started = time.perf_counter()
     text = io.StringIO()

@@ -291,8 +291,8 @@ def bench_data_path(args, folder: Path) -> dict:
     import cv2
     import torch
 
-    from datamodules.check import main as check_main
-    from datamodules.prepare import main as prepare_main
+    from data_tools.check import main as check_main
+    from data_tools.prepare import main as prepare_main
     from tests.dicom_factory import write_paired_folder
 
     torch.set_num_threads(1)

@@ -22,7 +22,6 @@ _EXPORTS = {
     "DicomReadError": "dicom",
     "load_image": "dicom",
     "ImageCache": "cache",
-    "prepare_cache": "prepare",
     "PairedMammoDataset": "dataset",
     "PairedTransform": "transforms",
     "train_transforms": "transforms",

@@ -1,5 +1,5 @@
 """The preprocessing cache: every image of a manifest converted once to the model's input,
-made by ``python cli.py prepare`` (`datamodules.prepare`) and read by the data set.
+made by ``python cli.py prepare`` (`data_tools.prepare`) and read by the data set.
 
 Layout: ``DIR/cache.json`` records the image size, window and margin the cache was made with;
 ``DIR/<modality>/<xx>/<pair id>.npz`` holds ``image`` (uint16, value = round(x * 65535)) and

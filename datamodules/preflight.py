@@ -1,7 +1,7 @@
 """What `PairedMammoDataModule.setup` checks of the splits a run reads before its first step
 (`setup_check`: every image decoded or its cache entry read, every box followed through what
 training does to it), and the per-image and per-box checks that ``python cli.py check-data``
-(`datamodules.check`) runs over a whole data set with them.
+(`data_tools.check`) runs over a whole data set with them.
 
 Every problem is reported at once with its table row, pair id, file and reason
 (`datamodules.problems`). Warnings (a box the breast crop cuts off, a crop keeping little of

@@ -34,7 +34,7 @@ def tiny_architecture() -> dict:
 @pytest.fixture(scope="session")
 def tiny_phantom(tmp_path_factory):
     """A 30-pair phantom folder (manifest.csv, lesions.csv, DICOMs), made once per session."""
-    from datamodules.phantom import PhantomSettings, generate
+    from data_tools.phantom import PhantomSettings, generate
 
     folder = tmp_path_factory.mktemp("phantom")
     generate(folder, PhantomSettings(pairs=30, seed=3), workers=1, progress=False)

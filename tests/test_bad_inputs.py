@@ -29,14 +29,15 @@ from dicom_factory import (
 )
 
 import cli
-from datamodules import check, preflight
-from datamodules.check import check_data
+from data_tools import check
+from data_tools.check import check_data
+from data_tools.prepare import main as prepare_main
+from datamodules import preflight
 from datamodules.dicom import ImageContentError, image_kind, load_image
 from datamodules.folder import SMFolderDataModule
 from datamodules.manifest import load_tables, read_table
 from datamodules.paired import PairedMammoDataModule
 from datamodules.preflight import CheckSettings, DataCheckError
-from datamodules.prepare import main as prepare_main
 from pipeline.runner import load_pipeline
 
 SIZE = (64, 48)

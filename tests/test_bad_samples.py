@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 from dicom_factory import corrupt_compressed, truncate, write_paired_folder
 
+from data_tools.prepare import main, prepare_cache
 from datamodules import preflight
 from datamodules.batch import collate_pairs
 from datamodules.cache import CacheEntryError, ImageCache
@@ -21,7 +22,6 @@ from datamodules.dicom import DicomReadError
 from datamodules.manifest import load_tables
 from datamodules.paired import PairedMammoDataModule
 from datamodules.preflight import DataCheckError
-from datamodules.prepare import main, prepare_cache
 from lightning_modules import TeacherDetector
 
 SIZE = (128, 128)

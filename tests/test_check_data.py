@@ -27,12 +27,13 @@ from dicom_factory import (
 from pydicom.uid import generate_uid
 
 import cli
-from datamodules import check, preflight
+from data_tools import check
+from data_tools.check import check_data
+from data_tools.prepare import prepare_cache
+from datamodules import preflight
 from datamodules.cache import ImageCache
-from datamodules.check import check_data
 from datamodules.manifest import load_tables
 from datamodules.preflight import CheckSettings
-from datamodules.prepare import prepare_cache
 
 SIZE = (64, 48)
 # write_paired_folder(6 pairs, 2 per patient): pair p000i is manifest row i + 2; p0000 (L CC)

@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cli
-from datamodules.adapters import main as adapt_main
-from datamodules.adapters.embed import (
+from data_tools.embed import main as adapt_main
+from data_tools.embed.embed import (
     EmbedOptions,
     EmbedTableError,
     build_tables,
     parse_roi_coords,
 )
-from datamodules.adapters.embed_check import render_check
+from data_tools.embed.embed_check import render_check
 from datamodules.manifest import LESION_COLUMNS, MANIFEST_COLUMNS, load_tables, read_table, validate
 
 REPO = Path(__file__).resolve().parents[1]

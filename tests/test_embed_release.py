@@ -18,7 +18,7 @@ import pytest
 from dicom_factory import breast_image, marker_box, write_mammogram
 
 import cli
-from datamodules.adapters.embed import (
+from data_tools.embed.embed import (
     EmbedOptions,
     EmbedPathError,
     build_tables,

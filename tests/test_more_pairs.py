@@ -11,7 +11,7 @@ from datamodules.manifest import load_tables
 
 @pytest.fixture(scope="module")
 def extra_phantom(tmp_path_factory):
-    from datamodules.phantom import PhantomSettings, generate
+    from data_tools.phantom import PhantomSettings, generate
 
     folder = tmp_path_factory.mktemp("extra")
     generate(folder, PhantomSettings(pairs=60, seed=4), workers=1, progress=False)

@@ -14,9 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datamodules.dicom import load_image
-from datamodules.manifest import load_tables, validate
-from datamodules.phantom import (
+from data_tools.phantom import (
     Grid,
     PhantomSettings,
     cnr_summary,
@@ -29,7 +27,9 @@ from datamodules.phantom import (
     plan_pairs,
     render_pair,
 )
-from datamodules.phantom.lesions import ClusterShape
+from data_tools.phantom.lesions import ClusterShape
+from datamodules.dicom import load_image
+from datamodules.manifest import load_tables, validate
 
 # Every pair holds a lesion, half of the FFDMs are MONOCHROME1: small, but all cases occur.
 SMALL = PhantomSettings(

@@ -10,10 +10,10 @@ import pytest
 from dicom_factory import write_paired_folder
 
 import cli
+from data_tools.prepare import in_shard, parse_shard, prepare_cache
 from datamodules.cache import ImageCache
 from datamodules.dataset import PairedMammoDataset
 from datamodules.manifest import load_tables
-from datamodules.prepare import in_shard, parse_shard, prepare_cache
 
 SIZE = (64, 48)
 
@@ -110,7 +110,7 @@ def test_a_broken_file_is_reported_and_the_rest_is_cached(tmp_path, capsys):
     (tmp_path / "data" / "images" / "p0001_ffdm.dcm").write_bytes(b"broken")
     argv = ["--manifest", str(tmp_path / "data"), "--out", str(tmp_path / "cache")]
     argv += ["--image-size", "64", "48", "--workers", "0", "--no-progress"]
-    from datamodules.prepare import main
+    from data_tools.prepare import main
 
     assert main(argv) == 1
     counts = _counts(capsys.readouterr().out)

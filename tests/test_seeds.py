@@ -31,7 +31,7 @@ def _data_config(folder, phantom, name="data.yaml"):
 
 @pytest.fixture(scope="module")
 def seeded(tiny_phantom, tmp_path_factory):
-    from datamodules.phantom import PhantomSettings, generate
+    from data_tools.phantom import PhantomSettings, generate
 
     folder = tmp_path_factory.mktemp("seeds")
     other = folder / "other_phantom"

@@ -11,8 +11,8 @@ import sys
 
 # command -> (module, function taking the remaining argv)
 ADAPTERS = {
-    "embed": ("datamodules.adapters.embed", "main"),
-    "embed-check": ("datamodules.adapters.embed_check", "main"),
+    "embed": ("data_tools.embed.embed", "main"),
+    "embed-check": ("data_tools.embed.embed_check", "main"),
 }
 
 USAGE = """usage: python cli.py adapt <data set> [options]

@@ -15,10 +15,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from datamodules.phantom.anatomy import Grid
-from datamodules.phantom.cohort import PairPlan, PhantomSettings
-from datamodules.phantom.lesions import Shape
-from datamodules.phantom.render import LOOKS, Rendering, render_pair
+from data_tools.phantom.anatomy import Grid
+from data_tools.phantom.cohort import PairPlan, PhantomSettings
+from data_tools.phantom.lesions import Shape
+from data_tools.phantom.render import LOOKS, Rendering, render_pair
 
 IMAGE_FOLDER = "images"
 RING_GAP_MM, RING_WIDTH_MM = 1.5, 5.0

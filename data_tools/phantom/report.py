@@ -11,10 +11,10 @@ import pandas as pd
 import pydicom
 from pydicom.pixels import apply_voi_lut
 
-from datamodules.phantom.anatomy import Grid
-from datamodules.phantom.cohort import DENSITIES, PhantomSettings
-from datamodules.phantom.output import RING_GAP_MM, RING_WIDTH_MM
-from datamodules.phantom.render import LOOKS, MODALITIES
+from data_tools.phantom.anatomy import Grid
+from data_tools.phantom.cohort import DENSITIES, PhantomSettings
+from data_tools.phantom.output import RING_GAP_MM, RING_WIDTH_MM
+from data_tools.phantom.render import LOOKS, MODALITIES
 
 DENSITY_GROUPS = {
     **{d: (d,) for d in DENSITIES},

@@ -17,13 +17,13 @@ renderer), ``output`` (DICOM, CNR, rows), ``report`` (card, contact sheet), ``ge
 (the command).
 """
 
-from datamodules.phantom.anatomy import Grid
-from datamodules.phantom.cohort import PairPlan, PhantomSettings, plan_pairs
-from datamodules.phantom.generate import generate, main
-from datamodules.phantom.lesions import Finding
-from datamodules.phantom.output import contrast_to_noise, generate_pair
-from datamodules.phantom.render import LOOKS, lesion_box, lesion_signal, render_pair
-from datamodules.phantom.report import cnr_summary
+from data_tools.phantom.anatomy import Grid
+from data_tools.phantom.cohort import PairPlan, PhantomSettings, plan_pairs
+from data_tools.phantom.generate import generate, main
+from data_tools.phantom.lesions import Finding
+from data_tools.phantom.output import contrast_to_noise, generate_pair
+from data_tools.phantom.render import LOOKS, lesion_box, lesion_signal, render_pair
+from data_tools.phantom.report import cnr_summary
 
 __all__ = [
     "LOOKS",

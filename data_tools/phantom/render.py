@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datamodules.phantom.anatomy import (
+from data_tools.phantom.anatomy import (
     Grid,
     Parenchyma,
     blur,
@@ -32,8 +32,8 @@ from datamodules.phantom.anatomy import (
     pectoral_muscle,
     skin_line,
 )
-from datamodules.phantom.cohort import PAIR_STREAM, PairPlan, PhantomSettings
-from datamodules.phantom.lesions import ClusterShape, Finding, MassShape, Shape, draw_findings
+from data_tools.phantom.cohort import PAIR_STREAM, PairPlan, PhantomSettings
+from data_tools.phantom.lesions import ClusterShape, Finding, MassShape, Shape, draw_findings
 
 MODALITIES = ("sm", "ffdm")
 

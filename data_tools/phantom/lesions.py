@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from datamodules.phantom.anatomy import breast_radius, pectoral_muscle
-from datamodules.phantom.cohort import BreastPlan, LesionPlan, PairPlan, PhantomSettings
+from data_tools.phantom.anatomy import breast_radius, pectoral_muscle
+from data_tools.phantom.cohort import BreastPlan, LesionPlan, PairPlan, PhantomSettings
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from datamodules.phantom.cohort import BreastPlan
+from data_tools.phantom.cohort import BreastPlan
 
 # Full-size detectors (rows, columns, mm per pixel): a Hologic-like FFDM and its SM.
 FULL_SIZE = {"ffdm": (4096, 3328, 0.07), "sm": (2457, 1996, 0.1)}

@@ -82,7 +82,7 @@ def _prepare_one(task: _Task) -> tuple[str, str, int, str | None, str | None]:
     for an existing entry that could not be read back, why (it is then written again). An
     image check-data refuses (not MG, multi-frame, colour, far smaller than the input, blank,
     non-finite, its breast not found) is a failure too, with check-data's reason."""
-    from datamodules.check import refusals
+    from data_tools.check import refusals
 
     cache = _worker_cache
     rewritten = None
@@ -211,7 +211,7 @@ def _architecture_of(configs: Sequence[str]) -> tuple[str | None, dict | None]:
 
 def main(argv: list[str]) -> int:
     """``python cli.py prepare``: fill an image cache from a manifest."""
-    from datamodules.check import settings_from_configs
+    from data_tools.check import settings_from_configs
     from datamodules.manifest import (
         DEFAULT_FRACTIONS,
         ManifestError,

@@ -336,7 +336,7 @@ def main(argv: list[str]) -> int:
     if not values.get("manifest"):
         parser.error("give --manifest, or a --config whose data.init_args name a manifest")
     if values.get("image_size") is not None:
-        from datamodules.prepare import image_size_problem
+        from data_tools.prepare import image_size_problem
 
         try:
             wrong = image_size_problem(values["image_size"], args.config)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from data_tools.phantom.cohort import PhantomSettings, plan_pairs
+from data_tools.phantom.output import IMAGE_FOLDER, generate_pair
+from data_tools.phantom.report import contact_sheet, data_card
 from datamodules.manifest import validate, write_tables
-from datamodules.phantom.cohort import PhantomSettings, plan_pairs
-from datamodules.phantom.output import IMAGE_FOLDER, generate_pair
-from datamodules.phantom.report import contact_sheet, data_card
 
 CARD_TITLE = "# mammofuse phantom"
 ARTEFACT_COLUMNS = ["pair_id", "modality", "x1", "y1", "x2", "y2", "kind"]
