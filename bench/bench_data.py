@@ -68,7 +68,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import torch  # noqa: E402
-from common import machine, summary  # noqa: E402
+from shared import machine, summary  # noqa: E402
 
 from data_tools.prepare import _init_worker, _prepare_one, _Task  # noqa: E402
 from datamodules.cache import ImageCache  # noqa: E402

@@ -45,7 +45,7 @@ from bench_train import (  # noqa: E402
     stage_modalities,
     stage_module,
 )
-from common import RESULTS, ROOT, summary, write_result  # noqa: E402
+from shared import RESULTS, ROOT, summary, write_result  # noqa: E402
 
 # Dense peaks (TFLOP/s: bf16, tf32, fp32) from NVIDIA's data sheets, by device name (the first
 # key found in torch.cuda.get_device_name wins); others: --peak-tflops.

@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from common import ROOT, machine, peak_rss_mib, write_result  # noqa: E402
+from shared import ROOT, machine, peak_rss_mib, write_result  # noqa: E402
 
 PAPER_PAIRS = 1_239_372
 PAPER_TEST_IMAGES = 370_000
