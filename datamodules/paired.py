@@ -36,17 +36,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from datamodules.batch import collate_pairs
 from datamodules.cache import CACHE_INFO
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
-from datamodules.manifest import (
-    DEFAULT_FRACTIONS,
-    SPLITS,
-    LoadSummary,
-    load_tables,
-    resolve_table_paths,
-)
+from datamodules.manifest import SPLITS, LoadSummary, load_tables, resolve_table_paths
 from datamodules.preflight import CheckReport, CheckSettings, DataCheckError, setup_check
 from datamodules.problems import Problem, format_problems
 from datamodules.sampler import BalancedDistributedSampler
@@ -97,8 +92,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         manifest: str,
         lesions: str | None = None,
         cache_dir: str | None = None,
-        image_size: tuple[int, int] = (1280, 1024),
-        modalities: Sequence[str] = ("sm", "ffdm"),
+        image_size: tuple[int, int] = IMAGE_SIZE,
+        modalities: Sequence[str] = MODALITIES,
         batch_size: int = 8,
         num_workers: int | None = None,
         seed: int = 0,
@@ -106,8 +101,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         pathology_classes: dict[str, int] | None = None,
         window: Literal["dicom", "minmax"] = "dicom",
         samples_per_epoch: int | None = None,
-        split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-        hit_min_distance: float = 100.0,
+        split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
         margin: float = DEFAULT_MARGIN,
         predict_split: Literal["train", "val", "test", "all"] = "test",
         on_bad_sample: Literal["error", "skip"] = "error",
