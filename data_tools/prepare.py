@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
-from datamodules.cache import CacheEntryError, ImageCache, _entry_key, _write_atomically
+from common.io import write_atomically
+from datamodules.cache import CacheEntryError, ImageCache, _entry_key
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, load_image
 from datamodules.problems import Problem, format_problems
 
@@ -175,7 +176,7 @@ def _write_failures(out_dir: Path, shard: tuple[int, int], failed) -> Path:
 
     path = out_dir / f"failed-shard{shard[0]}of{shard[1]}.csv"
     table = pd.DataFrame(failed, columns=["pair_id", "modality", "error"])
-    _write_atomically(path, table.to_csv(index=False).encode())
+    write_atomically(path, table.to_csv(index=False).encode())
     return path
 
 

@@ -12,7 +12,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from common.defaults import MODALITIES, SPLIT_FRACTIONS
+from common.io import atomic_path
 
 # ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
 from datamodules.problems import ROW_CONVENTION as ROW_CONVENTION
@@ -441,10 +441,8 @@ def write_tables(
         lesions = pd.DataFrame(columns=list(LESION_COLUMNS))
     paths = out_dir / MANIFEST_FILE, out_dir / LESIONS_FILE
     for table, path in zip((manifest, lesions), paths):
-        handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", newline="") as stream:
+        with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
             table.to_csv(stream, index=False)
-        os.replace(temporary, path)
     return paths
 
 

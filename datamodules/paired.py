@@ -23,7 +23,6 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
+from common.io import sha256_file, write_atomically
 from datamodules.batch import collate_pairs
 from datamodules.cache import CACHE_INFO
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
@@ -263,11 +263,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         # Kept unless it stops the run: after a fix, the next run checks again.
         if path is not None and (not report.problems or self.on_bad_sample == "skip"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(handle, "w") as stream:
-                json.dump(document, stream, indent=1)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
+            write_atomically(path, json.dumps(document, indent=1), suffix="", mode=0o644)
         return document
 
     def _check_key(self, manifest_file: Path, lesions_file: Path | None) -> dict:
@@ -287,9 +283,9 @@ class PairedMammoDataModule(pl.LightningDataModule):
             state = {"info": info.read_text() if info.is_file() else None, "folders": folders}
             cache = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
         settings = json.loads(json.dumps(asdict(self.check_settings()), default=str))
-        return {"manifest": _sha256(manifest_file),
-                "lesions": _sha256(lesions_file) if lesions_file else None,
-                "check": _sha256(Path(inspect.getfile(setup_check))), "cache": cache,
+        return {"manifest": sha256_file(manifest_file),
+                "lesions": sha256_file(lesions_file) if lesions_file else None,
+                "check": sha256_file(Path(inspect.getfile(setup_check))), "cache": cache,
                 "settings": settings}
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
@@ -430,11 +426,3 @@ def default_workers(local_processes: int = 1) -> int:
     else:
         cpus = len(os.sched_getaffinity(0)) // max(1, int(local_processes))
     return max(0, cpus - 1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
