@@ -159,6 +159,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     and data init argument by its rule in `datamodules.values.RULES`, then the rules that
     join two values (the model's stride and the input size, the classes, the modalities the
     model reads and the data holds, the trainer's limits of a ``fit``)."""
+    from common.defaults import MODALITIES
     from datamodules.values import GROUP_RULES, RULES, divisible, model_stride
 
     model, data = _init_args(config, "model"), _init_args(config, "data")
@@ -203,7 +204,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
             problems.append(("data.init_args.pathology_classes",
                              f"class indices {over} must be below the model's num_classes "
                              f"({num_classes}): the classes are 0 .. {int(num_classes) - 1}"))
-    read = {"sm", "ffdm"} if model.get("ffdm_teacher") else (
+    read = set(MODALITIES) if model.get("ffdm_teacher") else (
         {model["modality"]} if model.get("modality") else set())
     held = data.get("modalities")
     if held and "modalities" not in bad and "modality" not in bad and not read <= set(held):

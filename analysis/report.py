@@ -34,6 +34,7 @@ from analysis.cases import (
     section6_cases,
     section6_counts,
 )
+from common.defaults import HIT_MIN_DISTANCE, SPLIT_FRACTIONS
 from datamodules.manifest import load_tables
 from metrics.evaluate import BOX_COLUMNS, EvaluationTables, cap_message, read_evaluation_tables
 from metrics.froc import (
@@ -104,7 +105,7 @@ def read_run(name: str, folder: str | Path, manifest: pd.DataFrame, lesions: pd.
     folder = Path(folder)
     info = run_info(name, folder)
     modality = info.get("modality") or "sm"
-    distance = float(info.get("hit_min_distance", 100.0))
+    distance = float(info.get("hit_min_distance", HIT_MIN_DISTANCE))
     tables, matched, joined = {}, {}, {}
     floor = np.inf
     for split, reach in (("val", max(max_fp, target_fp)), ("test", max(2 * max_fp, target_fp))):
@@ -140,9 +141,9 @@ def run_tables(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """The data settings of a run folder's config, and its manifest (with splits) and lesion
     table."""
     data = _run_config(folder)["data"]["init_args"]
+    fractions = tuple(data.get("split_fractions", SPLIT_FRACTIONS))
     manifest, lesions, _ = load_tables(data["manifest"], data.get("lesions"),
-                                       seed=data.get("seed", 0),
-                                       fractions=tuple(data.get("split_fractions", (.6, .1, .3))))
+                                       seed=data.get("seed", 0), fractions=fractions)
     return data, manifest, lesions
 
 

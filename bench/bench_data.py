@@ -68,8 +68,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import torch  # noqa: E402
-from common import machine, summary  # noqa: E402
+from shared import machine, summary  # noqa: E402
 
+from common.defaults import IMAGE_SIZE  # noqa: E402
 from data_tools.prepare import _init_worker, _prepare_one, _Task  # noqa: E402
 from datamodules.cache import ImageCache  # noqa: E402
 from datamodules.dicom import (  # noqa: E402
@@ -634,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="repeats per uncompressed file")
     parser.add_argument("--compressed-repeats", type=int, default=3)
-    parser.add_argument("--image-size", nargs=2, type=int, default=(1280, 1024),
+    parser.add_argument("--image-size", nargs=2, type=int, default=IMAGE_SIZE,
                         metavar=("H", "W"))
     parser.add_argument("--dicom-scale", type=float, default=1.0,
                         help="size of the test DICOMs relative to full size")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_result  # noqa: E402
+from shared import ROOT, write_result  # noqa: E402
 
 from pipeline.runner import STATE_FILE, load_pipeline  # noqa: E402
 

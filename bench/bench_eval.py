@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import summary, write_result  # noqa: E402
+from shared import summary, write_result  # noqa: E402
 
 from metrics.froc import (  # noqa: E402
     bootstrap_fauc,

@@ -45,7 +45,9 @@ from bench_train import (  # noqa: E402
     stage_modalities,
     stage_module,
 )
-from common import RESULTS, ROOT, summary, write_result  # noqa: E402
+from shared import RESULTS, ROOT, summary, write_result  # noqa: E402
+
+from common.defaults import HIT_MIN_DISTANCE  # noqa: E402
 
 # Dense peaks (TFLOP/s: bf16, tf32, fp32) from NVIDIA's data sheets, by device name (the first
 # key found in torch.cuda.get_device_name wins); others: --peak-tflops.
@@ -224,7 +226,7 @@ def data_module(folder: Path, cache: Path, settings, workers: int, samples: int 
     return PairedMammoDataModule(
         manifest=str(folder), cache_dir=str(cache), image_size=tuple(settings["image_size"]),
         modalities=["sm"], batch_size=settings["batch_size"], num_workers=workers,
-        samples_per_epoch=samples, augment=True, hit_min_distance=100.0)
+        samples_per_epoch=samples, augment=True, hit_min_distance=HIT_MIN_DISTANCE)
 
 
 def trainer(device: torch.device, precision: str, **kwargs) -> pl.Trainer:

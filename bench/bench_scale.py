@@ -55,7 +55,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from common import ROOT, machine, peak_rss_mib, write_result  # noqa: E402
+from shared import ROOT, machine, peak_rss_mib, write_result  # noqa: E402
+
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE  # noqa: E402
 
 PAPER_PAIRS = 1_239_372
 PAPER_TEST_IMAGES = 370_000
@@ -367,7 +369,8 @@ def bench_cap(run: Path) -> dict:
         for split in ("val", "test"):
             tables = read_evaluation_tables(*(_table(stage, split, table) for table in
                                               ("predictions", "ground_truth", "images")))
-            matched = tables.match(min_distance=float(meta.get("hit_min_distance", 100.0)))
+            matched = tables.match(min_distance=float(meta.get("hit_min_distance",
+                                                                HIT_MIN_DISTANCE)))
             per_image = {}
             for max_fp in (1.0, 2.0):
                 lowest = lowest_score_read(matched, max_fp)
@@ -468,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writer-images", type=int, default=20_000)
     parser.add_argument("--pairs", type=int, default=4, help="full-size pairs for prepare")
     parser.add_argument("--dicom-scale", type=float, default=1.0)
-    parser.add_argument("--image-size", type=int, nargs=2, default=[1280, 1024])
+    parser.add_argument("--image-size", type=int, nargs=2, default=list(IMAGE_SIZE))
     parser.add_argument("--loader-batches", type=int, default=6)
     parser.add_argument("--node-cores", type=int, default=96,
                         help="CPU cores of the 8-GPU node (assumed)")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from common import ROOT, peak_rss_mib, reset_peak_rss, rss_mib, summary, write_result  # noqa: E402
+from shared import ROOT, peak_rss_mib, reset_peak_rss, rss_mib, summary, write_result  # noqa: E402
 
 STAGES = ("stage1", "stage2", "stage3", "upper_bound")
 LR = 1e-3

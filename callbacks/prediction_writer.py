@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import pytorch_lightning as pl
 import torch
 
+from common.io import atomic_path
 from datamodules.batch import PAIR_ID, geometry_key, original_boxes_key
 
 # The default cap: the demo's models have at most 8 detections per image above their
@@ -330,8 +331,9 @@ def merge_parts(directory: Path, split: str, world_size: int) -> tuple[int, int]
     has_lesions = any(part.is_file() for part in parts["ground_truth"])
     for table, paths in parts.items():
         if table != "ground_truth" or has_lesions:
-            temporary = directory / f".{file_name(split, table)}.tmp"
-            with pq.ParquetWriter(temporary, SCHEMAS[table]) as writer:
+            # rank zero alone writes it: a fixed temporary name, made by ParquetWriter (umask mode)
+            with (atomic_path(directory / file_name(split, table), unique=False) as temporary,
+                  pq.ParquetWriter(temporary, SCHEMAS[table]) as writer):
                 for rank, path in enumerate(paths):
                     if not path.is_file():  # a rank whose batches had no lesions
                         continue
@@ -339,7 +341,6 @@ def merge_parts(directory: Path, split: str, world_size: int) -> tuple[int, int]
                         rows = keep[rank][batch.column(_IMAGE).to_numpy()]
                         writer.write_batch(batch.filter(pa.array(rows)).select(
                             SCHEMAS[table].names))
-            os.replace(temporary, directory / file_name(split, table))
         for path in paths:
             path.unlink(missing_ok=True)
     return int(kept.sum()), capped

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.defaults import IMAGE_SIZE, MODALITIES
+
 # the reader's kinds of refused pixel content are check-data's kinds too
 from datamodules.dicom import CONSTANT as CONSTANT
 from datamodules.dicom import NON_FINITE as NON_FINITE
@@ -41,7 +43,6 @@ from datamodules.manifest import (
 )
 from datamodules.preflight import (
     MISSING_FILE,
-    MODALITIES,
     NOT_MG,
     TOO_SMALL,
     UNREADABLE_FILE,
@@ -306,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lesions", help="lesion table (default: lesions.csv beside it)")
     parser.add_argument("--cache-dir", help="image cache to check ('null': none)")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
-                        help="the model's input (default: the config's, else 1280 1024)")
+                        help="the model's input (default: the config's, else "
+                             f"{IMAGE_SIZE[0]} {IMAGE_SIZE[1]})")
     parser.add_argument("--window", choices=WINDOWS)
     parser.add_argument("--margin", type=float)
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES)

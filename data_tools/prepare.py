@@ -22,7 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datamodules.cache import CacheEntryError, ImageCache, _entry_key, _write_atomically
+from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
+from common.io import write_atomically
+from datamodules.cache import CacheEntryError, ImageCache, _entry_key
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, load_image
 from datamodules.problems import Problem, format_problems
 
@@ -111,7 +113,7 @@ def prepare_cache(
     manifest,
     out_dir: str | os.PathLike,
     image_size: Sequence[int],
-    modalities: Iterable[str] = ("sm", "ffdm"),
+    modalities: Iterable[str] = MODALITIES,
     workers: int = 1,
     shard: tuple[int, int] = (0, 1),
     window: str = "dicom",
@@ -174,7 +176,7 @@ def _write_failures(out_dir: Path, shard: tuple[int, int], failed) -> Path:
 
     path = out_dir / f"failed-shard{shard[0]}of{shard[1]}.csv"
     table = pd.DataFrame(failed, columns=["pair_id", "modality", "error"])
-    _write_atomically(path, table.to_csv(index=False).encode())
+    write_atomically(path, table.to_csv(index=False).encode())
     return path
 
 
@@ -212,12 +214,7 @@ def _architecture_of(configs: Sequence[str]) -> tuple[str | None, dict | None]:
 def main(argv: list[str]) -> int:
     """``python cli.py prepare``: fill an image cache from a manifest."""
     from data_tools.check import settings_from_configs
-    from datamodules.manifest import (
-        DEFAULT_FRACTIONS,
-        ManifestError,
-        load_tables,
-        resolve_table_paths,
-    )
+    from datamodules.manifest import ManifestError, load_tables, resolve_table_paths
     from datamodules.values import RULES
 
     parser = argparse.ArgumentParser(
@@ -232,14 +229,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--lesions", help="lesion table (default: lesions.csv beside manifest)")
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
-                        help="the model's input (default: the config's, else 1280 1024)")
+                        help="the model's input (default: the config's, else "
+                             f"{IMAGE_SIZE[0]} {IMAGE_SIZE[1]})")
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (0: none)"
     )
     parser.add_argument("--shard", default="0/1", help="i/n: this job's share (0-based i)")
     parser.add_argument("--window", choices=WINDOWS)
     parser.add_argument("--margin", type=float)
-    parser.add_argument("--modalities", nargs="+", choices=("sm", "ffdm"), default=["sm", "ffdm"])
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -247,7 +245,7 @@ def main(argv: list[str]) -> int:
         values = settings_from_configs(args.config)
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    size = args.image_size or values.get("image_size") or (1280, 1024)
+    size = args.image_size or values.get("image_size") or IMAGE_SIZE
     window = args.window or values.get("window", "dicom")
     margin = args.margin if args.margin is not None else values.get("margin", DEFAULT_MARGIN)
     manifest_path = args.manifest or values.get("manifest")
@@ -267,7 +265,7 @@ def main(argv: list[str]) -> int:
             parser.error(f"{name}: {wrong}")
     try:
         manifest, _, summary = load_tables(
-            manifest_path, lesions_path, 0, DEFAULT_FRACTIONS, row_numbers=True
+            manifest_path, lesions_path, 0, SPLIT_FRACTIONS, row_numbers=True
         )
     except (ManifestError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
@@ -320,7 +318,7 @@ def _problems(manifest, manifest_file: str, outcomes, kind: str) -> list[Problem
     rows = dict(zip(manifest["pair_id"], manifest["source_row"]))
     paths = {
         modality: dict(zip(manifest["pair_id"], manifest[f"{modality}_path"]))
-        for modality in ("sm", "ffdm")
+        for modality in MODALITIES
     }
     problems = []
     for pair_id, modality, reason, *entry in outcomes:

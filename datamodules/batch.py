@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-MODALITIES = ("sm", "ffdm")
+from common.defaults import MODALITIES
+
 PAIR_ID = "pair_id"
 LABEL = "label"
 

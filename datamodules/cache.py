@@ -16,12 +16,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from common.io import atomic_path, write_atomically
 from datamodules.dicom import DEFAULT_MARGIN, Geometry
 
 CACHE_FORMAT = "mammofuse-image-cache/1"
@@ -92,7 +92,7 @@ class ImageCache:
                     f"{self.image_size[0]} {self.image_size[1]}` or leave cache_dir unset"
                 )
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomically(info_path, json.dumps(wanted, indent=2).encode())
+            write_atomically(info_path, json.dumps(wanted, indent=2).encode())
         info = json.loads(info_path.read_text())
         made = (tuple(info.get("image_size", ())), info.get("window"))
         if info.get("format") != CACHE_FORMAT or made != (self.image_size, window):
@@ -157,23 +157,10 @@ class ImageCache:
         path = self.path(pair_id, modality)
         path.parent.mkdir(parents=True, exist_ok=True)
         stored = np.rint(np.clip(image, 0.0, 1.0) * 65535).astype(np.uint16)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.stem}.", suffix=".npz"
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez_compressed(
-                    stream, image=stored, geometry=np.array(json.dumps(geometry.to_dict()))
-                )
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        # the temporary entry starts with "." (which `existing` passes over) and ends in .npz
+        with (atomic_path(path, prefix=f".{path.stem}.", suffix=".npz") as temporary,
+              open(temporary, "wb") as stream):
+            np.savez_compressed(
+                stream, image=stored, geometry=np.array(json.dumps(geometry.to_dict()))
+            )
         return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, path)

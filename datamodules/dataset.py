@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from common.defaults import MODALITIES
 from datamodules.batch import (
     LABEL,
     PAIR_ID,
@@ -69,7 +70,7 @@ class PairedMammoDataset(Dataset):
         manifest: pd.DataFrame,
         lesions: pd.DataFrame,
         image_size: Sequence[int],
-        modalities: Sequence[str] = ("sm", "ffdm"),
+        modalities: Sequence[str] = MODALITIES,
         cache_dir: str | os.PathLike | None = None,
         window: str = "dicom",
         margin: float = DEFAULT_MARGIN,

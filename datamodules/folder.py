@@ -31,6 +31,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE
 from datamodules.batch import PAIR_ID, collate_pairs, geometry_key
 from datamodules.dicom import DEFAULT_MARGIN, image_kind, load_image
 from datamodules.problems import Problem, format_problems
@@ -86,9 +87,9 @@ class SMFolderDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, sm_dir: str, pattern: str = "**/*",
-                 image_size: tuple[int, int] = (1280, 1024), batch_size: int = 8,
+                 image_size: tuple[int, int] = IMAGE_SIZE, batch_size: int = 8,
                  num_workers: int = 4, window: Literal["dicom", "minmax"] = "dicom",
-                 margin: float = DEFAULT_MARGIN, hit_min_distance: float = 100.0,
+                 margin: float = DEFAULT_MARGIN, hit_min_distance: float = HIT_MIN_DISTANCE,
                  modalities: Sequence[str] = ("sm",), samples_per_epoch: int | None = None,
                  allow_modality_mismatch: bool = False):
         super().__init__()

@@ -12,13 +12,15 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from common.defaults import MODALITIES, SPLIT_FRACTIONS
+from common.io import atomic_path
 
 # ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
 from datamodules.problems import ROW_CONVENTION as ROW_CONVENTION
@@ -44,9 +46,7 @@ LATERALITIES = ("L", "R")
 # ACR/DICOM view codes of mammography (ViewCodeSequence abbreviations).
 VIEWS = ("CC", "MLO", "ML", "LM", "LMO", "FB", "SIO", "XCCL", "XCCM", "AT", "CV")
 SPLITS = ("train", "val", "test")
-LESION_MODALITIES = ("sm", "ffdm")
 PATHOLOGIES = ("malignant", "benign", "unknown")
-DEFAULT_FRACTIONS = (0.6, 0.1, 0.3)
 MANIFEST_FILE = "manifest.csv"
 LESIONS_FILE = "lesions.csv"
 
@@ -377,7 +377,7 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
             "lesion of unknown pair",
         )
     if "modality" in present:
-        _check_choice(lesions, "modality", LESION_MODALITIES, problems, "unknown modality")
+        _check_choice(lesions, "modality", MODALITIES, problems, "unknown modality")
     if "pathology" in present:
         _check_choice(lesions, "pathology", PATHOLOGIES, problems, "unknown pathology")
     numbers = {}
@@ -441,10 +441,8 @@ def write_tables(
         lesions = pd.DataFrame(columns=list(LESION_COLUMNS))
     paths = out_dir / MANIFEST_FILE, out_dir / LESIONS_FILE
     for table, path in zip((manifest, lesions), paths):
-        handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", newline="") as stream:
+        with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
             table.to_csv(stream, index=False)
-        os.replace(temporary, path)
     return paths
 
 
@@ -468,7 +466,7 @@ def _unit_hash(seed: int, text: str) -> int:
 
 
 def assign_splits(
-    manifest: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+    manifest: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS
 ) -> pd.Series:
     """The split of every row, at patient level; a given ``split`` value wins.
 
@@ -509,7 +507,7 @@ def load_tables(
     manifest_path: str | os.PathLike,
     lesions_path: str | os.PathLike | None = None,
     seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
     row_numbers: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, LoadSummary]:
     """Read, validate, exclude and split: (manifest, lesions, summary).
@@ -543,7 +541,7 @@ def prepared_tables(
     raw_lesions: pd.DataFrame | None,
     manifest_file: str | os.PathLike,
     seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
     row_numbers: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, LoadSummary]:
     """`load_tables` after validation: normalise, parse, resolve paths, exclude and split.

@@ -23,7 +23,6 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -36,17 +35,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
+from common.io import sha256_file, write_atomically
 from datamodules.batch import collate_pairs
 from datamodules.cache import CACHE_INFO
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
-from datamodules.manifest import (
-    DEFAULT_FRACTIONS,
-    SPLITS,
-    LoadSummary,
-    load_tables,
-    resolve_table_paths,
-)
+from datamodules.manifest import SPLITS, LoadSummary, load_tables, resolve_table_paths
 from datamodules.preflight import CheckReport, CheckSettings, DataCheckError, setup_check
 from datamodules.problems import Problem, format_problems
 from datamodules.sampler import BalancedDistributedSampler
@@ -97,8 +92,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         manifest: str,
         lesions: str | None = None,
         cache_dir: str | None = None,
-        image_size: tuple[int, int] = (1280, 1024),
-        modalities: Sequence[str] = ("sm", "ffdm"),
+        image_size: tuple[int, int] = IMAGE_SIZE,
+        modalities: Sequence[str] = MODALITIES,
         batch_size: int = 8,
         num_workers: int | None = None,
         seed: int = 0,
@@ -106,8 +101,8 @@ class PairedMammoDataModule(pl.LightningDataModule):
         pathology_classes: dict[str, int] | None = None,
         window: Literal["dicom", "minmax"] = "dicom",
         samples_per_epoch: int | None = None,
-        split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-        hit_min_distance: float = 100.0,
+        split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
         margin: float = DEFAULT_MARGIN,
         predict_split: Literal["train", "val", "test", "all"] = "test",
         on_bad_sample: Literal["error", "skip"] = "error",
@@ -268,11 +263,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
         # Kept unless it stops the run: after a fix, the next run checks again.
         if path is not None and (not report.problems or self.on_bad_sample == "skip"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(handle, "w") as stream:
-                json.dump(document, stream, indent=1)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
+            write_atomically(path, json.dumps(document, indent=1), suffix="", mode=0o644)
         return document
 
     def _check_key(self, manifest_file: Path, lesions_file: Path | None) -> dict:
@@ -292,9 +283,9 @@ class PairedMammoDataModule(pl.LightningDataModule):
             state = {"info": info.read_text() if info.is_file() else None, "folders": folders}
             cache = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
         settings = json.loads(json.dumps(asdict(self.check_settings()), default=str))
-        return {"manifest": _sha256(manifest_file),
-                "lesions": _sha256(lesions_file) if lesions_file else None,
-                "check": _sha256(Path(inspect.getfile(setup_check))), "cache": cache,
+        return {"manifest": sha256_file(manifest_file),
+                "lesions": sha256_file(lesions_file) if lesions_file else None,
+                "check": sha256_file(Path(inspect.getfile(setup_check))), "cache": cache,
                 "settings": settings}
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
@@ -435,11 +426,3 @@ def default_workers(local_processes: int = 1) -> int:
     else:
         cpus = len(os.sched_getaffinity(0)) // max(1, int(local_processes))
     return max(0, cpus - 1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

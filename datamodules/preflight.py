@@ -30,6 +30,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from datamodules.cache import CACHE_INFO, CacheEntryError, ImageCache
 from datamodules.dicom import (
     DEFAULT_MARGIN,
@@ -41,16 +42,9 @@ from datamodules.dicom import (
     input_boxes,
     load_image,
 )
-from datamodules.manifest import (
-    DEFAULT_FRACTIONS,
-    LATERALITIES,
-    ROW_COLUMN,
-    VIEWS,
-    resolve_table_paths,
-)
+from datamodules.manifest import LATERALITIES, ROW_COLUMN, VIEWS, resolve_table_paths
 from datamodules.problems import Problem, ProblemsError
 
-MODALITIES = ("sm", "ffdm")
 EXPECTED_MODALITY = "MG"
 # An image whose whole extent, or whose breast crop, must be enlarged more than this to fill
 # the model's input is "far smaller" than it (a 16x16 thumbnail, a wrong file, a breast not
@@ -306,12 +300,12 @@ class CheckSettings:
     manifest: str
     lesions: str | None = None
     cache_dir: str | None = None
-    image_size: tuple[int, int] = (1280, 1024)
+    image_size: tuple[int, int] = IMAGE_SIZE
     window: str = "dicom"
     margin: float = DEFAULT_MARGIN
     modalities: tuple[str, ...] = MODALITIES
     seed: int = 0
-    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     pathology_classes: dict[str, int] | None = None
 
     def __post_init__(self):

@@ -17,9 +17,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from common.defaults import MODALITIES
+
 Rule = Callable[[Any], "str | None"]
 
-MODALITIES = ("sm", "ffdm")
 PATHOLOGIES = ("malignant", "benign", "unknown")
 WINDOWS = ("dicom", "minmax")
 LR_SCHEDULES = ("cosine", "constant")

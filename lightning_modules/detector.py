@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from common.defaults import HIT_MIN_DISTANCE
 from datamodules.batch import (
     PAIR_ID,
     boxes_key,
@@ -24,8 +25,6 @@ from datamodules.batch import (
 from lightning_modules.effdet_parts import DetectionCriterion, DetectionHead
 from lightning_modules.stage import StageModule
 from metrics.fauc import FAUC
-
-DEFAULT_HIT_MIN_DISTANCE = 100.0
 
 
 class DetectorModule(StageModule):
@@ -47,7 +46,7 @@ class DetectorModule(StageModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
-        hit_min_distance: float = DEFAULT_HIT_MIN_DISTANCE,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
         global_batch_size: int | None = None,
         reference_batch_size: int | None = None,
         channels_last: bool = False,

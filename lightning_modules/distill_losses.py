@@ -41,10 +41,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from common.defaults import MODALITIES
 from lightning_modules.distillation import cosine_similarity_map, weighted_similarity
 
 KINDS = ("cosine", "masked_cosine", "roi_cosine", "cwd", "pkd")
-BOX_SOURCES = ("sm", "ffdm", "both")
+BOX_SOURCES = (*MODALITIES, "both")
 # Settings each kind takes besides kind, weight, levels and level_weights, with defaults.
 SETTINGS: dict[str, dict[str, Any]] = {
     "cosine": {"eps": 1e-8},
@@ -95,7 +96,7 @@ def lesion_boxes(batch: Mapping[str, Any], source: str) -> list[torch.Tensor]:
     both modalities' together."""
     if source not in BOX_SOURCES:
         raise ValueError(f"boxes must be one of {BOX_SOURCES}, got {source!r}")
-    modalities = ("sm", "ffdm") if source == "both" else (source,)
+    modalities = MODALITIES if source == "both" else (source,)
     present = [f"{m}_boxes" for m in modalities if f"{m}_boxes" in batch]
     if not present:
         raise ValueError(f"a lesion-aware Stage II term reads the batch's {source} boxes; the "

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES
 from lightning_modules.detector import DetectorModule
 from lightning_modules.distillation import FeatureProjection
 from lightning_modules.effdet_parts import (
@@ -64,7 +65,7 @@ class FusedDetector(DetectorModule):
         self,
         sm_teacher: str | None = None,
         partner: str | None = None,
-        image_size: tuple[int, int] = (1280, 1024),
+        image_size: tuple[int, int] = IMAGE_SIZE,
         partner_features: str = "extractor",
         head_init: str = "sm_teacher",
         focal_alpha: float = 0.9,
@@ -75,7 +76,7 @@ class FusedDetector(DetectorModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
-        hit_min_distance: float = 100.0,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
         pretrained: str | None = None,
         global_batch_size: int | None = None,
         reference_batch_size: int | None = None,
@@ -157,7 +158,7 @@ class FusedDetector(DetectorModule):
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
-        return ("sm",) if self.variant == "fused" else ("sm", "ffdm")
+        return ("sm",) if self.variant == "fused" else MODALITIES
 
     def check_batch(self, batch: dict[str, Any], targets: bool = True) -> None:
         if self.variant == "upper_bound" and "ffdm" not in batch:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from common.defaults import IMAGE_SIZE, MODALITIES
 from datamodules.batch import PAIR_ID
 from lightning_modules.distill_losses import build_terms, foreground_weights, lesion_boxes
 from lightning_modules.distillation import (
@@ -83,7 +84,7 @@ class DistillStudent(StageModule):
     def __init__(
         self,
         ffdm_teacher: str | None = None,
-        image_size: tuple[int, int] = (1280, 1024),
+        image_size: tuple[int, int] = IMAGE_SIZE,
         architecture: str | None = None,
         architecture_overrides: dict[str, Any] | None = None,
         init_from: str | None = None,
@@ -255,7 +256,7 @@ class DistillStudent(StageModule):
         self._update_diagnostics(batch, split, z, h)
 
     def _update_diagnostics(self, batch, split: str, z, h) -> None:
-        if not any(f"{m}_boxes" in batch for m in ("sm", "ffdm")):
+        if not any(f"{m}_boxes" in batch for m in MODALITIES):
             return
         boxes = lesion_boxes(batch, "both")
         for level, stride, zl, hl in zip(self.level_numbers, self.strides, z, h):

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE
 from datamodules.batch import check_modality
 from lightning_modules.detector import DetectorModule
 from lightning_modules.effdet_parts import (
@@ -55,7 +56,7 @@ class TeacherDetector(DetectorModule):
         self,
         modality: str = "sm",
         architecture: str = "tf_efficientdet_d0",
-        image_size: tuple[int, int] = (1280, 1024),
+        image_size: tuple[int, int] = IMAGE_SIZE,
         num_classes: int = 1,
         focal_alpha: float = 0.9,
         focal_gamma: float = 2.5,
@@ -67,7 +68,7 @@ class TeacherDetector(DetectorModule):
         lr_schedule: str = "cosine",
         fauc_max_fp: float = 1.0,
         fauc_n_boot: int = 2000,
-        hit_min_distance: float = 100.0,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
         freeze_extractor: bool = False,
         global_batch_size: int | None = None,
         reference_batch_size: int | None = None,

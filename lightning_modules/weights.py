@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.io import sha256_file
+
 ARTIFACT_JSON = "artifact.json"
 ARTIFACT_WEIGHTS = "weights.safetensors"
 # The key under which a stage module stores its artifact spec in its Lightning checkpoints.
@@ -38,14 +40,6 @@ FORMAT_VERSION = 1
 # Our modules' key layout -> effdet's: ``extractor.backbone.*`` -> ``backbone.*`` ...
 OWN_PREFIXES = {"extractor.": "", "head.": ""}
 EFFDET_PREFIXES = ("backbone.", "fpn.", "class_net.", "box_net.")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:

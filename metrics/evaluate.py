@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.defaults import HIT_MIN_DISTANCE
 from datamodules.problems import Problem, ProblemsError
 from metrics.froc import (
     IncompleteDetections,
@@ -103,7 +104,8 @@ class EvaluationTables:
         return replace(self, image_ids=self.image_ids[order], predictions=tables[0],
                        ground_truth=tables[1], dropped_score=dropped)
 
-    def match(self, min_distance: float = 100.0, inclusive: bool = False) -> MatchedDetections:
+    def match(self, min_distance: float = HIT_MIN_DISTANCE,
+              inclusive: bool = False) -> MatchedDetections:
         """Match the predictions to the lesions; lesion i is row i of ``ground_truth`` and
         detection j row j of ``predictions``."""
         return match_detections(
@@ -635,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-distance",
         type=float,
-        default=100.0,
-        help="hit radius floor in original pixels (default 100)",
+        default=HIT_MIN_DISTANCE,
+        help=f"hit radius floor in original pixels (default {HIT_MIN_DISTANCE:g})",
     )
     parser.add_argument(
         "--inclusive",

@@ -16,6 +16,7 @@ import torch.distributed
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from common.defaults import HIT_MIN_DISTANCE
 from metrics.froc import (
     MatchedDetections,
     bootstrap_fauc,
@@ -58,7 +59,7 @@ class FAUC(Metric):
     def __init__(
         self,
         max_fp: float = 1.0,
-        min_distance: float = 100.0,
+        min_distance: float = HIT_MIN_DISTANCE,
         inclusive: bool = False,
         n_boot: int = 2000,
         seed: int = 0,

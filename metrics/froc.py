@@ -34,6 +34,8 @@ from functools import cached_property
 
 import numpy as np
 
+from common.defaults import HIT_MIN_DISTANCE
+
 FALSE_POSITIVE = 0
 TRUE_POSITIVE = 1
 DUPLICATE = 2  # hits a lesion that a higher-scoring detection already finds: not counted
@@ -182,7 +184,7 @@ def match_detections(
     lesion_boxes: np.ndarray,
     n_images: int,
     *,
-    min_distance: float = 100.0,
+    min_distance: float = HIT_MIN_DISTANCE,
     inclusive: bool = False,
     image_ids: np.ndarray | None = None,
     pruned_below: float = -np.inf,

@@ -42,7 +42,8 @@ from typing import Any
 import yaml
 
 from callbacks.requeue import EXIT_REQUEUED
-from lightning_modules.weights import is_artifact, read_artifact, read_checkpoint, sha256_file
+from common.io import sha256_file, write_atomically
+from lightning_modules.weights import is_artifact, read_artifact, read_checkpoint
 
 STAGE_ORDER = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")
 STATE_FILE = "stage.json"
@@ -356,9 +357,10 @@ def _state(folder: Path) -> dict[str, Any]:
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{STATE_FILE}.tmp"
-    temporary.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, folder / STATE_FILE)
+    # one process writes a stage's state: a fixed temporary name, which a killed run's
+    # next write reuses rather than leaving one more behind
+    write_atomically(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n",
+                     unique=False)
 
 
 def is_current(folder: Path, digest: str) -> bool:

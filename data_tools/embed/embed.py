@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.defaults import MODALITIES
 from datamodules.manifest import (
     LESION_COLUMNS,
     VIEWS,
@@ -1406,13 +1407,13 @@ def _count(summary: dict, manifest: pd.DataFrame, lesions: pd.DataFrame, options
     summary["pairs_by_pathology"] = {
         k: int(v) for k, v in manifest["pathology"].value_counts().items()
     }
-    summary["lesions"] = {kind: int((lesions["modality"] == kind).sum()) for kind in ("sm", "ffdm")}
+    summary["lesions"] = {kind: int((lesions["modality"] == kind).sum()) for kind in MODALITIES}
     summary["lesions_by_pathology"] = {
         kind: {
             k: int(v)
             for k, v in lesions.loc[lesions["modality"] == kind, "pathology"].value_counts().items()
         }
-        for kind in ("sm", "ffdm")
+        for kind in MODALITIES
     }
     levels = lesions["match_level"].map(lambda v: "missing" if pd.isna(v) else f"{v:g}")
     summary["lesions_by_match_level"] = {k: int(v) for k, v in levels.value_counts().items()}

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.defaults import HIT_MIN_DISTANCE
+
 DENSITIES = ("A", "B", "C", "D")  # BI-RADS a (fatty) .. d (extremely dense)
 MASS_SUBTYPES = {"round": "benign", "spiculated": "malignant"}
 CALCIFICATION_SUBTYPES = {"punctate": "benign", "pleomorphic": "malignant"}
-# The hit rule's floor (centre distance, original pixels) at full size; it scales with the image.
-HIT_MIN_DISTANCE_FULL_SIZE = 100.0
 PLAN_STREAM, PAIR_STREAM = 0, 1  # numpy SeedSequence spawn keys
 
 
@@ -53,7 +53,7 @@ class PhantomSettings:
     @property
     def hit_min_distance(self) -> float:
         """The hit rule's 100 px floor in this phantom's pixels (12.5 at scale 1/8)."""
-        return HIT_MIN_DISTANCE_FULL_SIZE * self.scale
+        return HIT_MIN_DISTANCE * self.scale
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,6 @@ from data_tools.phantom.anatomy import (
 from data_tools.phantom.cohort import PAIR_STREAM, PairPlan, PhantomSettings
 from data_tools.phantom.lesions import ClusterShape, Finding, MassShape, Shape, draw_findings
 
-MODALITIES = ("sm", "ffdm")
-
 
 @dataclass(frozen=True)
 class Look:

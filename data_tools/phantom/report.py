@@ -11,10 +11,11 @@ import pandas as pd
 import pydicom
 from pydicom.pixels import apply_voi_lut
 
+from common.defaults import MODALITIES
 from data_tools.phantom.anatomy import Grid
 from data_tools.phantom.cohort import DENSITIES, PhantomSettings
 from data_tools.phantom.output import RING_GAP_MM, RING_WIDTH_MM
-from data_tools.phantom.render import LOOKS, MODALITIES
+from data_tools.phantom.render import LOOKS
 
 DENSITY_GROUPS = {
     **{d: (d,) for d in DENSITIES},

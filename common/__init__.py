@@ -1,0 +1,1 @@
+"""What several parts of the package share and nothing else defines: defaults and file I/O."""
