@@ -9,7 +9,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 threads, and no more than the CPUs this process may use (taskset, SLURM's cgroup)
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+torch.set_num_threads(max(1, min(2, _CPUS or 1)))
 
 # A small EfficientDet from the d0 config (ENVIRONMENT.md, "Sizing a CPU demo"): P3..P5,
 # 32 BiFPN channels, MobileNetV3 backbone. About 1M parameters; learns from scratch on CPU.
