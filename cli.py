@@ -22,7 +22,7 @@ TOOLS = {
     "adapt": "data_tools.embed",
     "evaluate": "metrics.evaluate",
     "report": "analysis.report",
-    "export": "lightning_modules.weights",
+    "export": "lightning_modules.artifacts",
     "pipeline": "pipeline.runner",
     "sweep": "pipeline.sweep",
 }
@@ -259,7 +259,7 @@ def model_source(path: str | None) -> dict | None:
     """What ``--ckpt_path`` holds: an artifact's metadata or a checkpoint's artifact spec (None
     for none, or Lightning's ``last``/``best``). Raises `ConfigValueError` for a file that is
     neither a stage artifact nor a checkpoint of one of our stage modules."""
-    from lightning_modules.weights import (
+    from lightning_modules.artifacts import (
         CHECKPOINT_SPEC_KEY,
         is_artifact,
         read_artifact,
@@ -287,7 +287,7 @@ def _artifact_meta(path) -> dict | None:
     """An input artifact's metadata (no weight hashing), or None when it cannot be read."""
     import json
 
-    from lightning_modules.weights import ARTIFACT_JSON
+    from lightning_modules.artifacts import ARTIFACT_JSON
 
     try:
         return json.loads((Path(path) / ARTIFACT_JSON).read_text()) if path else None
@@ -330,7 +330,7 @@ def expected_model(config) -> dict:
 def check_model_source(config, path: str, spec: dict) -> None:
     """Refuse a ``--ckpt_path`` whose model is not the one the config builds (class, stage,
     modality, Stage III variant, architecture, classes, input size), naming both sides."""
-    from lightning_modules.weights import describe
+    from lightning_modules.artifacts import describe
 
     expected = expected_model(config)
     differ = [(key, spec[key], value) for key, value in expected.items()
@@ -409,7 +409,7 @@ def _own_file(filename: str) -> bool:
 def _artifact_as_pretrained(config) -> None:
     """``--ckpt_path <artifact folder>``: a stage artifact is no Lightning checkpoint; the model
     is built from it instead (its ``pretrained``), with fresh optimiser and loop state."""
-    from lightning_modules.weights import is_artifact
+    from lightning_modules.artifacts import is_artifact
 
     checkpoint = config.get("ckpt_path")
     if not checkpoint or not is_artifact(checkpoint):

@@ -1,5 +1,5 @@
 """Training-step cost: our Lightning modules against effdet's own loop, and each stage against
-Stage I (issue B1, items 1 and 2).
+Stage I.
 
 1. Overhead: ``TeacherDetector`` under a Lightning ``Trainer`` against effdet's
    ``DetBenchTrain`` in a plain PyTorch loop: the same architecture, weights, batch, image
@@ -90,7 +90,7 @@ def teacher(settings, modality="sm"):
 
 
 def write_module_artifact(module, out: Path) -> str:
-    from lightning_modules.weights import write_artifact
+    from lightning_modules.artifacts import write_artifact
 
     spec = module.full_artifact_spec()
     prefixes = tuple(spec["weights"])

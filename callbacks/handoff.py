@@ -3,7 +3,7 @@
 The best checkpoint is ModelCheckpoint's by the stage's monitored metric (``val_fauc`` for a
 detector, ``val_cosine`` for the Stage II student), or ``last`` when nothing is monitored.
 Under DDP rank 0 alone decides which checkpoint (by its view of the file system), writes the
-artifact, atomically (``weights.write_artifact``), and broadcasts its path and weights' SHA-256,
+artifact, atomically (``artifacts.write_artifact``), and broadcasts its path and weights' SHA-256,
 so every rank takes the same branch and the ranks of the next step see the same file. Writing
 the artifact of the same checkpoint again is a no-op.
 
@@ -25,8 +25,8 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 
+from lightning_modules.artifacts import export_checkpoint, read_artifact, state_digest
 from lightning_modules.stage import StageModule
-from lightning_modules.weights import export_checkpoint, read_artifact, state_digest
 
 JOURNAL = "handoff.jsonl"
 # Config entries that say where a run writes, not what it trains: left out of the hash.

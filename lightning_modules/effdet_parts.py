@@ -11,7 +11,7 @@ autocast off: bfloat16 keeps 8 significant bits, so scores computed in it tie an
 FROC curve. ``TimmSyncBatchNorm`` is Lightning's ``sync_batchnorm`` with timm's converter.
 
 State-dict keys are effdet's own (``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``)
-so an effdet checkpoint loads with ``weights.load_pretrained``. Boxes outside this module are
+so an effdet checkpoint loads with ``pretrained.load_pretrained``. Boxes outside this module are
 ``xyxy`` pixels with 0-based classes; effdet's ``yxyx`` boxes and 1-based classes stay in here.
 """
 

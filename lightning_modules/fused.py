@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES
+from lightning_modules.artifacts import check_same_features
 from lightning_modules.detector import DetectorModule
 from lightning_modules.distillation import FeatureProjection
 from lightning_modules.effdet_parts import (
@@ -26,7 +27,6 @@ from lightning_modules.effdet_parts import (
     config_from_spec,
     widen_head,
 )
-from lightning_modules.weights import check_same_features
 
 PARTNER_FEATURES = ("extractor", "projected")
 HEAD_INITS = ("sm_teacher", "random")

@@ -3,7 +3,7 @@
 A stage module says, in ``artifact_spec()``, what its weights are (architecture, image size,
 which state-dict prefixes a later stage needs); the spec travels in each Lightning checkpoint
 under ``CHECKPOINT_SPEC_KEY``, so a checkpoint becomes a stage artifact without rebuilding the
-module (``weights.export_checkpoint``). Earlier stages come in by artifact path
+module (``artifacts.export_checkpoint``). Earlier stages come in by artifact path
 (``load_input``), checked against what this stage needs and recorded in ``inputs``.
 
 The schedule does not depend on the GPU count: with ``global_batch_size`` set, gradients are
@@ -23,8 +23,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
+from lightning_modules.artifacts import CHECKPOINT_SPEC_KEY, Artifact, check_artifact, read_artifact
 from lightning_modules.effdet_parts import TimmSyncBatchNorm, freeze, use_channels_last
-from lightning_modules.weights import CHECKPOINT_SPEC_KEY, Artifact, check_artifact, read_artifact
 
 # The "true" half precisions cast the whole model, BatchNorm statistics and anchors included.
 REFUSED_PRECISIONS = {"bf16-true": "bfloat16", "16-true": "float16"}

@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 
 from common.defaults import IMAGE_SIZE, MODALITIES
 from datamodules.batch import PAIR_ID
+from lightning_modules.artifacts import check_same_features, is_artifact
 from lightning_modules.distill_losses import build_terms, foreground_weights, lesion_boxes
 from lightning_modules.distillation import (
     FeatureProjection,
@@ -37,13 +38,8 @@ from lightning_modules.effdet_parts import (
     build_config,
     config_from_spec,
 )
+from lightning_modules.pretrained import load_pretrained, weights_reference
 from lightning_modules.stage import StageModule
-from lightning_modules.weights import (
-    check_same_features,
-    is_artifact,
-    load_pretrained,
-    weights_reference,
-)
 
 TEACHER_SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
                      "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")

@@ -20,7 +20,7 @@ from lightning_modules.effdet_parts import (
     architecture_spec,
     build_config,
 )
-from lightning_modules.weights import load_pretrained, weights_reference
+from lightning_modules.pretrained import load_pretrained, weights_reference
 
 
 class TeacherDetector(DetectorModule):

@@ -43,7 +43,7 @@ import yaml
 
 from callbacks.requeue import EXIT_REQUEUED
 from common.io import sha256_file, write_atomically
-from lightning_modules.weights import is_artifact, read_artifact, read_checkpoint
+from lightning_modules.artifacts import is_artifact, read_artifact, read_checkpoint
 
 STAGE_ORDER = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")
 STATE_FILE = "stage.json"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import CONFIGS
 
-from lightning_modules.weights import read_artifact
+from lightning_modules.artifacts import read_artifact
 from pipeline.runner import load_pipeline
 
 pytestmark = pytest.mark.cluster

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import CONFIGS
 
-from lightning_modules.weights import read_artifact
+from lightning_modules.artifacts import read_artifact
 from pipeline.runner import load_pipeline, run_pipeline
 
 TINY = {

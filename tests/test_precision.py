@@ -16,9 +16,9 @@ from timm.layers import BatchNormAct2d, SyncBatchNormAct
 import cli
 from datamodules import PairedMammoDataModule
 from lightning_modules import FusedDetector, TeacherDetector
+from lightning_modules.artifacts import read_artifact
 from lightning_modules.effdet_parts import TimmSyncBatchNorm, use_channels_last
 from lightning_modules.stage import default_precision
-from lightning_modules.weights import read_artifact
 
 SIZE = (128, 128)
 BF16 = ["--trainer.precision", "bf16-mixed"]

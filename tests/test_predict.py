@@ -22,7 +22,7 @@ from dicom_factory import breast_image, marker_box, write_mammogram
 import cli
 from datamodules.dicom import load_image
 from lightning_modules import TeacherDetector
-from lightning_modules.weights import export_checkpoint
+from lightning_modules.artifacts import export_checkpoint
 
 SIZE = (128, 128)
 HEIGHT, WIDTH, MARKER = 240, 180, 30  # the marker about an anchor's size at the input

@@ -15,7 +15,7 @@ import time
 import torch
 from conftest import CONFIGS, tiny_run_args
 
-from lightning_modules.weights import read_checkpoint
+from lightning_modules.artifacts import read_checkpoint
 
 EPOCHS, STEPS = 2, 16
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import CONFIGS, TINY_ARCHITECTURE, tiny_run_args
 
-from lightning_modules.weights import read_artifact, read_checkpoint
+from lightning_modules.artifacts import read_artifact, read_checkpoint
 
 ROOT = CONFIGS.parent
 # global batch 4 = 2 pairs x 2 processes, or 2 pairs x 2 accumulated batches on one; the

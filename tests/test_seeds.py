@@ -15,7 +15,7 @@ from conftest import CONFIGS
 from test_pipeline_runner import TINY
 
 from analysis.seeds import build_seed_report
-from lightning_modules.weights import read_artifact
+from lightning_modules.artifacts import read_artifact
 from pipeline.runner import load_pipeline, run_pipeline, stage_hash
 
 DETECTOR = {"model.init_args.fauc_n_boot": 0}

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from datamodules import PairedMammoDataModule
 from lightning_modules import DistillStudent, FusedDetector, TeacherDetector
+from lightning_modules.artifacts import export_checkpoint, read_artifact, read_checkpoint
 from lightning_modules.distillation import FeatureProjection, level_similarities
-from lightning_modules.weights import export_checkpoint, read_artifact, read_checkpoint
 
 SIZE = (128, 128)
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import CONFIGS, tiny_run_args
 
-from lightning_modules.weights import read_artifact
+from lightning_modules.artifacts import read_artifact
 
 STAGES = {
     "stage1_sm": ("demo/stage1_sm.yaml", {}),
