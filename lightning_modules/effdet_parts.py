@@ -360,9 +360,16 @@ def to_effdet_targets(
     return gt_boxes, gt_classes
 
 
+# The keys of ``architecture_spec``, in its order: what a later stage copies out of an earlier
+# stage's artifact to rebuild that stage's part.
+ARCHITECTURE_SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
+                          "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")
+
+
 def architecture_spec(architecture: str, overrides: Mapping[str, Any] | None, config) -> dict:
-    """What a stage artifact records of a part's architecture: enough to rebuild it with
-    ``build_config`` and to check that two parts' features line up level by level."""
+    """What a stage artifact records of a part's architecture (the ``ARCHITECTURE_SPEC_KEYS``):
+    enough to rebuild it with ``build_config`` and to check that two parts' features line up
+    level by level."""
     return {
         "architecture": architecture,
         "architecture_overrides": _plain(dict(overrides or {})),

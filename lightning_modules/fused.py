@@ -20,6 +20,7 @@ from lightning_modules.artifacts import check_same_features
 from lightning_modules.detector import DetectorModule
 from lightning_modules.distillation import FeatureProjection
 from lightning_modules.effdet_parts import (
+    ARCHITECTURE_SPEC_KEYS,
     DetectionCriterion,
     DetectionHead,
     FeatureExtractor,
@@ -30,8 +31,6 @@ from lightning_modules.effdet_parts import (
 
 PARTNER_FEATURES = ("extractor", "projected")
 HEAD_INITS = ("sm_teacher", "random")
-SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
-             "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")
 
 
 class FusedDetector(DetectorModule):
@@ -101,7 +100,7 @@ class FusedDetector(DetectorModule):
             fused = self.load_input(pretrained, "pretrained", [(3, "FusedDetector", None)],
                                     image_size)
             meta = fused.meta
-            self._build(meta["variant"], {key: meta[key] for key in SPEC_KEYS},
+            self._build(meta["variant"], {key: meta[key] for key in ARCHITECTURE_SPEC_KEYS},
                         meta["partner"], meta["partner_features"],
                         meta.get("partner_projection"), focal_alpha, focal_gamma)
             for name in ("extractor", "partner", "partner_projection", "head"):
@@ -120,13 +119,13 @@ class FusedDetector(DetectorModule):
             if variant == "upper_bound" and partner_features != "extractor":
                 raise ValueError("partner_features='projected' needs a Stage II partner; "
                                  "BASE_UB concatenates the FFDM teacher's own features")
-            partner_spec = {key: other.meta[key] for key in SPEC_KEYS}
+            partner_spec = {key: other.meta[key] for key in ARCHITECTURE_SPEC_KEYS}
             check_same_features("partner", other.path, partner_spec, teacher.meta,
                                 "the sm_teacher")
             projection = other.meta.get("projection", "conv3x3") if (
                 partner_features == "projected") else None
-            self._build(variant, {key: teacher.meta[key] for key in SPEC_KEYS}, partner_spec,
-                        partner_features, projection, focal_alpha, focal_gamma)
+            self._build(variant, {key: teacher.meta[key] for key in ARCHITECTURE_SPEC_KEYS},
+                        partner_spec, partner_features, projection, focal_alpha, focal_gamma)
             teacher.load_into(self.extractor, "extractor.", "sm_teacher")
             other.load_into(self.partner, "extractor.", "partner")
             if self.partner_projection is not None:

@@ -33,6 +33,7 @@ from lightning_modules.distillation import (
     level_similarities,
 )
 from lightning_modules.effdet_parts import (
+    ARCHITECTURE_SPEC_KEYS,
     FeatureExtractor,
     architecture_spec,
     build_config,
@@ -41,8 +42,6 @@ from lightning_modules.effdet_parts import (
 from lightning_modules.pretrained import load_pretrained, weights_reference
 from lightning_modules.stage import StageModule
 
-TEACHER_SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
-                     "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")
 DIAGNOSTIC_SPLITS = ("val", "test")
 
 
@@ -112,7 +111,7 @@ class DistillStudent(StageModule):
         self.teacher_modality = "ffdm" if ffdm_teacher else "sm"
         teacher = self.load_input(ffdm_teacher or sm_teacher, self.teacher_role,
                                   [(1, "TeacherDetector", self.teacher_modality)], image_size)
-        self.teacher_spec = {key: teacher.meta[key] for key in TEACHER_SPEC_KEYS}
+        self.teacher_spec = {key: teacher.meta[key] for key in ARCHITECTURE_SPEC_KEYS}
         self.teacher = FeatureExtractor(config_from_spec(self.teacher_spec))
         teacher.load_into(self.teacher, "extractor.", self.teacher_role)
         self.freeze_part("teacher")
