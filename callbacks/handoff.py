@@ -42,7 +42,12 @@ INPUT_ARGS = ("ffdm_teacher", "sm_teacher", "partner", "init_from", "pretrained"
 def config_hash(config: dict[str, Any], inputs: dict[str, dict[str, str]]) -> str:
     """SHA-256 of what a stage's weights are a function of: its resolved config without the
     places it writes to, with each input artifact's path replaced by its weights' SHA-256.
-    A retrained teacher (new weights) therefore changes its students' hashes."""
+    A retrained teacher (new weights) therefore changes its students' hashes.
+
+    The artifact's ``config_hash`` of a run started by hand (``cli.py fit``). A pipeline stage
+    records the pipeline's stage hash there instead (``--handoff.config_hash``), which hashes
+    other inputs (the stage and data YAML files as written, the overrides and the data tables'
+    contents): two different hashes of different inputs, never compared with each other."""
     config = json.loads(json.dumps(config, default=str))
     for key in IGNORED_TOP_LEVEL:
         config.pop(key, None)
@@ -63,8 +68,9 @@ class StageHandoff(pl.Callback):
 
     Args:
         out_dir: the artifact folder; default ``<trainer.default_root_dir>/artifact``.
-        config_hash: recorded in the artifact (the pipeline passes its own); default the
-            ``config_hash`` of the run's saved ``config.yaml`` and its inputs.
+        config_hash: recorded as the artifact's ``config_hash`` (the pipeline passes its stage
+            hash); default the ``config_hash`` of the run's saved ``config.yaml`` and its
+            inputs.
         enabled: set False to write no artifact.
     """
 

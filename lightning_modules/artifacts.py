@@ -281,6 +281,10 @@ def export_checkpoint(
 
     Returns ``(out, written)``; ``written`` is False when ``out`` already holds the artifact
     of this very checkpoint (same SHA-256 and config hash): writing it again is a no-op.
+
+    ``config_hash`` is recorded as given, computed by the caller: the pipeline's stage hash for
+    a pipeline stage, ``callbacks.handoff.config_hash`` of the resolved config for a run
+    started by hand, ``--config-hash`` (or None) for ``cli.py export``.
     """
     ckpt_path = Path(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
@@ -318,7 +322,7 @@ def export_checkpoint(
         "epoch": int(checkpoint.get("epoch", 0)),
         "checkpoint": str(ckpt_path.resolve()),
         "checkpoint_sha256": checkpoint_sha,
-        "config_hash": config_hash,
+        "config_hash": config_hash,  # the caller's skip key (see the docstring)
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return write_artifact(out, state, meta), True

@@ -294,7 +294,12 @@ def _data_fingerprint(data_config: Path) -> dict[str, Any]:
 
 
 def stage_hash(pipeline: Pipeline, stage: Stage) -> str:
-    """What the stage's weights are a function of (see the module docstring)."""
+    """What the stage's weights are a function of (see the module docstring).
+
+    Passed to the fit as ``--handoff.config_hash``, so it is what the stage's artifact records
+    as ``config_hash`` (and ``stage.json`` as ``hash``); ``is_current`` compares the two. It is
+    not ``callbacks.handoff.config_hash``, the default of a run started by hand, which hashes
+    Lightning's resolved config instead of the pipeline's stage definition and data tables."""
     inputs = {}
     for argument, source in sorted(stage.inputs.items()):
         artifact = pipeline.run / source / "artifact"
