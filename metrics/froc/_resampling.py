@@ -26,7 +26,11 @@ def resample_counts(
 ) -> Iterator[np.ndarray]:
     """The bootstrap resamples, as chunks of per-image multiplicities ``[b, n_images]`` (int8, or
     int32 when one exceeds 127; each row sums to ``n_images``: n images drawn with
-    replacement). The same seed gives the same rows whatever the chunk size."""
+    replacement). The same seed gives the same rows whatever the chunk size.
+
+    Yields ``n_boot`` rows in all, ``chunk_size`` at a time (the last chunk may be shorter;
+    None: about a million elements a chunk).
+    """
     for drawn in _resample_draws(n_images, n_boot, seed, chunk_size):
         yield _multiplicities(drawn, n_images)
 

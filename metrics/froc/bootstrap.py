@@ -16,7 +16,9 @@ from metrics.froc.matching import MatchedDetections
 
 @dataclass(frozen=True, eq=False)
 class BootstrapResult:
-    """A statistic with its percentile bootstrap confidence interval."""
+    """A statistic with its percentile bootstrap confidence interval: ``estimate``, ``low``
+    and ``high`` floats, ``replicates`` ``(n_boot,)`` float64 (nan for a resample without
+    lesions)."""
 
     estimate: float
     low: float
@@ -27,7 +29,8 @@ class BootstrapResult:
 @dataclass(frozen=True, eq=False)
 class PairedBootstrapResult:
     """FAUC-x of model a minus model b on the same images, with a percentile bootstrap CI and
-    a two-sided bootstrap p-value for "no difference"."""
+    a two-sided bootstrap p-value for "no difference". ``replicates``: ``(n_boot,)`` float64,
+    the differences on each resample (nan for a resample without lesions)."""
 
     difference: float
     low: float
@@ -49,7 +52,13 @@ def bootstrap_replicates(
     arrays). The resamples depend only on the seed and the number of images, so every model
     with the same number of images is scored on the same resamples: those not yet scored are
     scored together, each set of resamples drawn once, and the replicates kept with the model
-    (``bootstrap_fauc`` of a model and its ``paired_bootstrap_fauc`` then cost one pass)."""
+    (``bootstrap_fauc`` of a model and its ``paired_bootstrap_fauc`` then cost one pass).
+
+    Returns one ``(n_boot,)`` float64 array per model, in order; nan for a resample without
+    lesions. ``chunk_size``: resamples scored at once (None: about a million elements); it
+    changes no value. Raises :class:`~metrics.froc.pruning.IncompleteDetections` when a
+    resample of pruned records needs a detection that was left out.
+    """
     key = (float(max_fp), int(n_boot), int(seed), chunk_size)
     pending: dict[int, list[MatchedDetections]] = {}
     for matched in matched_models:
@@ -84,7 +93,14 @@ def bootstrap_fauc(
     chunk_size: int | None = None,
 ) -> BootstrapResult:
     """FAUC-``max_fp`` with a percentile bootstrap CI over images (``n_boot`` resamples of
-    ``n_images`` images drawn with replacement; resamples without lesions are left out)."""
+    ``n_images`` images drawn with replacement; resamples without lesions are left out).
+
+    ``level``: the interval's coverage, in (0, 1). Returns a :class:`BootstrapResult`: the
+    estimate is :func:`~metrics.froc.curve.fauc`, the replicates those of
+    :func:`bootstrap_replicates` (``(n_boot,)`` float64, read-only); ``low`` and ``high`` are
+    nan when every resample lacks lesions. Raises ValueError when ``n_boot < 1`` or ``level``
+    lies outside (0, 1).
+    """
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     replicates = bootstrap_replicates([matched], max_fp, n_boot, seed, chunk_size)[0]
@@ -108,7 +124,12 @@ def paired_bootstrap_fauc(
 
     ``same_lesions=False`` compares models scored against different annotations of the same
     images (an SM model and an FFDM model: each modality's own boxes); images are still
-    resampled together."""
+    resampled together.
+
+    Returns a :class:`PairedBootstrapResult` (its replicates ``(n_boot,)`` float64). Raises
+    ValueError when the two records differ in images, image ids or (with ``same_lesions``)
+    lesions, when ``n_boot < 1`` or when ``level`` lies outside (0, 1).
+    """
     if matched_a.n_images != matched_b.n_images:
         raise ValueError("the two models were matched on different numbers of images")
     if same_lesions and not np.array_equal(matched_a.lesion_image, matched_b.lesion_image):
@@ -146,7 +167,11 @@ def froc_band(
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise percentile bootstrap band of the sensitivity on the piecewise-linear curve at
-    each of ``fp_rates`` (for plots): ``(low, high)``."""
+    each of ``fp_rates`` (for plots): ``(low, high)``.
+
+    ``fp_rates``: 1-D, false positives per image. Returns ``low`` and ``high``, each
+    ``(len(fp_rates),)`` float64 (nan where every resample lacks lesions).
+    """
     fp_rates = np.asarray(fp_rates, dtype=np.float64)
     events = matched._events
     curves = np.empty((n_boot, fp_rates.size))

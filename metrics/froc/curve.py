@@ -25,7 +25,12 @@ _SEGMENT = 1024
 @dataclass(frozen=True, eq=False)
 class FrocCurve:
     """The empirical FROC curve: point k keeps the detections scoring >= ``thresholds[k]``;
-    point 0 is the origin (threshold +inf)."""
+    point 0 is the origin (threshold +inf).
+
+    Each field is ``(K + 1,)`` float64, K the number of distinct scores of true and false
+    positives: ``fp_rate`` (false positives per image) and ``sensitivity`` non-decreasing,
+    ``thresholds`` decreasing.
+    """
 
     fp_rate: np.ndarray
     sensitivity: np.ndarray
@@ -117,7 +122,11 @@ def _count_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def froc_curve(matched: MatchedDetections) -> FrocCurve:
-    """The empirical FROC curve (origin first, then one point per distinct counted score)."""
+    """The empirical FROC curve (origin first, then one point per distinct counted score).
+
+    Returns a :class:`FrocCurve` of ``(K + 1,)`` float64 arrays; its sensitivity is nan when
+    there are no lesions.
+    """
     events = matched._events
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = np.concatenate([[0], events.tp_group_end]) / matched.n_lesions
@@ -131,7 +140,16 @@ def froc_curve(matched: MatchedDetections) -> FrocCurve:
 def fauc_from_curve(fp_rate: np.ndarray, sensitivity: np.ndarray, max_fp: float = 1.0):
     """FAUC-``max_fp`` of a curve given by its points (rows, for 2-D input), which start at the
     origin and have non-decreasing FP rate: the area from 0 to ``max_fp`` under the points
-    joined by straight segments, held flat after the last point, divided by ``max_fp``."""
+    joined by straight segments, held flat after the last point, divided by ``max_fp``.
+
+    Args:
+        fp_rate: ``(P,)`` or ``(rows, P)`` float, false positives per image.
+        sensitivity: the same shape as ``fp_rate``.
+        max_fp: x of FAUC-x, positive.
+
+    Returns:
+        float64: a numpy scalar for 1-D input, ``(rows,)`` for 2-D.
+    """
     if not max_fp > 0:
         raise ValueError(f"max_fp must be positive, got {max_fp}")
     x = np.asarray(fp_rate, dtype=np.float64)
@@ -147,7 +165,11 @@ def fauc_from_curve(fp_rate: np.ndarray, sensitivity: np.ndarray, max_fp: float 
 
 
 def fauc(matched: MatchedDetections, max_fp: float = 1.0) -> float:
-    """FAUC-``max_fp`` (in [0, 1]; nan when there are no lesions)."""
+    """FAUC-``max_fp`` (in [0, 1]; nan when there are no lesions), a float.
+
+    Raises :class:`~metrics.froc.pruning.IncompleteDetections` when pruned records do not
+    reach ``max_fp`` false positives per image, ValueError unless ``max_fp`` is positive.
+    """
     require_false_positives(matched, max_fp)
     events = matched._events
     fp_counts = np.concatenate([[0], events.fp_group_end])[None, :]
@@ -158,7 +180,10 @@ def fauc(matched: MatchedDetections, max_fp: float = 1.0) -> float:
 
 def threshold_at_fp(matched: MatchedDetections, target_fp: float = 1.0) -> float:
     """The lowest score t of a true or false positive with false positives(score >= t) / images
-    <= ``target_fp`` (picai_eval's operating point); +inf when even the top score exceeds it."""
+    <= ``target_fp`` (picai_eval's operating point); +inf when even the top score exceeds it.
+
+    Returns a float; ``target_fp`` is in false positives per image.
+    """
     require_false_positives(matched, target_fp)
     events = matched._events
     within = np.flatnonzero(events.fp_group_end / matched.n_images <= target_fp)
@@ -167,7 +192,7 @@ def threshold_at_fp(matched: MatchedDetections, target_fp: float = 1.0) -> float
 
 def lowest_score_read(matched: MatchedDetections, max_fp: float = 1.0) -> float:
     """The lowest score FAUC-``max_fp`` reads: that of the curve's first point past the cut
-    (-inf when the curve never passes it: then every detection counts)."""
+    (-inf when the curve never passes it: then every detection counts). Returns a float."""
     require_false_positives(matched, max_fp)
     events = matched._events
     past = np.flatnonzero(events.fp_group_end > max_fp * matched.n_images)
@@ -175,7 +200,12 @@ def lowest_score_read(matched: MatchedDetections, max_fp: float = 1.0) -> float:
 
 
 def operating_point(matched: MatchedDetections, threshold: float) -> OperatingPoint:
-    """FP rate and sensitivity when the detections scoring >= ``threshold`` are kept."""
+    """FP rate and sensitivity when the detections scoring >= ``threshold`` are kept.
+
+    Returns an :class:`OperatingPoint` (its sensitivity nan when there are no lesions); raises
+    :class:`~metrics.froc.pruning.IncompleteDetections` when ``threshold`` lies below where the
+    predictions were pruned.
+    """
     _require_threshold(matched, threshold)
     n_false_positives = int(
         np.count_nonzero(
@@ -194,7 +224,11 @@ def operating_point(matched: MatchedDetections, threshold: float) -> OperatingPo
 
 def sensitivity_at_fp(matched: MatchedDetections, fp_rates) -> np.ndarray:
     """Sensitivity at the operating point of each target FP rate (:func:`threshold_at_fp`;
-    picai_eval's ``lesion_TPR_at_FPR``): a step, not an interpolation."""
+    picai_eval's ``lesion_TPR_at_FPR``): a step, not an interpolation.
+
+    ``fp_rates``: a float or a sequence of them, false positives per image. Returns float64
+    of ``fp_rates``'s shape (``(1,)`` for a float), nan when there are no lesions.
+    """
     events = matched._events
     fp_rates = np.atleast_1d(np.asarray(fp_rates, dtype=np.float64))
     require_false_positives(matched, float(fp_rates.max(initial=0)))
@@ -206,13 +240,19 @@ def sensitivity_at_fp(matched: MatchedDetections, fp_rates) -> np.ndarray:
 
 
 def lesions_found(matched: MatchedDetections, threshold: float) -> np.ndarray:
-    """Per lesion (in input order), whether a detection assigned to it scores >= threshold."""
+    """Per lesion (in input order), whether a detection assigned to it scores >= threshold:
+    ``(n_lesions,)`` bool."""
     return matched.lesion_score >= threshold
 
 
 def image_outcomes(matched: MatchedDetections, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Per image: how many false positives score >= ``threshold`` and how many of its lesions
-    are missed there (the paper's "False Detections" and "Missed Lesions" buckets)."""
+    are missed there (the paper's "False Detections" and "Missed Lesions" buckets).
+
+    Returns ``(false_positives, missed_lesions)``, each ``(n_images,)`` int64; raises
+    :class:`~metrics.froc.pruning.IncompleteDetections` when ``threshold`` lies below where
+    the predictions were pruned.
+    """
     _require_threshold(matched, threshold)
     false_positive = (matched.detection_outcome == FALSE_POSITIVE) & (
         matched.detection_score >= threshold

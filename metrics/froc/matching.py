@@ -53,10 +53,12 @@ class MatchedDetections:
 
     @property
     def n_lesions(self) -> int:
+        """How many lesions (``L``), found or not."""
         return int(self.lesion_image.size)
 
     @property
     def n_detections(self) -> int:
+        """How many detections (``D``), every outcome counted."""
         return int(self.detection_image.size)
 
     @cached_property
@@ -68,7 +70,11 @@ class MatchedDetections:
 
     def subset(self, keep_images: np.ndarray) -> MatchedDetections:
         """The same records restricted to the images where ``keep_images`` (bool [N]) is true,
-        images, lesions and detections renumbered in their original order."""
+        images, lesions and detections renumbered in their original order.
+
+        Returns a new :class:`MatchedDetections` on ``keep_images.sum()`` images; outcomes and
+        lesion scores are kept as matched on the whole set (matching is per image).
+        """
         keep_images = np.asarray(keep_images, dtype=bool)
         if keep_images.shape != (self.n_images,):
             raise ValueError(f"keep_images must have shape ({self.n_images},)")
@@ -94,8 +100,9 @@ class MatchedDetections:
         )
 
     def positive_images(self) -> MatchedDetections:
-        """The records of the images with at least one lesion (for FAUC-x+); the same object
-        on every call (its bootstrap replicates are kept with it)."""
+        """The records of the images with at least one lesion (for FAUC-x+), a
+        :class:`MatchedDetections` (see :meth:`subset`); the same object on every call (its
+        bootstrap replicates are kept with it)."""
         return self._positive
 
     @cached_property
@@ -128,7 +135,28 @@ def match_detections(
 
     ``detection_image``/``lesion_image`` are image indices in ``[0, n_images)``; boxes are
     ``[n, 4]`` xyxy in the original image's pixels. ``pruned_below``: the detections are what
-    :func:`prune_detections` kept at that score.
+    :func:`~metrics.froc.pruning.prune_detections` kept at that score.
+
+    Args:
+        detection_image: ``(D,)`` int, the image of each detection.
+        detection_boxes: ``(D, 4)`` float, xyxy.
+        detection_scores: ``(D,)`` float, finite.
+        lesion_image: ``(L,)`` int, the image of each lesion.
+        lesion_boxes: ``(L, 4)`` float, xyxy.
+        n_images: every image evaluated, with or without detections and lesions.
+        min_distance: the smallest hit radius, in pixels.
+        inclusive: a detection at exactly the radius hits (``<=``, as in DBTex).
+        image_ids: ``(n_images,)`` str, kept with the records when given.
+
+    Returns:
+        :class:`MatchedDetections`: per detection (``D``) its image (int64), score (float64),
+        assigned lesion (int64, -1 for none) and outcome (int8: :data:`FALSE_POSITIVE`,
+        :data:`TRUE_POSITIVE` or :data:`DUPLICATE`); per lesion (``L``) its image (int64) and
+        its true positive's score (float64, -inf when never hit).
+
+    Raises:
+        ValueError: arrays of different lengths, image indices outside ``[0, n_images)``,
+            scores that are not finite, or ``image_ids`` of another shape.
     """
     detection_image = np.asarray(detection_image, dtype=np.int64).reshape(-1)
     lesion_image = np.asarray(lesion_image, dtype=np.int64).reshape(-1)

@@ -39,8 +39,23 @@ def prune_detections(
     x past its cut (false positives > x * images) when the false positives scoring >= s number
     at least x * images + 1; s is chosen so that those on images without lesions alone do,
     plus ``margin_sd`` (default ``PRUNE_MARGIN_SD``) standard deviations of their count over
-    resamples. A resample that still falls short is not scored on a guess: the functions here
-    raise :class:`IncompleteDetections` whenever a computation needs a detection below s.
+    resamples. A resample that still falls short is not scored on a guess: the functions of
+    :mod:`metrics.froc` raise :class:`IncompleteDetections` whenever a computation needs a
+    detection below s.
+
+    Args:
+        detection_image: ``(D,)`` int, the image of each detection, in ``[0, N)``.
+        detection_scores: ``(D,)`` float.
+        image_has_lesion: ``(N,)`` bool, one per image evaluated.
+        fp_per_image: the highest x of FAUC-x (and of the threshold at x) to keep exact.
+        min_score: keep at least every detection scoring >= it.
+        margin_sd: the margin over resamples, in standard deviations; None:
+            :data:`PRUNE_MARGIN_SD`.
+
+    Returns:
+        ``(keep, pruned_below)``: ``keep`` ``(D,)`` bool, the detections to match;
+        ``pruned_below`` float, the score s (-inf when ``keep`` is all true), to pass to
+        :func:`~metrics.froc.matching.match_detections`.
     """
     margin_sd = PRUNE_MARGIN_SD if margin_sd is None else margin_sd
     detection_image = np.asarray(detection_image, dtype=np.int64).reshape(-1)
@@ -70,7 +85,10 @@ def prune_detections(
 
 def require_false_positives(matched: MatchedDetections, fp_per_image: float) -> None:
     """Raise unless the records reach ``fp_per_image`` false positives per image past every
-    point a computation up to that rate reads (always true of unpruned records)."""
+    point a computation up to that rate reads (always true of unpruned records).
+
+    Returns None; raises :class:`IncompleteDetections` when the records fall short.
+    """
     if matched.pruned_below == -np.inf:
         return
     have = matched._events.fp_image.size
