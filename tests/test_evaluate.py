@@ -368,7 +368,7 @@ def test_pruned_evaluation_equals_the_whole_and_rereads_when_a_resample_needs_mo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import metrics.froc
+    import metrics.froc.pruning
 
     rng = np.random.default_rng(0)
     n_images, per_image = 300, 12
@@ -396,7 +396,7 @@ def test_pruned_evaluation_equals_the_whole_and_rereads_when_a_resample_needs_mo
     pruned = json.loads(capsys.readouterr().out)
     assert pruned["n_detections_read"] < pruned["n_detections"] == image.size
     assert {key: pruned[key] for key in expected} == expected
-    monkeypatch.setattr(metrics.froc, "PRUNE_MARGIN_SD", -3.0)
+    monkeypatch.setattr(metrics.froc.pruning, "PRUNE_MARGIN_SD", -3.0)
     assert run_main(files, "--n-boot", "300") == 0
     captured = capsys.readouterr()
     assert "; reading every detection" in captured.err

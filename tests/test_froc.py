@@ -14,8 +14,6 @@ from metrics.froc import (
     DUPLICATE,
     FALSE_POSITIVE,
     TRUE_POSITIVE,
-    _fauc_from_counts,
-    _resampled_counts,
     bootstrap_fauc,
     fauc,
     fauc_from_curve,
@@ -30,6 +28,8 @@ from metrics.froc import (
     sensitivity_at_fp,
     threshold_at_fp,
 )
+from metrics.froc._resampling import _resampled_counts
+from metrics.froc.curve import _fauc_from_counts
 
 FAR = (3000.0, 3000.0)  # a detection centre far from every lesion below
 
@@ -626,10 +626,10 @@ def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bi
     """``_resampled_faucs`` sums the trapezoids per false positive, by segments; it must give
     exactly what the per-point curve gives, ties between false and true positives, flat tails
     and cuts inside short and long segments included."""
-    import metrics.froc
-    from metrics.froc import _resampled_faucs
+    import metrics.froc.curve
+    from metrics.froc._resampling import _resampled_faucs
 
-    monkeypatch.setattr(metrics.froc, "_SEGMENT", segment)
+    monkeypatch.setattr(metrics.froc.curve, "_SEGMENT", segment)
 
     rng = np.random.default_rng(seed)
     n_images = int(rng.integers(5, 200))
@@ -658,7 +658,7 @@ def test_the_bootstrap_scorer_reaches_past_a_short_first_prefix():
     """When most false positives sit on a few images, a resample that leaves those images out
     needs far more of the ranked false positives than the full sample to reach the cut: the
     scorer must widen its prefix and still give the per-point curve's values exactly."""
-    from metrics.froc import _resampled_faucs
+    from metrics.froc._resampling import _resampled_faucs
 
     rng = np.random.default_rng(3)
     n_images = 20
@@ -688,12 +688,12 @@ def test_the_bootstrap_scorer_reaches_past_a_short_first_prefix():
 def test_models_on_the_same_images_share_their_resamples(monkeypatch):
     """A model's replicates are kept with it: scored alone, then paired, it is resampled
     once; models with the same number of images are scored on one draw of the resamples."""
-    import metrics.froc
+    import metrics.froc.bootstrap
     from metrics.froc import bootstrap_replicates
 
     calls = []
-    original = metrics.froc._bootstrap_faucs
-    monkeypatch.setattr(metrics.froc, "_bootstrap_faucs",
+    original = metrics.froc.bootstrap._bootstrap_faucs
+    monkeypatch.setattr(metrics.froc.bootstrap, "_bootstrap_faucs",
                         lambda models, *rest: calls.append(len(models)) or original(models, *rest))
 
     def models(seed):
