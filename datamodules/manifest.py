@@ -21,6 +21,18 @@ import pandas as pd
 
 from common.defaults import MODALITIES, SPLIT_FRACTIONS
 from common.io import atomic_path
+from common.tables import (
+    BOX_AXES,
+    BOX_COLUMNS,
+    boolean_masks,
+    cell_text,
+    file_row,
+    file_rows,
+    inverted,
+    inverted_kind,
+    inverted_reason,
+    require_file,
+)
 
 # ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
 from datamodules.problems import ROW_CONVENTION as ROW_CONVENTION
@@ -40,7 +52,7 @@ MANIFEST_COLUMNS = (
     "annotated",
 )
 OPTIONAL_MANIFEST_COLUMNS = ("split",)
-LESION_COLUMNS = ("pair_id", "modality", "x1", "y1", "x2", "y2", "pathology")
+LESION_COLUMNS = ("pair_id", "modality", *BOX_COLUMNS, "pathology")
 
 LATERALITIES = ("L", "R")
 # ACR/DICOM view codes of mammography (ViewCodeSequence abbreviations).
@@ -63,8 +75,6 @@ _TEXT_COLUMNS = (
     "modality",
     "pathology",
 )
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
 
 
 class ManifestError(ProblemsError):
@@ -132,8 +142,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     name = path.name.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path)
     if name.endswith(_TEXT_SUFFIXES):
         text = _decoded(path)
         if not text.strip():
@@ -189,33 +198,23 @@ def _decoded(path: Path) -> str:
             "as Latin-1 or Windows-1252? save the table as UTF-8)") from None
 
 
-def _text(series: pd.Series) -> pd.Series:
-    """Stripped text with missing values as ''."""
-    return series.astype("string").fillna("").str.strip()
-
-
 def _parse_booleans(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(values, bad): accepts booleans, 0/1 and true/false/yes/no in any case."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=bool), np.zeros(len(series), dtype=bool)
-    text = _text(series).str.lower()
-    true = text.isin(_TRUE).to_numpy()
-    false = text.isin(_FALSE).to_numpy()
+    true, false = boolean_masks(series)
     return true, ~(true | false)
 
 
 def _parse_labels(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(values, bad): labels must be 0 or 1."""
-    numbers = pd.to_numeric(
-        series if pd.api.types.is_numeric_dtype(series) else _text(series), errors="coerce"
-    ).to_numpy(dtype=float)
+    numbers, _ = _parse_numbers(series)
     bad = ~np.isin(numbers, (0.0, 1.0))
     return np.where(bad, 0, numbers).astype(np.int64), bad
 
 
 def _parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad): float64, NaN where empty or not a number; bad where not finite."""
     numbers = pd.to_numeric(
-        series if pd.api.types.is_numeric_dtype(series) else _text(series), errors="coerce"
+        series if pd.api.types.is_numeric_dtype(series) else cell_text(series), errors="coerce"
     ).to_numpy(dtype=float)
     return numbers, ~np.isfinite(numbers)
 
@@ -225,19 +224,19 @@ def _normalised(manifest: pd.DataFrame, lesions: pd.DataFrame | None):
     manifest = manifest.reset_index(drop=True).copy()
     for column in ("pair_id", "patient_id", "exam_id", "sm_path", "ffdm_path"):
         if column in manifest.columns:
-            manifest[column] = _text(manifest[column])
+            manifest[column] = cell_text(manifest[column])
     for column in ("laterality", "view"):
         if column in manifest.columns:
-            manifest[column] = _text(manifest[column]).str.upper()
+            manifest[column] = cell_text(manifest[column]).str.upper()
     if "split" in manifest.columns:
-        manifest["split"] = _text(manifest["split"]).str.lower()
+        manifest["split"] = cell_text(manifest["split"]).str.lower()
     if lesions is not None:
         lesions = lesions.reset_index(drop=True).copy()
         if "pair_id" in lesions.columns:
-            lesions["pair_id"] = _text(lesions["pair_id"])
+            lesions["pair_id"] = cell_text(lesions["pair_id"])
         for column in ("modality", "pathology"):
             if column in lesions.columns:
-                lesions[column] = _text(lesions[column]).str.lower()
+                lesions[column] = cell_text(lesions[column]).str.lower()
     return manifest, lesions
 
 
@@ -256,7 +255,7 @@ class _Problems:
         for position, message in zip(positions, messages):
             pair_id = self.pair_ids[int(position)] if self.pair_ids is not None else None
             self.items.append(
-                Problem(self.file, int(position) + 2, column, message, kind, pair_id or None)
+                Problem(self.file, file_row(position), column, message, kind, pair_id or None)
             )
 
     def add_table(self, column: str | None, message: str, kind: str) -> None:
@@ -291,7 +290,7 @@ def _check_duplicates(values: pd.Series, column: str, problems: _Problems, kind:
     for position, value in filled.items():
         first.setdefault(value, position)
     positions = filled.index[duplicated]
-    messages = [f"same {column} as row {first[filled[p]] + 2}" for p in positions]
+    messages = [f"same {column} as row {file_row(first[filled[p]])}" for p in positions]
     problems.add(positions.to_numpy(), column, messages, kind)
 
 
@@ -300,7 +299,9 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
     present = _check_required(manifest, MANIFEST_COLUMNS, problems)
     for column in present:
         if column in ("label", "annotated"):
-            empty = manifest[column].isna().to_numpy() | (_text(manifest[column]) == "").to_numpy()
+            empty = (
+                manifest[column].isna().to_numpy() | (cell_text(manifest[column]) == "").to_numpy()
+            )
         else:
             empty = (manifest[column] == "").to_numpy()
         problems.add(empty, column, "empty value", "empty value")
@@ -310,7 +311,7 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
         _check_choice(manifest, "view", VIEWS, problems, "unknown view")
     if "label" in present:
         _, bad = _parse_labels(manifest["label"])
-        bad &= (_text(manifest["label"]) != "").to_numpy()
+        bad &= (cell_text(manifest["label"]) != "").to_numpy()
         problems.add(
             bad,
             "label",
@@ -319,7 +320,7 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
         )
     if "annotated" in present:
         _, bad = _parse_booleans(manifest["annotated"])
-        bad &= (_text(manifest["annotated"]) != "").to_numpy()
+        bad &= (cell_text(manifest["annotated"]) != "").to_numpy()
         problems.add(
             bad,
             "annotated",
@@ -350,7 +351,7 @@ def _check_patient_splits(manifest: pd.DataFrame, problems: _Problems) -> None:
         if patient not in first:
             first[patient] = (position, split)
         elif first[patient][1] != split:
-            row, other = first[patient][0] + 2, first[patient][1]
+            row, other = file_row(first[patient][0]), first[patient][1]
             positions.append(position)
             messages.append(
                 f"this row's patient is in split {split!r} here and in {other!r} at row {row}; "
@@ -381,7 +382,7 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
     if "pathology" in present:
         _check_choice(lesions, "pathology", PATHOLOGIES, problems, "unknown pathology")
     numbers = {}
-    for column in ("x1", "y1", "x2", "y2"):
+    for column in BOX_COLUMNS:
         if column in present:
             values, bad = _parse_numbers(lesions[column])
             numbers[column] = values
@@ -391,18 +392,17 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
                 [f"{v!r} is not a finite number" for v in lesions[column][bad]],
                 "coordinate not a number",
             )
-    for low, high in (("x1", "x2"), ("y1", "y2")):
+    for low, high in BOX_AXES:
         if low in numbers and high in numbers:
-            with np.errstate(invalid="ignore"):
-                bad = numbers[high] <= numbers[low]
+            bad = inverted(numbers[low], numbers[high])
             problems.add(
                 bad,
                 high,
                 [
-                    f"{high}={b:g} is not greater than {low}={a:g}"
+                    inverted_reason(low, high, a, b)
                     for a, b in zip(numbers[low][bad], numbers[high][bad])
                 ],
-                f"{high} <= {low}",
+                inverted_kind(low, high),
             )
     problems.items.sort(key=lambda p: p.row or 0)
     return problems.items
@@ -554,15 +554,15 @@ def prepared_tables(
         raw_lesions = pd.DataFrame({column: [] for column in LESION_COLUMNS})
     manifest, lesions = _normalised(raw_manifest, raw_lesions)
     if row_numbers:
-        manifest[ROW_COLUMN] = np.arange(len(manifest), dtype=np.int64) + 2
-        lesions[ROW_COLUMN] = np.arange(len(lesions), dtype=np.int64) + 2
+        manifest[ROW_COLUMN] = file_rows(len(manifest))
+        lesions[ROW_COLUMN] = file_rows(len(lesions))
     manifest["label"] = _parse_labels(manifest["label"])[0]
     manifest["annotated"] = _parse_booleans(manifest["annotated"])[0]
     root = str(Path(manifest_file).resolve().parent) + os.sep
     for column in ("sm_path", "ffdm_path"):
         paths = manifest[column]
         manifest[column] = paths.where(paths.str.startswith(os.sep), root + paths)
-    for column in ("x1", "y1", "x2", "y2"):
+    for column in BOX_COLUMNS:
         lesions[column] = _parse_numbers(lesions[column])[0]
 
     summary = LoadSummary(pairs_read=len(manifest), lesions_read=len(lesions))

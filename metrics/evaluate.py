@@ -41,6 +41,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.defaults import HIT_MIN_DISTANCE
+from common.tables import (
+    BOX_AXES,
+    BOX_COLUMNS,
+    cell_text,
+    file_row,
+    inverted,
+    inverted_kind,
+    inverted_reason,
+)
 from datamodules.problems import Problem, ProblemsError
 from metrics.froc import (
     IncompleteDetections,
@@ -54,7 +63,6 @@ from metrics.froc import (
     threshold_at_fp,
 )
 
-BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 PREDICTION_COLUMNS = ("image_id", *BOX_COLUMNS, "score")
 GROUND_TRUTH_COLUMNS = ("image_id", *BOX_COLUMNS)
 IMAGE_COLUMNS = ("image_id",)
@@ -164,7 +172,7 @@ def read_evaluation_tables(
             first_row = pd.Series(np.arange(ids.size), index=ids).groupby(level=0).first()
             image_problems.rows(str(images), np.flatnonzero(repeated), "image_id",
                                 lambda row: f"{ids[row]!r} is listed more than once (first at "
-                                            f"row {first_row[ids[row]] + 2})",
+                                            f"row {file_row(first_row[ids[row]])})",
                                 "duplicate image_id")
         elif ids.empty:
             image_problems.whole(str(images), "no images listed", "no images")
@@ -235,7 +243,7 @@ class _Problems:
         room = max(_LISTED - self._counts.get(key, 0), 0)
         for row in rows[:room]:
             text = reason(int(row)) if callable(reason) else reason
-            self.listed.append(Problem(file, int(row) + 2, column, text, kind))
+            self.listed.append(Problem(file, file_row(row), column, text, kind))
         self._counts[key] = self._counts.get(key, 0) + rows.size
         if rows.size > room:
             self.unlisted[key] = self.unlisted.get(key, 0) + rows.size - room
@@ -283,8 +291,8 @@ def _has_columns(name: str, columns: list[str], required: tuple[str, ...],
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Ids as the manifest reader compares them: text, stripped; missing values empty."""
-    return values.astype("string").fillna("").str.strip().astype(object)
+    """Ids as the manifest reader compares them (`cell_text`), as Python strings."""
+    return cell_text(values).astype(object)
 
 
 def _numbers(values: pd.Series) -> np.ndarray:
@@ -343,13 +351,13 @@ def _check_numbers(columns: dict[str, np.ndarray], text: pd.DataFrame | None, na
     if "x1" not in columns:
         return
     x1, y1, x2, y2 = (columns[column] for column in BOX_COLUMNS)
-    for low, high, first, second in (("x1", "x2", x1, x2), ("y1", "y2", y1, y2)):
-        # rows whose numbers did not parse are reported above
-        inverted = np.flatnonzero(np.isfinite(first) & np.isfinite(second) & ~(second > first))
-        problems.rows(name, inverted + offset, high,
+    for (low, high), first, second in zip(BOX_AXES, (x1, y1), (x2, y2)):
+        # rows whose numbers did not parse, or are infinite, are reported above
+        wrong = np.flatnonzero(np.isfinite(first) & np.isfinite(second) & inverted(first, second))
+        problems.rows(name, wrong + offset, high,
                       lambda row, a=first, b=second, lo=low, hi=high:
-                      f"{hi}={b[row - offset]:g} is not greater than {lo}={a[row - offset]:g}",
-                      f"{high} <= {low}")
+                      inverted_reason(lo, hi, a[row - offset], b[row - offset]),
+                      inverted_kind(low, high))
     height, width = (np.full(x1.size, np.nan),) * 2 if size is None else size
     if lesions:
         for column, values, limit, side in (("x1", x1, None, ""), ("y1", y1, None, ""),
@@ -418,7 +426,7 @@ def _check_duplicates(table: pd.DataFrame, columns: list[str], name: str,
     later = where != first
     first_of = dict(zip(where[later], first[later]))
     problems.rows(name, where[later], None,
-                  lambda row: f"repeats row {first_of[row] + 2}: {what}", "duplicate row")
+                  lambda row: f"repeats row {file_row(first_of[row])}: {what}", "duplicate row")
 def _read_predictions(path, image_index: pd.Index | None, images, has_lesion: np.ndarray | None,
                       sizes: np.ndarray | None, fp_per_image: float | None, min_score: float,
                       problems: _Problems):

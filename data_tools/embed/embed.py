@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from common.defaults import MODALITIES
+from common.tables import boolean_masks, box_holds, cell_text, file_row, file_rows, require_file
 from datamodules.manifest import (
     LESION_COLUMNS,
     VIEWS,
@@ -134,8 +135,6 @@ BIRADS = {"A": 0, "N": 1, "B": 2, "P": 3, "S": 4, "M": 5, "K": 6}
 # ranks above negative (N) and benign (B), below probably benign (P) and up.
 _SUSPICION = {"N": 0, "B": 1, "A": 2, "P": 3, "S": 4, "M": 5, "K": 6}
 _IMAGE_TYPES = {"2d": "ffdm", "cview": "sm"}
-_TRUE = ("true", "t", "yes", "y", "1", "1.0")
-_FALSE = ("false", "f", "no", "n", "0", "0.0")
 SUMMARY_FILE = "adapter_summary.json"
 _MAX_LISTED_ROWS = 20
 
@@ -342,17 +341,13 @@ def embed_png_flip(orientation, view: str, laterality: str) -> tuple[bool, str]:
 # Reading the tables -------------------------------------------------------------------------
 
 
-def _text(series: pd.Series) -> pd.Series:
-    return series.astype("string").fillna("").str.strip()
-
-
 def _ids(series: pd.Series) -> pd.Series:
     """Anonymised ids as text; ``123.0`` (a float column written by pandas) reads as ``123``."""
-    return _text(series).str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+    return cell_text(series).str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
 
 
 def _numbers(series: pd.Series) -> pd.Series:
-    return pd.to_numeric(_text(series).replace("", None), errors="coerce")
+    return pd.to_numeric(cell_text(series).replace("", None), errors="coerce")
 
 
 _FOLLOW_UP_MISSING = (
@@ -368,8 +363,7 @@ def _read_csv(
 
     ``one_of``: columns of which at least one must be there (reported under the last one).
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path)
     header = [str(column) for column in pd.read_csv(path, nrows=0).columns]
     messages = messages or {}
     missing = [column for column in required if column not in header]
@@ -398,12 +392,12 @@ def _read_csv(
 
 def _add_row_problems(problems, path, column, positions, messages, kind) -> None:
     for position, message in zip(positions, messages):
-        problems.append(Problem(str(path), int(position) + 2, column, message, kind))
+        problems.append(Problem(str(path), file_row(position), column, message, kind))
 
 
 def _check_numbers(table, column, allowed, path, problems, kind) -> pd.Series:
     """The column as floats (NaN where empty); problems for text and values outside allowed."""
-    text = _text(table[column])
+    text = cell_text(table[column])
     values = _numbers(table[column])
     bad = (text != "") & (values.isna() | (~values.isin(allowed) if allowed else False))
     _add_row_problems(
@@ -435,10 +429,11 @@ def _parse_column(raw, column, parse, path, problems, what) -> list:
 
 def _check_booleans(raw, column, path, problems) -> pd.Series:
     """1.0/0.0 for true/false (any case, 1/0, yes/no), NaN where empty; problems otherwise."""
-    text = _text(raw[column]).str.lower()
+    text = cell_text(raw[column]).str.lower()
+    true, false = boolean_masks(raw[column])
     values = pd.Series(np.nan, index=raw.index)
-    values[text.isin(_TRUE)] = 1.0
-    values[text.isin(_FALSE)] = 0.0
+    values[true] = 1.0
+    values[false] = 0.0
     bad = (text != "") & values.isna()
     _add_row_problems(
         problems,
@@ -454,7 +449,7 @@ def _check_booleans(raw, column, path, problems) -> pd.Series:
 def _series_seconds(raw, path, problems) -> pd.Series:
     """DICOM SeriesTime (HHMMSS.frac, or a number that lost its leading zero in a float
     column: 93714.0 is 09:37:14) as seconds after midnight; NaN where empty."""
-    text = _text(raw["SeriesTime"])
+    text = cell_text(raw["SeriesTime"])
     values = _numbers(raw["SeriesTime"])
     hours, minutes = values // 10000, values // 100 % 100
     seconds = hours * 3600 + minutes * 60 + values % 100
@@ -503,18 +498,18 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
         for position, found in enumerate(boxes):
             if found and not sources[position]:
                 rois[position], sources[position] = found, column
-    kind = _text(raw["FinalImageType"]).str.lower().str.replace(r"[\s_-]", "", regex=True)
-    spot = _text(raw["spot_mag"])
+    kind = cell_text(raw["FinalImageType"]).str.lower().str.replace(r"[\s_-]", "", regex=True)
+    spot = cell_text(raw["spot_mag"])
     images = pd.DataFrame(
         {
-            "row": np.arange(count) + 2,
+            "row": file_rows(count),
             "patient": _ids(raw["empi_anon"]),
             "exam": _ids(raw["acc_anon"]),
             "kind": kind.map(_IMAGE_TYPES).fillna(""),
-            "laterality": _text(raw["ImageLateralityFinal"]).str.upper(),
-            "view": _text(raw["ViewPosition"]).str.upper(),
+            "laterality": cell_text(raw["ImageLateralityFinal"]).str.upper(),
+            "view": cell_text(raw["ViewPosition"]).str.upper(),
             "spot": ~spot.isin(["", "0", "0.0"]),
-            "source_path": _text(raw["anon_dicom_path"]),
+            "source_path": cell_text(raw["anon_dicom_path"]),
         }
     )
     images["rois"] = rois
@@ -556,7 +551,7 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
             if column in raw.columns
             else np.nan
         )
-    images["manufacturer"] = _text(raw["Manufacturer"]) if "Manufacturer" in raw else ""
+    images["manufacturer"] = cell_text(raw["Manufacturer"]) if "Manufacturer" in raw else ""
     images.attrs["columns"] = {
         "roi": [column for column in ROI_COLUMNS if column in raw.columns],
         "num_roi": num_column,
@@ -568,7 +563,7 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
 
 
 def _check_side(raw, column, path, problems) -> pd.Series:
-    side = _text(raw[column]).str.upper()
+    side = cell_text(raw[column]).str.upper()
     bad = ~side.isin(["L", "R", "B", ""])
     _add_row_problems(
         problems,
@@ -597,7 +592,7 @@ def read_clinical(
     severity = _check_numbers(
         raw, "path_severity", PATH_SEVERITIES, path, problems, "bad path_severity"
     )
-    asses = _text(raw["asses"]).str.upper()
+    asses = cell_text(raw["asses"]).str.upper()
     digits = {str(category): letter for letter, category in BIRADS.items()}
     asses = asses.map(lambda value: digits.get(value.removesuffix(".0"), value))
     bad = ~asses.isin([*BIRADS, "X", ""])
@@ -615,7 +610,7 @@ def read_clinical(
         else pd.Series(np.nan, index=raw.index)
     )
     if "study_date_anon" in raw.columns:
-        text = _text(raw["study_date_anon"])
+        text = cell_text(raw["study_date_anon"])
         date = pd.to_datetime(text.replace("", None), errors="coerce", format="ISO8601")
         bad = (text != "") & date.isna()
         _add_row_problems(
@@ -638,7 +633,7 @@ def read_clinical(
             "asses": asses.where(asses.isin(list(BIRADS)), ""),
             "density": density,
             "date": date,
-            "desc": _text(raw["desc"]) if "desc" in raw.columns else "",
+            "desc": cell_text(raw["desc"]) if "desc" in raw.columns else "",
         }
     )
 
@@ -1089,7 +1084,7 @@ def place_boxes(pairs: pd.DataFrame, options: EmbedOptions, summary: dict):
             levels = pair[f"roi_levels_{kind}"]
             for index, roi in enumerate(pair[f"rois_{kind}"]):
                 x1, y1, x2, y2 = roi_to_xyxy(roi, size[1] if mirror else None)
-                if not (x2 > x1 and y2 > y1):
+                if not box_holds(x1, y1, x2, y2):
                     degenerate_rows.append(row)
                     continue
                 if size is not None and (x1 < 0 or y1 < 0 or x2 > size[1] or y2 > size[0]):
