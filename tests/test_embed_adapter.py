@@ -1,9 +1,9 @@
 """The EMBED adapter on EMBED-format tables and small real DICOM files written with pydicom.
 
-The fixture follows the facts of EMBED's open-data tables (issue A1): every ROI_coords form
-seen, both lateralities, a spot view, a 2D image without its C-view (and the reverse), two 2D
-candidates for one key, a finding with side B and one with no side, an exam missing from the
-clinical table, a secondary-capture image type and an image without laterality.
+The fixture follows the facts of EMBED's open-data tables: every ROI_coords form seen, both
+lateralities, a spot view, a 2D image without its C-view (and the reverse), two 2D candidates
+for one key, a finding with side B and one with no side, an exam missing from the clinical
+table, a secondary-capture image type and an image without laterality.
 """
 
 import json
@@ -19,13 +19,11 @@ from hypothesis import strategies as st
 
 import cli
 from data_tools.embed import main as adapt_main
-from data_tools.embed.embed import (
-    EmbedOptions,
-    EmbedTableError,
-    build_tables,
-    parse_roi_coords,
-)
-from data_tools.embed.embed_check import render_check
+from data_tools.embed.adapter import build_tables
+from data_tools.embed.check import render_check
+from data_tools.embed.options import EmbedOptions
+from data_tools.embed.roi_text import parse_roi_coords
+from data_tools.embed.tables import EmbedTableError
 from datamodules.manifest import LESION_COLUMNS, MANIFEST_COLUMNS, load_tables, read_table, validate
 
 REPO = Path(__file__).resolve().parents[1]

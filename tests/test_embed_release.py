@@ -1,11 +1,11 @@
-"""The EMBED adapter on tables laid out as EMBED publishes them (issue A2).
+"""The EMBED adapter on tables laid out as EMBED publishes them.
 
 Each test writes its own EMBED-format tables and real DICOM files (pydicom) with a bright
 marker inside each lesion, and asserts the labels, the boxes (on the marker, within 1 px) and
 the summary counts: per-ROI match levels, the three path forms, the three ROI columns and
 their frames (PatientOrientation written into the DICOM), the follow-up label rule, bside,
 path_severity 6 and pairing by series. `write_synthetic_embed` writes a table of any size
-(the timing of issue A2 uses 2,000 rows).
+(2,000 rows by default).
 """
 
 import json
@@ -18,14 +18,11 @@ import pytest
 from dicom_factory import breast_image, marker_box, write_mammogram
 
 import cli
-from data_tools.embed.embed import (
-    EmbedOptions,
-    EmbedPathError,
-    build_tables,
-    embed_png_flip,
-    parse_match_levels,
-    parse_roi_coords,
-)
+from data_tools.embed.adapter import build_tables
+from data_tools.embed.frames import embed_png_flip
+from data_tools.embed.options import EmbedOptions
+from data_tools.embed.paths import EmbedPathError
+from data_tools.embed.roi_text import parse_match_levels, parse_roi_coords
 from datamodules.manifest import read_table, validate
 
 NAS2 = "/mnt/NAS2/mammo/anon_dicom/"

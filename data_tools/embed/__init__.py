@@ -1,7 +1,8 @@
 """Public data sets -> the paired manifest: ``python cli.py adapt <data set> ...``.
 
-Each data set's adapter is a module here with a ``main(argv) -> int``; this module only picks
-it by name, so that ``adapt`` imports nothing a data set does not need.
+Each data set's command is a module here with a ``main(argv) -> int`` (EMBED's: ``cli.py`` and
+``check.py``); this module only picks it by name, so that ``adapt`` imports nothing a data set
+does not need.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import sys
 
 # command -> (module, function taking the remaining argv)
 ADAPTERS = {
-    "embed": ("data_tools.embed.embed", "main"),
-    "embed-check": ("data_tools.embed.embed_check", "main"),
+    "embed": ("data_tools.embed.cli", "main"),
+    "embed-check": ("data_tools.embed.check", "main"),
 }
 
 USAGE = """usage: python cli.py adapt <data set> [options]

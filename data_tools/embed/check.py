@@ -1,6 +1,6 @@
 """``python cli.py adapt embed-check``: draw a sample of the boxes ``adapt embed`` wrote (left)
 beside their mirror images x' = Columns - x (right), so a user sees whether the ROI frame of
-their copy of EMBED was read right (see ``data_tools.embed.embed``, "ROIs"). Each image is
+their copy of EMBED was read right (see ``data_tools.embed.adapter``, "ROIs"). Each image is
 titled with the rule that placed its boxes (``frame_rule`` in ``lesions.csv``).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.embed.embed import SUMMARY_FILE
+from data_tools.embed.adapter import SUMMARY_FILE
 from datamodules.manifest import ManifestError, read_table
 
 CHECK_FILE = "roi_check.png"
