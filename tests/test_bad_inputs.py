@@ -17,7 +17,6 @@ import pydicom
 import pytest
 import wandb
 import yaml
-from conftest import CONFIGS
 from dicom_factory import (
     breast_image,
     make_float_pixels,
@@ -27,6 +26,7 @@ from dicom_factory import (
     write_mammogram,
     write_paired_folder,
 )
+from repo_paths import CONFIGS
 
 import cli
 from data_tools import check
@@ -454,7 +454,7 @@ def test_no_data_config_at_all(capsys):
 
 
 def _run(tiny_phantom, root, config: str, *extra: str, command: str = "fit") -> int:
-    from conftest import tiny_run_args
+    from tiny_runs import tiny_run_args
 
     return _main(command, "--config", str(CONFIGS / "data" / "phantom.yaml"), "--config",
                  str(CONFIGS / config), *tiny_run_args(tiny_phantom, root), "--trainer.logger",
