@@ -1,6 +1,7 @@
 """Test settings: CPU only, offline, small models."""
 
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -44,3 +45,11 @@ def tiny_artifacts(tiny_phantom, tmp_path_factory):
               "--model.init_args.ffdm_teacher", str(base / "ffdm" / "artifact"),
               "--model.init_args.init_from", str(base / "sm" / "artifact"))
     return {name: base / name for name in ("sm", "ffdm", "stage2")}
+
+
+@pytest.fixture
+def data(pristine, tmp_path):
+    """A fresh copy of the test module's own ``pristine`` data folder, for a test to break."""
+    folder = tmp_path / "data"
+    shutil.copytree(pristine, folder)
+    return folder
