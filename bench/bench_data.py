@@ -5,7 +5,7 @@ cached loader's pairs per second, and from these the CPU cores that keep one GPU
    the header, as Hologic writes them) uncompressed (Explicit VR Little Endian), JPEG 2000
    Lossless and JPEG Lossless SV1 (the same picture in all three), a 14-bit MONOCHROME1 FFDM
    (uncompressed) and an SM (2457 x 1996, 16-bit, uncompressed), written once per run by
-   ``tests/dicom_factory.py`` (``breast_image``, ``write_mammogram``; JPEG 2000 through
+   ``tests/helpers/dicom_factory.py`` (``breast_image``, ``write_mammogram``; JPEG 2000 through
    pydicom's ``Dataset.compress`` with pylibjpeg-openjpeg, JPEG Lossless by the factory's
    ``encode_jpeg_lossless``: 20-30 s and about 8 GB of memory for a full-size FFDM). Each
    repeat times the floor, ``pydicom.dcmread(path).pixel_array``, and ours,
@@ -86,7 +86,7 @@ from datamodules.dicom import (  # noqa: E402
     read_dicom,
     to_unit_range,
 )
-from tests.dicom_factory import breast_image, write_mammogram  # noqa: E402
+from tests.helpers.dicom_factory import breast_image, write_mammogram  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"
 FFDM_SIZE = (4096, 3328)  # rows, columns: Hologic Selenia Dimensions FFDM

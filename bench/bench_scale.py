@@ -15,7 +15,7 @@ Measured:
    line through two sizes, and its numbers checked equal to the new path's on the same
    detections.
 3. ``prepare`` and ``check-data`` images per CPU second of one thread, on full-size synthetic
-   DICOMs (``tests/dicom_factory.py``: FFDM 4096 x 3328 12-bit MONOCHROME1, SM 2457 x 1996
+   DICOMs (``tests/helpers/dicom_factory.py``: FFDM 4096 x 3328 12-bit MONOCHROME1, SM 2457 x 1996
    16-bit, uncompressed); the cache's bytes per pair (1280 x 1024).
 4. The cached training loader's pairs per CPU second (no workers), SM alone and SM + FFDM.
 
@@ -295,7 +295,7 @@ def bench_data_path(args, folder: Path) -> dict:
 
     from data_tools.check import main as check_main
     from data_tools.prepare import main as prepare_main
-    from tests.dicom_factory import write_paired_folder
+    from tests.helpers.dicom_factory import write_paired_folder
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

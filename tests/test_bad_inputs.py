@@ -17,7 +17,6 @@ import pydicom
 import pytest
 import wandb
 import yaml
-from conftest import CONFIGS
 from dicom_factory import (
     breast_image,
     make_float_pixels,
@@ -27,6 +26,7 @@ from dicom_factory import (
     write_mammogram,
     write_paired_folder,
 )
+from repo_paths import CONFIGS
 
 import cli
 from data_tools import check
@@ -55,13 +55,6 @@ def pristine(tmp_path_factory):
     write_paired_folder(folder, pairs=6, pairs_per_patient=2)
     for path in (folder / "images").glob("*.dcm"):  # what the scanners write
         rewrite_dicom(path, ImageType=SM_TYPE if path.stem.endswith("_sm") else FFDM_TYPE)
-    return folder
-
-
-@pytest.fixture
-def data(pristine, tmp_path):
-    folder = tmp_path / "data"
-    shutil.copytree(pristine, folder)
     return folder
 
 
@@ -454,7 +447,7 @@ def test_no_data_config_at_all(capsys):
 
 
 def _run(tiny_phantom, root, config: str, *extra: str, command: str = "fit") -> int:
-    from conftest import tiny_run_args
+    from tiny_runs import tiny_run_args
 
     return _main(command, "--config", str(CONFIGS / "data" / "phantom.yaml"), "--config",
                  str(CONFIGS / config), *tiny_run_args(tiny_phantom, root), "--trainer.logger",

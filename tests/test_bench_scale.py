@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT
 
 
 def test_the_quick_rehearsal_writes_every_figure_with_its_basis(tmp_path):
     out = tmp_path / "scale.json"
     done = subprocess.run([sys.executable, "bench/bench_scale.py", "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     evaluation = result["evaluation"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
+from repo_paths import CONFIGS
 
 import cli
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Lightning configs given with --config. Not here: configs/pipeline/ (pipeline configs, tested
 # by test_pipeline_runner), configs/sweeps/ (W&B sweep files, test_sweep), configs/cluster/
 # (test_cluster) and data/sm_folder.yaml (a --data file, tested by test_predict).

@@ -8,9 +8,9 @@ import ast
 import subprocess
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT
+
 RUNTIME = ("datamodules", "lightning_modules", "callbacks", "metrics")
 FORBIDDEN = ("data_tools", "pipeline", "analysis")
 # what common/ may not import: torch and what stands on it, and every other part of the package
@@ -39,9 +39,9 @@ def forbidden_imports(source: str, filename: str,
 
 
 def _problems(folders: Iterable[str], forbidden: Iterable[str]) -> tuple[int, list[str]]:
-    files = sorted(path for folder in folders for path in (ROOT / folder).rglob("*.py"))
+    files = sorted(path for folder in folders for path in (REPO_ROOT / folder).rglob("*.py"))
     return len(files), [problem for path in files for problem in forbidden_imports(
-        path.read_text(), str(path.relative_to(ROOT)), forbidden)]
+        path.read_text(), str(path.relative_to(REPO_ROOT)), forbidden)]
 
 
 def test_the_runtime_imports_no_tool():
@@ -60,7 +60,7 @@ def test_importing_common_loads_neither_torch_nor_another_part():
     # what the source check cannot see: an import that loads one of them indirectly
     code = ("import sys, common, common.defaults, common.io, common.tables\n"
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                           text=True, check=True)
     loaded = set(ast.literal_eval(done.stdout))
     assert "common" in loaded

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import wandb
+from repo_paths import CONFIGS
 
 import cli
 from analysis.report import build_report
 from metrics.evaluate import main as evaluate_main
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _lightning(subcommand: str, modality: str, phantom: Path, root: Path, *extra: str):

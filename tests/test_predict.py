@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 import wandb
 import yaml
-from conftest import CONFIGS
 from dicom_factory import breast_image, marker_box, write_mammogram
+from repo_paths import CONFIGS
 
 import cli
 from datamodules.dicom import load_image
@@ -129,7 +129,7 @@ def test_predict_on_a_folder_returns_boxes_in_each_files_own_pixels(square_detec
 def test_the_fused_model_predicts_a_folder_from_its_stage3_artifact_alone(tiny_artifacts,
                                                                           tiny_phantom,
                                                                           tmp_path):
-    from conftest import run_stage
+    from tiny_runs import run_stage
 
     run_stage("demo/stage3_fused.yaml", tiny_phantom, tmp_path / "stage3",
               "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 import wandb
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
 
 import cli
 from pipeline.runner import load_pipeline, run_pipeline

@@ -7,4 +7,4 @@ python=${PYTHON:-.venv/bin/python}
 state=$(mktemp -d /tmp/mammofuse-slurm.XXXXXX)
 trap 'bash tests/cluster/slurm.sh stop "$state"' EXIT
 bash tests/cluster/slurm.sh start "$state"
-SLURM_CONF="$state/slurm.conf" "$python" -m pytest -m cluster -q tests/test_cluster.py
+SLURM_CONF="$state/slurm.conf" "$python" -m pytest -m cluster -q tests/pipeline/test_cluster.py

@@ -13,7 +13,8 @@ import sys
 import time
 
 import torch
-from conftest import CONFIGS, tiny_run_args
+from repo_paths import CONFIGS
+from tiny_runs import tiny_run_args
 
 from lightning_modules.artifacts import read_checkpoint
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
 
 from analysis.report import read_run
 from datamodules.manifest import load_tables

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import run_stage
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
+from tiny_runs import run_stage
 
 import cli
 from datamodules import PairedMammoDataModule

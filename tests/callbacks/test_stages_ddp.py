@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CONFIGS, tiny_run_args
+from repo_paths import CONFIGS
+from tiny_runs import tiny_run_args
 
 from lightning_modules.artifacts import read_artifact
 

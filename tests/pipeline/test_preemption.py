@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
 
 from datamodules.sampler import BalancedDistributedSampler
 from pipeline.runner import Launch, _newest_checkpoint, load_pipeline

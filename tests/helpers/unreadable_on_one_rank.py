@@ -1,10 +1,10 @@
 """One rank of a two-process (gloo, CPU) fit in which each rank's file system fails to read one
 DICOM the other rank reads: rank 0 cannot read file A while the data check runs, rank 1 cannot
 read file B while it trains (as a flaky mount shows one node). Run by
-tests/test_data_check_ddp.py as two processes (``LOCAL_RANK`` 0 and 1); writes what the rank
-trained on to ``<out>/rank<r>.json``.
+tests/datamodules/test_data_check_ddp.py as two processes (``LOCAL_RANK`` 0 and 1); writes what
+the rank trained on to ``<out>/rank<r>.json``.
 
-    python tests/unreadable_on_one_rank.py PHANTOM OUT FILE_A FILE_B
+    python tests/helpers/unreadable_on_one_rank.py PHANTOM OUT FILE_A FILE_B
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytorch_lightning as pl  # noqa: E402
-from conftest import TINY_ARCHITECTURE  # noqa: E402
+from tiny_runs import TINY_ARCHITECTURE  # noqa: E402
 
 from datamodules import PairedMammoDataModule  # noqa: E402
 from lightning_modules import TeacherDetector  # noqa: E402

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from repo_paths import REPO_ROOT
 
 from metrics.evaluate import (
     EvaluationInputError,
@@ -21,8 +22,6 @@ from metrics.evaluate import (
 )
 from metrics.froc import bootstrap_fauc, fauc, froc_curve, operating_point, threshold_at_fp
 from metrics.plot import plot_froc
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write(path: Path, text: str) -> Path:
@@ -194,7 +193,7 @@ def test_cli_prints_one_json_object_and_writes_the_plot(csv_files, tmp_path):
     for name in ("predictions", "ground_truth", "images"):
         command += [f"--{name.replace('_', '-')}", str(csv_files[name])]
     done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS
-from test_pipeline_runner import TINY
+from repo_paths import CONFIGS
+from tiny_runs import TINY_PIPELINE
 
 from analysis.seeds import build_seed_report
 from lightning_modules.artifacts import read_artifact
@@ -43,7 +43,7 @@ def seeded(tiny_phantom, tmp_path_factory):
                           "data": str(_data_config(folder, other, "other.yaml"))},
     }
     config = {"data": str(_data_config(folder, tiny_phantom)), "run": str(folder / "run"),
-              "overrides": TINY, "stages": stages, "seeds": [0, 1],
+              "overrides": TINY_PIPELINE, "stages": stages, "seeds": [0, 1],
               "report": {"Model_SM": "stage1_sm", "Other data": "sm_other_data"},
               "comparisons": [["Other data", "Model_SM"]]}
     path = folder / "pipeline.yaml"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 
 import pytest
 import pytorch_lightning as pl
@@ -32,13 +31,6 @@ SIZE = (128, 128)
 def pristine(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pristine")
     write_paired_folder(folder, pairs=8, pairs_per_patient=2)
-    return folder
-
-
-@pytest.fixture
-def data(pristine, tmp_path):
-    folder = tmp_path / "data"
-    shutil.copytree(pristine, folder)
     return folder
 
 

@@ -14,21 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
+from tiny_runs import TINY_PIPELINE
 
 from lightning_modules.artifacts import read_artifact
 from pipeline.runner import load_pipeline, run_pipeline
 
-TINY = {
-    "data.init_args.cache_dir": None,
-    "data.init_args.image_size": [128, 128],
-    "data.init_args.batch_size": 4,
-    "data.init_args.samples_per_epoch": 8,
-    "trainer.max_epochs": 1,
-    "trainer.num_sanity_val_steps": 0,
-    "trainer.enable_progress_bar": False,
-    "trainer.logger": False,
-}
 DETECTOR = {"model.init_args.fauc_n_boot": 0}  # DistillStudent has no bootstrap to skip
 
 
@@ -50,7 +41,7 @@ def _write_pipeline(folder: Path, phantom: Path, ffdm_overrides: dict | None = N
                         "inputs": {"sm_teacher": "stage1_sm", "partner": "stage1_ffdm"}},
     }
     pipeline = {
-        "data": str(data), "run": str(folder / "run"), "overrides": TINY, "stages": stages,
+        "data": str(data), "run": str(folder / "run"), "overrides": TINY_PIPELINE, "stages": stages,
         "report": {"Model_SM": "stage1_sm", "Model_FFDM": "stage1_ffdm",
                    "BASE_UB": "upper_bound", "Fused": "stage3"},
     }
@@ -163,7 +154,7 @@ def test_every_pipeline_config_parses_and_reuses_the_demo_stages(path):
 def test_a_killed_fit_resumes_from_its_last_checkpoint(tiny_phantom, tmp_path):
     config = {
         "data": None, "run": str(tmp_path / "run"),
-        "overrides": {**TINY, "trainer.max_epochs": 4},
+        "overrides": {**TINY_PIPELINE, "trainer.max_epochs": 4},
         "stages": {"stage1_sm": {"config": str(CONFIGS / "demo" / "stage1_sm.yaml")}},
     }
     data = tmp_path / "data.yaml"

@@ -1,8 +1,9 @@
 """Balanced sampling: half positives per epoch, seeded per (seed, epoch), disjoint equal rank
 slices, and the same through a real two-process Lightning DDP run (gloo, CPU).
 
-Run as a script (``python tests/test_sampler.py OUT_DIR``), this file is the DDP training
-program: Lightning's "ddp" strategy starts the second rank by running the same command again.
+Run as a script (``python tests/datamodules/test_sampler.py OUT_DIR``), this file is the DDP
+training program: Lightning's "ddp" strategy starts the second rank by running the same command
+again.
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def test_without_a_process_group_it_is_one_replica():
 
 def test_two_process_ddp_ranks_get_disjoint_indices_through_lightning(tmp_path):
     """A real Trainer(strategy="ddp", devices=2) on CPU (gloo) in a child process."""
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root))
+    # imported here: run as a script, this file has no tests/helpers on its path
+    from repo_paths import REPO_ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     run = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), str(tmp_path)],
         cwd=tmp_path,

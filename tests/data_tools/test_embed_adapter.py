@@ -26,7 +26,7 @@ from data_tools.embed.roi_text import parse_roi_coords
 from data_tools.embed.tables import EmbedTableError
 from datamodules.manifest import LESION_COLUMNS, MANIFEST_COLUMNS, load_tables, read_table, validate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 P1, P2, P3 = "30000011", "30000012", "30000013"
 E1, E2, E3 = "7000101", "7000202", "7000303"
@@ -54,7 +54,7 @@ IMAGES = [
     ("ffdm_xcc", P3, E3, "2D", "", "CC", "", "", "", ""),
 ]
 # empi_anon, acc_anon, side, path_severity, asses, tissueden (one id written as a float),
-# study_date_anon, desc: diagnostic exams, so the follow-up rule (tests/test_embed_release.py)
+# study_date_anon, desc: diagnostic exams, so the follow-up rule (test_embed_release.py)
 # carries nothing back here
 FINDINGS = [
     (P1, E1, "R", "0", "S", "3", "2016-03-01", "MG Diagnostic Mammo Bilateral"),
@@ -261,7 +261,7 @@ def test_pairs_labels_and_boxes_in_stored_pixels(embed_copy, tmp_path, capsys):
         "spot_or_magnification_view": 1,
         "laterality_not_L_or_R": 1,
     }
-    # no SeriesNumber/SeriesTime columns here: the ROIs decide (tests/test_embed_release.py)
+    # no SeriesNumber/SeriesTime columns here: the ROIs decide (test_embed_release.py)
     assert summary["several_candidates"] == {
         "keys_with_several_2d": 1,
         "keys_with_several_cview": 0,

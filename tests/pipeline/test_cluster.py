@@ -18,7 +18,7 @@ from datetime import datetime
 
 import pytest
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
 
 from lightning_modules.artifacts import read_artifact
 from pipeline.runner import load_pipeline

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import run_stage
 from safetensors.torch import load_file
+from tiny_runs import run_stage
 
 from datamodules import PairedMammoDataModule
 from lightning_modules import DistillStudent, FusedDetector, TeacherDetector

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS, TINY_ARCHITECTURE, tiny_run_args
+from repo_paths import CONFIGS
+from tiny_runs import TINY_ARCHITECTURE, tiny_run_args
 
 from lightning_modules.artifacts import read_artifact, read_checkpoint
 

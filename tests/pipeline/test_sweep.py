@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import CONFIGS
+from repo_paths import CONFIGS
 
 import cli
 from pipeline.sweep import _engine, expand_command, load_sweep, parameter_values

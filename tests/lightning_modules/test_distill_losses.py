@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_stage
+from tiny_runs import run_stage
 
 from lightning_modules import DistillStudent
 from lightning_modules.distill_losses import (

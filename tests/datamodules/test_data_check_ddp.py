@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from repo_paths import REPO_ROOT
 
 from datamodules import PairedMammoDataModule
 from datamodules.manifest import load_tables
 from datamodules.paired import default_workers
 
-SCRIPT = Path(__file__).resolve().parent / "unreadable_on_one_rank.py"
+SCRIPT = REPO_ROOT / "tests" / "helpers" / "unreadable_on_one_rank.py"
 
 
 def _free_port() -> int:
