@@ -57,10 +57,11 @@ lint: $(STAMP)
 demo: $(STAMP) $(PHANTOM)/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom.yaml --run $(RUN)
 
-# Issue X1's experiment on the phantom (several hours on 2 CPU cores): Stage II loss kinds chosen
-# on seed 0's validation, then Eq. 2 and the chosen kind over three training seeds with their
-# controls; writes runs/x1/seeds_report.md and runs/x1/masked/seeds_report.md. Stages shared
-# with a finished run are skipped.
+# README's "Does Stage II carry the FFDM's knowledge?" on the phantom (several hours on 2 CPU
+# cores): the Stage II loss kinds on seed 0 (chosen on validation; probes; Model_SM on 4x the
+# pairs), then Eq. 2 and the chosen kind over three training seeds with their controls; writes
+# runs/x1/grid/seeds_report.md, runs/x1/seeds_report.md and runs/x1/masked/seeds_report.md.
+# Stages shared with a finished run are skipped.
 x1: $(STAMP) $(PHANTOM)/cache/.complete data/phantom_4x/cache/.complete
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1_grid.yaml
 	$(PY) cli.py pipeline --config configs/pipeline/phantom_x1.yaml

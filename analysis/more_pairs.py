@@ -1,9 +1,9 @@
 """A manifest that trains on more pairs and validates and tests on the same images as another.
 
-Issue X1 asks how much an SM-only model can still learn on the phantom: Model_SM trained on
-4x the pairs, drawn from the same generator with another seed, and tested on the demo's test
-images, so that its FAUC-1 sits in the same paired tables as the other models (the seeds
-report's ``references`` and ``gap``).
+How much can an SM-only model still learn on the phantom? Model_SM trained on 4x the pairs,
+drawn from the same generator with another seed, and tested on the demo's test images, so that
+its FAUC-1 sits in the same paired tables as the other models (a pipeline stage with its own
+``data``; the seeds report's ``gap``).
 
     python -m analysis.more_pairs --base data/phantom --extra data/phantom_seed1 \\
         --factor 4 --out data/phantom_4x

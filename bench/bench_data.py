@@ -1,4 +1,4 @@
-"""The data path (issue B1, item 3): DICOM decode and preprocessing per image per core, the
+"""The data path: DICOM decode and preprocessing per image per core, the
 cached loader's pairs per second, and from these the CPU cores that keep one GPU fed.
 
 1. Decode + preprocessing. Full-size FFDMs (4096 x 3328, 12-bit MONOCHROME2 with a window in

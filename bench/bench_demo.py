@@ -1,4 +1,4 @@
-"""Wall time of each stage of ``make demo`` (issue B1, item 5), so a change that slows the main
+"""Wall time of each stage of ``make demo``, so a change that slows the main
 job shows: read from a finished demo run's ``stage.json`` files (each stage's fit and
 evaluation seconds, recorded when it trained), compared with an earlier result when given.
 

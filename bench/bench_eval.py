@@ -1,4 +1,4 @@
-"""Evaluation at the paper's test-set scale (issue B1, item 4): matching, FAUC-1 and FAUC-1+
+"""Evaluation at the paper's test-set scale: matching, FAUC-1 and FAUC-1+
 with 2,000-replicate bootstrap CIs, the 1 FP/image threshold, and the report's paired
 bootstrap of two models on the same images, on synthetic detections for 370,000 images (about
 3% with lesions, a few detections per image: about what evaluation matches and resamples

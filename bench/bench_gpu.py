@@ -1,4 +1,4 @@
-"""GPU figures (issue L1, item 8): one prepared run on one GPU, in three parts.
+"""GPU figures: one prepared run on one GPU, in three parts.
 
 1. ``steps``: training steps of Stage I and BASE_UB at the real configs' size
    (``configs/stage1_sm.yaml`` at ``configs/data/embed.yaml``'s 1280 x 1024, batch 8) in fp32,

@@ -1,4 +1,4 @@
-"""A rehearsal of the paper's scale on this machine (issue L1, item 7): what can be measured here
+"""A rehearsal of the paper's scale on this machine: what can be measured here
 is measured, the rest is assumed and says so, and from both a projection for the paper's
 1,239,372 pairs on one node of 8 GPUs.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue L1 (item 8), prepared to run once, unattended, on one H100 in at most
+# The GPU check, prepared to run once, unattended, on one H100 in at most
 # 8 minutes: bench/bench_gpu.py's three parts, each under its own time limit.
 #   1. training steps of Stage I and BASE_UB in fp32, bf16-mixed, bf16-mixed + channels_last
 #   2. a 30-step bf16-mixed fit on a synthetic full-size cache with 4, 8 and 12 loader workers

@@ -13,7 +13,7 @@ judges what came back.
 - SILENT: it went on as if nothing were wrong.
 
 Writes ``OUT/probe.json`` and ``OUT/probe.md`` (surface, case, command, the message's first
-lines, verdict) and prints the counts per surface; ``named`` marks the cases issue 21 names.
+lines, verdict) and prints the counts per surface; ``named`` marks the cases new users reported.
 Not a test (it takes minutes): the tests of each case are in ``make test``.
 """
 

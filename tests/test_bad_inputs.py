@@ -1,5 +1,5 @@
-"""Issue 21's bad inputs, one test per case: each is refused (or warned about) before any work,
-with a message that names the file, row or key and says what is wrong.
+"""Bad inputs a new user tried, one test per case: each is refused (or warned about) before any
+work, with a message that names the file, row or key and says what is wrong.
 
 The data cases run on real DICOMs written with pydicom (`dicom_factory`); the run cases through
 ``cli.main`` as a user types them, on the tiny phantom and the session's tiny stage artifacts.

@@ -226,7 +226,7 @@ def test_report_of_a_model_without_any_detection_is_json_clean(csv_files, tmp_pa
     json.dumps(report, allow_nan=False)
 
 
-# -- refusals of what would change the number (issue 21, item 4) --------------------------------
+# -- refusals of what would change the number ------------------------------------------------
 def refused(files: dict, capsys) -> str:
     """Run evaluate on ``files`` and return its error output (it must refuse them)."""
     assert run_main(files, "--n-boot", "0") == 2
