@@ -1,1 +1,2 @@
-"""What several parts of the package share and nothing else defines: defaults and file I/O."""
+"""What several parts of the package share and nothing else defines: defaults, file I/O and
+work spread over processes."""

@@ -13,15 +13,14 @@ by hash and never printed.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import stat
 import struct
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
+from common.parallel import run_parallel
 from datamodules.cache import CACHE_INFO, CacheEntryError, ImageCache
 from datamodules.dicom import (
     DEFAULT_MARGIN,
@@ -734,30 +734,12 @@ def _image_problems(outcomes, manifest_file: str) -> tuple[list[Problem], dict, 
 
 
 def _run(tasks, settings: CheckSettings, workers: int, progress: bool, full: bool) -> list:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="check-data" if full else "data check", unit="pair",
-               disable=not progress, file=sys.stderr)
     initargs = (asdict(settings), full)
-    pool = None
-    if workers <= 1 or len(tasks) <= 1:
-        _init_worker(*initargs, pool=False)  # here, as the caller's threads are
-        outcomes = map(_check_pair, tasks)
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, initargs)
-        chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-        outcomes = pool.imap(_check_pair, tasks, chunksize=chunksize)
-    results = []
-    try:
-        for outcome in outcomes:
-            results.append(outcome)
-            bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-    return results
+    return list(run_parallel(
+        _check_pair, tasks, workers=workers, initializer=_init_worker, initargs=initargs,
+        # run here, cv2 keeps the caller's threads
+        serial_setup=partial(_init_worker, *initargs, pool=False), max_chunksize=16,
+        desc="check-data" if full else "data check", unit="pair", progress=progress))
 
 
 # -- what a run reads, before its first step ---------------------------------------------------
