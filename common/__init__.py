@@ -1,2 +1,2 @@
-"""What several parts of the package share and nothing else defines: defaults, file I/O and
-the reading of table cells."""
+"""What several parts of the package share and nothing else defines: defaults, file I/O, the
+reading of table cells and work spread over processes."""

@@ -50,12 +50,6 @@ from datamodules.preflight import (
     CheckReport,
     CheckSettings,
     ImageProblem,
-    _cache_problems,
-    _crop_problems,
-    _image_problems,
-    _PairOutcome,
-    _run,
-    _tasks,
     box_problems,
     kind_problems,
     read_header,
@@ -63,6 +57,8 @@ from datamodules.preflight import (
     tag_problems,
     target_problems,
 )
+from datamodules.preflight.pair_checks import _crop_problems, _PairOutcome
+from datamodules.preflight.runner import _cache_problems, _image_problems, _run, _tasks
 from datamodules.problems import Problem, format_problems
 
 # A DICOM PatientID shared by more manifest patients than this is a placeholder of an

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from common.io import write_atomically
+from common.parallel import run_parallel
 from datamodules.cache import CacheEntryError, ImageCache, _entry_key
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, load_image
 from datamodules.problems import Problem, format_problems
@@ -124,8 +125,6 @@ def prepare_cache(
 
     ``workers`` > 1 runs that many processes (spawned, cv2 single-threaded); 0 or 1 runs here.
     """
-    from tqdm import tqdm
-
     cache = ImageCache(out_dir, image_size, window, margin, create=True)
     modalities = tuple(modalities)
     existing = {modality: cache.existing(modality) for modality in modalities}
@@ -139,35 +138,21 @@ def prepare_cache(
             done = _entry_key(row.pair_id) in existing[modality]
             tasks.append(_Task(row.pair_id, modality, path, row.laterality, done))
     initargs = (str(cache.folder), cache.image_size, window, cache.margin)
-    bar = tqdm(
-        total=len(tasks), desc="prepare", unit="image", disable=not progress, file=sys.stderr
-    )
-    if workers <= 1 or len(tasks) <= 1:
-        _init_worker(*initargs)
-        outcomes = map(_prepare_one, tasks)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, initargs)
-        chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-        outcomes = pool.imap_unordered(_prepare_one, tasks, chunksize=chunksize)
-    try:
-        for pair_id, modality, pid, error, rewritten in outcomes:
-            result.worker_pids.add(pid)
-            if rewritten:
-                entry = str(cache.path(pair_id, modality))
-                result.rewritten.append((pair_id, modality, rewritten, entry))
-            if error is not None:
-                result.failed.append((pair_id, modality, error))
-            elif rewritten is None:
-                result.skipped += 1
-            else:
-                result.written += 1
-            bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    for pair_id, modality, pid, error, rewritten in run_parallel(
+        _prepare_one, tasks, workers=workers, initializer=_init_worker, initargs=initargs,
+        serial_setup=partial(_init_worker, *initargs), ordered=False, max_chunksize=64,
+        desc="prepare", unit="image", progress=progress,
+    ):
+        result.worker_pids.add(pid)
+        if rewritten:
+            entry = str(cache.path(pair_id, modality))
+            result.rewritten.append((pair_id, modality, rewritten, entry))
+        if error is not None:
+            result.failed.append((pair_id, modality, error))
+        elif rewritten is None:
+            result.skipped += 1
+        else:
+            result.written += 1
     return result
 
 

@@ -268,7 +268,7 @@ class PairedMammoDataModule(pl.LightningDataModule):
 
     def _check_key(self, manifest_file: Path, lesions_file: Path | None) -> dict:
         """What the check's report is a function of: the tables' and the check code's
-        SHA-256, the state of the cache's folders and the settings it reads."""
+        SHA-256s, the state of the cache's folders and the settings it reads."""
         cache = None
         if self.cache_dir is not None:
             folder = Path(self.cache_dir)
@@ -285,8 +285,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         settings = json.loads(json.dumps(asdict(self.check_settings()), default=str))
         return {"manifest": sha256_file(manifest_file),
                 "lesions": sha256_file(lesions_file) if lesions_file else None,
-                "check": sha256_file(Path(inspect.getfile(setup_check))), "cache": cache,
-                "settings": settings}
+                # every module of the check (the package holding setup_check), by name
+                "check": {path.name: sha256_file(path) for path in
+                          sorted(Path(inspect.getfile(setup_check)).parent.glob("*.py"))},
+                "cache": cache, "settings": settings}
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Count the pairs the data set skipped in its workers (``on_bad_sample="skip"``),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shlex
 import sys
@@ -12,8 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
+from common.parallel import run_parallel
 from data_tools.phantom.cohort import PhantomSettings, plan_pairs
 from data_tools.phantom.output import IMAGE_FOLDER, generate_pair
 from data_tools.phantom.report import contact_sheet, data_card
@@ -60,24 +59,11 @@ def generate(
     plans = plan_pairs(settings)
     workers = max(1, min(workers or os.cpu_count() or 1, len(plans)))
     jobs = [(plan, settings, str(out_dir)) for plan in plans]
-    bar = tqdm(total=len(jobs), desc="phantom", unit="pair", disable=not progress)
     tables: dict[str, list[dict]] = {"manifest": [], "lesions": [], "artefacts": []}
-    if workers == 1:
-        results = map(generate_pair, jobs)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_worker)
-        results = pool.imap(generate_pair, jobs, chunksize=8)
-    try:
-        for rows in results:
-            for name, part in rows.items():
-                tables[name].extend(part)
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    for rows in run_parallel(generate_pair, jobs, workers=workers, initializer=_quiet_worker,
+                             chunksize=8, desc="phantom", unit="pair", progress=progress):
+        for name, part in rows.items():
+            tables[name].extend(part)
     manifest = pd.DataFrame(tables["manifest"])
     lesions = pd.DataFrame(tables["lesions"])
     artefacts = pd.DataFrame(tables["artefacts"], columns=ARTEFACT_COLUMNS)
