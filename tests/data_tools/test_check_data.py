@@ -49,13 +49,6 @@ def pristine(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def data(pristine, tmp_path):
-    folder = tmp_path / "data"
-    shutil.copytree(pristine, folder)
-    return folder
-
-
 def image(folder, pair: str, modality: str):
     return folder / "images" / f"{pair}_{modality}.dcm"
 
