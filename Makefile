@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m ruff check .
+# ruff's lint and format check first (`make lint`), then every test not marked slow or cluster.
+test: $(STAMP) lint
 	$(PY) -m pytest -m "not slow and not cluster" -q --durations=15
 
 # A real single-machine SLURM (installs Debian's slurm-wlm and munge when missing; needs root):

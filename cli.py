@@ -51,16 +51,21 @@ def lightning_cli_class(checkpoint: str | None = None):
 
         def save_config(self, trainer, pl_module, stage) -> None:  # called on rank 0 only
             os.makedirs(trainer.default_root_dir, exist_ok=True)
-            self.parser.save(self.config, os.path.join(trainer.default_root_dir,
-                                                       self.config_filename),
-                             skip_none=False, overwrite=True, multifile=self.multifile)
+            self.parser.save(
+                self.config,
+                os.path.join(trainer.default_root_dir, self.config_filename),
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
 
     class MammoCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             # Requeue's timer writes last.ckpt too: one file, not last-v1.ckpt beside it.
-            parser.set_defaults({"checkpoint.save_last": True,
-                                 "checkpoint.enable_version_counter": False})
+            parser.set_defaults(
+                {"checkpoint.save_last": True, "checkpoint.enable_version_counter": False}
+            )
             # last.ckpt on a wall-clock timer; under SLURM, save and requeue on its signal.
             parser.add_lightning_class_args(Requeue, "requeue")
             parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -70,8 +75,9 @@ def lightning_cli_class(checkpoint: str | None = None):
             parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
             # The model is built for the images the data module makes.
             parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
-            parser.link_arguments("data.init_args.hit_min_distance",
-                                  "model.init_args.hit_min_distance")
+            parser.link_arguments(
+                "data.init_args.hit_min_distance", "model.init_args.hit_min_distance"
+            )
 
         def _parse_ckpt_path(self) -> None:
             # Lightning replaces the config's model by the one the checkpoint's hyperparameters
@@ -106,8 +112,9 @@ def lightning_cli_class(checkpoint: str | None = None):
         def before_fit(self) -> None:
             # A fit writes the artifact the next stage reads, selected on validation: refuse
             # a split with no pair before the first step rather than after the last.
-            self._refuse_empty_splits(("train", "val"), "a fit trains on train and selects the "
-                                                         "stage's artifact on val")
+            self._refuse_empty_splits(
+                ("train", "val"), "a fit trains on train and selects the stage's artifact on val"
+            )
 
         def before_validate(self) -> None:
             self._refuse_empty_splits(("val",), "validate assesses the model on val")
@@ -123,14 +130,16 @@ def lightning_cli_class(checkpoint: str | None = None):
                     raise ConfigValueError(
                         f"data: the {split} split of {self.datamodule.manifest} has no pairs "
                         f"({summary}): {why}; give it patients (the manifest's split column, "
-                        "or data.init_args.split_fractions)")
+                        "or data.init_args.split_fractions)"
+                    )
 
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
             except (ValueError, TypeError, OSError) as error:
-                message = own_error_message(error, self.config[self.subcommand]
-                                            if self.subcommand else self.config)
+                message = own_error_message(
+                    error, self.config[self.subcommand] if self.subcommand else self.config
+                )
                 if message is None:
                     raise
                 raise ConfigValueError(message) from error
@@ -190,39 +199,64 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
             problems.append(("model.init_args.architecture", str(error)))
         else:
             size = data.get("image_size")
-            wrong = None if size is None or "image_size" in bad else divisible(
-                size, stride, architecture)
+            wrong = (
+                None
+                if size is None or "image_size" in bad
+                else divisible(size, stride, architecture)
+            )
             if wrong:
-                problems.append(("data.init_args.image_size",
-                                 wrong.replace(f"by {stride} on each side",
-                                               f"by 2**max_level = {stride}")))
+                problems.append(
+                    (
+                        "data.init_args.image_size",
+                        wrong.replace(f"by {stride} on each side", f"by 2**max_level = {stride}"),
+                    )
+                )
     classes = data.get("pathology_classes")
     num_classes = model.get("num_classes")
     if classes and "pathology_classes" not in bad and "num_classes" not in bad and num_classes:
         over = {key: index for key, index in classes.items() if int(index) >= int(num_classes)}
         if over:
-            problems.append(("data.init_args.pathology_classes",
-                             f"class indices {over} must be below the model's num_classes "
-                             f"({num_classes}): the classes are 0 .. {int(num_classes) - 1}"))
-    read = set(MODALITIES) if model.get("ffdm_teacher") else (
-        {model["modality"]} if model.get("modality") else set())
+            problems.append(
+                (
+                    "data.init_args.pathology_classes",
+                    f"class indices {over} must be below the model's num_classes "
+                    f"({num_classes}): the classes are 0 .. {int(num_classes) - 1}",
+                )
+            )
+    read = (
+        set(MODALITIES)
+        if model.get("ffdm_teacher")
+        else ({model["modality"]} if model.get("modality") else set())
+    )
     held = data.get("modalities")
     if held and "modalities" not in bad and "modality" not in bad and not read <= set(held):
-        problems.append(("data.init_args.modalities",
-                         f"{list(held)}, but the model reads {sorted(read)}: the data must "
-                         f"hold every image the model reads"))
+        problems.append(
+            (
+                "data.init_args.modalities",
+                f"{list(held)}, but the model reads {sorted(read)}: the data must "
+                f"hold every image the model reads",
+            )
+        )
     if model.get("reference_batch_size") is not None and model.get("global_batch_size") is None:
-        problems.append(("model.init_args.reference_batch_size",
-                         "scales the learning rate to the global batch: set "
-                         "model.init_args.global_batch_size too"))
+        problems.append(
+            (
+                "model.init_args.reference_batch_size",
+                "scales the learning rate to the global batch: set "
+                "model.init_args.global_batch_size too",
+            )
+        )
     if subcommand == "fit":
         trainer = dict(config.get("trainer") or {})
         for name in _FIT_LIMITS:
             if trainer.get(name) == 0 and name not in bad:
-                problems.append((f"trainer.{name}",
-                                 "must not be 0 in a fit: a fit writes the stage artifact the "
-                                 "next stage reads, and this one would train (or select) "
-                                 "nothing"))
+                problems.append(
+                    (
+                        f"trainer.{name}",
+                        "must not be 0 in a fit: a fit writes the stage artifact the "
+                        "next stage reads, and this one would train (or select) "
+                        "nothing",
+                    )
+                )
     return problems
 
 
@@ -277,9 +311,11 @@ def model_source(path: str | None) -> dict | None:
     except (OSError, ValueError) as error:
         raise ConfigValueError(f"ckpt_path: {error}") from error
     if not isinstance(spec, dict):
-        raise ConfigValueError(f"ckpt_path: {path} is not a checkpoint of a mammofuse stage "
-                               "module (it has no stage spec): TeacherDetector, DistillStudent "
-                               "and FusedDetector checkpoints and stage artifacts are")
+        raise ConfigValueError(
+            f"ckpt_path: {path} is not a checkpoint of a mammofuse stage "
+            "module (it has no stage spec): TeacherDetector, DistillStudent "
+            "and FusedDetector checkpoints and stage artifacts are"
+        )
     return dict(spec)
 
 
@@ -311,8 +347,11 @@ def expected_model(config) -> dict:
         expected["num_classes"] = model.get("num_classes")
         architecture_of = model
     elif name == "DistillStudent":
-        architecture_of = model if model.get("architecture") else _artifact_meta(
-            model.get("ffdm_teacher") or model.get("sm_teacher"))
+        architecture_of = (
+            model
+            if model.get("architecture")
+            else _artifact_meta(model.get("ffdm_teacher") or model.get("sm_teacher"))
+        )
     elif name == "FusedDetector":
         partner = _artifact_meta(model.get("partner"))
         if partner and partner.get("stage") in (1, 2):
@@ -323,7 +362,8 @@ def expected_model(config) -> dict:
     if architecture_of and architecture_of.get("architecture"):
         expected["architecture"] = architecture_of["architecture"]
         expected["architecture_overrides"] = _plain(
-            dict(architecture_of.get("architecture_overrides") or {}))
+            dict(architecture_of.get("architecture_overrides") or {})
+        )
     return {key: value for key, value in expected.items() if value is not None}
 
 
@@ -333,18 +373,28 @@ def check_model_source(config, path: str, spec: dict) -> None:
     from lightning_modules.artifacts import describe
 
     expected = expected_model(config)
-    differ = [(key, spec[key], value) for key, value in expected.items()
-              if key in spec and _same(spec[key]) != _same(value)]
+    differ = [
+        (key, spec[key], value)
+        for key, value in expected.items()
+        if key in spec and _same(spec[key]) != _same(value)
+    ]
     if not differ:
         return
-    theirs = describe(spec.get("stage"), spec.get("module_class"), spec.get("modality"),
-                      spec.get("variant"))
-    ours = describe(expected.get("stage"), expected.get("module_class"),
-                    expected.get("modality"), expected.get("variant"))
+    theirs = describe(
+        spec.get("stage"), spec.get("module_class"), spec.get("modality"), spec.get("variant")
+    )
+    ours = describe(
+        expected.get("stage"),
+        expected.get("module_class"),
+        expected.get("modality"),
+        expected.get("variant"),
+    )
     details = "; ".join(f"{key} {a!r} there, {b!r} in the config" for key, a, b in differ)
-    raise ConfigValueError(f"ckpt_path: {path} holds {theirs}, but the config builds {ours} "
-                           f"({details}): give this config's checkpoint, or the config of "
-                           f"that checkpoint's stage")
+    raise ConfigValueError(
+        f"ckpt_path: {path} holds {theirs}, but the config builds {ours} "
+        f"({details}): give this config's checkpoint, or the config of "
+        f"that checkpoint's stage"
+    )
 
 
 def _same(value):
@@ -356,8 +406,13 @@ def _same(value):
 
 # -- errors of our own code, as one line --------------------------------------------------------
 _ROOT = Path(__file__).resolve().parent
-_GROUPS = {"lightning_modules": "model", "datamodules": "data", "callbacks": "callbacks",
-           "metrics": "model", "pipeline": "pipeline"}
+_GROUPS = {
+    "lightning_modules": "model",
+    "datamodules": "data",
+    "callbacks": "callbacks",
+    "metrics": "model",
+    "pipeline": "pipeline",
+}
 
 
 def own_error_message(error: BaseException, config=None) -> str | None:
@@ -373,8 +428,7 @@ def own_error_message(error: BaseException, config=None) -> str | None:
         seen.add(id(current))
         frames = [frame for frame, _ in traceback.walk_tb(current.__traceback__)]
         own = [frame for frame in frames if _own_file(frame.f_code.co_filename)]
-        if own and own[-1] is frames[-1] and isinstance(current, (ValueError, TypeError,
-                                                                  OSError)):
+        if own and own[-1] is frames[-1] and isinstance(current, (ValueError, TypeError, OSError)):
             found = (current, own)  # the outermost: our code's own words for what went wrong
         current = current.__cause__ or current.__context__
     if found is None:
@@ -384,15 +438,17 @@ def own_error_message(error: BaseException, config=None) -> str | None:
     if isinstance(exception, ConfigValueError):
         return message
     # the part of the package the error came from: the first frame below this module's own
-    parts = [Path(frame.f_code.co_filename).resolve().relative_to(_ROOT).parts[0]
-             for frame in own]
+    parts = [Path(frame.f_code.co_filename).resolve().relative_to(_ROOT).parts[0] for frame in own]
     part = next((name for name in parts if name != Path(__file__).name), parts[-1])
     key = _GROUPS.get(part, part.removesuffix(".py"))
     if config is not None and key in ("model", "data"):
         values = _init_args(config, key)
         role = message.split(" ", 1)[0].rstrip(":")
-        named = [name for name, value in values.items()
-                 if isinstance(value, str) and len(value) > 1 and value in message]
+        named = [
+            name
+            for name, value in values.items()
+            if isinstance(value, str) and len(value) > 1 and value in message
+        ]
         if role in values:
             key = f"{key}.init_args.{role}"
             message = message.removeprefix(f"{role}: ").removeprefix(f"{role} ")
@@ -416,9 +472,11 @@ def _artifact_as_pretrained(config) -> None:
         return
     init_args = config.model.init_args
     if "pretrained" not in init_args:
-        raise ConfigValueError(f"ckpt_path: {checkpoint} is a stage artifact, and "
-                               f"{config.model.class_path} cannot be built from one (it has no "
-                               f"`pretrained`): give its checkpoint (checkpoints/*.ckpt)")
+        raise ConfigValueError(
+            f"ckpt_path: {checkpoint} is a stage artifact, and "
+            f"{config.model.class_path} cannot be built from one (it has no "
+            f"`pretrained`): give its checkpoint (checkpoints/*.ckpt)"
+        )
     init_args.pretrained = str(checkpoint)
     config.ckpt_path = None
 
@@ -448,16 +506,19 @@ def assess(args: list[str]):
             break
         if arg == "--ckpt_path" and index + 1 < len(args):
             checkpoint = args[index + 1]
-            del args[index:index + 2]
+            del args[index : index + 2]
             break
     cli_class = lightning_cli_class(checkpoint)
-    cli = cli_class(save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args,
-                    run=False)
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
-                         weights_only=True)
+    cli = cli_class(
+        save_config_callback=cli_class.save_config_class, **CLI_KWARGS, args=args, run=False
+    )
+    cli.trainer.validate(
+        cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, weights_only=True
+    )
     if hasattr(cli.model, "detections"):
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
-                         weights_only=True)
+        cli.trainer.test(
+            cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, weights_only=True
+        )
     return cli
 
 
@@ -518,15 +579,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = _data_file_first(argv)
     helping = any(arg in ("-h", "--help") or arg.startswith("--print_config") for arg in argv)
     if argv and argv[0] in LIGHTNING_COMMANDS and not helping and not _names_a_data_module(argv):
-        print("error: data: no data module: give a data config first (--config "
-              "configs/data/....yaml) or --data FILE", file=sys.stderr)
+        print(
+            "error: data: no data module: give a data config first (--config "
+            "configs/data/....yaml) or --data FILE",
+            file=sys.stderr,
+        )
         return 2
-    if argv and argv[0] in ("fit", "validate", "test", "predict") and not any(
-            arg.startswith("--weights_only") for arg in argv):
+    if (
+        argv
+        and argv[0] in ("fit", "validate", "test", "predict")
+        and not any(arg.startswith("--weights_only") for arg in argv)
+    ):
         argv.append("--weights_only=true")  # checkpoints load without unpickling code
     if argv and argv[0] == "predict":  # predict's own flags, as the config keys they set
-        flags = {"--overlays": "--predictions.overlays=true",
-                 "--allow-modality-mismatch": "--data.init_args.allow_modality_mismatch=true"}
+        flags = {
+            "--overlays": "--predictions.overlays=true",
+            "--allow-modality-mismatch": "--data.init_args.allow_modality_mismatch=true",
+        }
         argv = [flags.get(arg, arg) for arg in argv]
     try:
         if argv and argv[0] == "assess":

@@ -35,15 +35,20 @@ class Outcomes:
         return set(self.false_positives.index[self.false_positives > 0])
 
 
-def outcomes(val: MatchedDetections, test: MatchedDetections, test_lesions: pd.DataFrame,
-             target_fp: float = 1.0) -> Outcomes:
+def outcomes(
+    val: MatchedDetections,
+    test: MatchedDetections,
+    test_lesions: pd.DataFrame,
+    target_fp: float = 1.0,
+) -> Outcomes:
     """The model's outcomes on test at its ``target_fp`` validation threshold."""
     threshold = threshold_at_fp(val, target_fp)
     false_positives, missed = image_outcomes(test, threshold)
     ids = test.image_ids if test.image_ids is not None else np.arange(test.n_images).astype(str)
     lesions = test_lesions.assign(found=lesions_found(test, threshold))
-    return Outcomes(threshold, lesions, pd.Series(false_positives, index=ids),
-                    pd.Series(missed, index=ids))
+    return Outcomes(
+        threshold, lesions, pd.Series(false_positives, index=ids), pd.Series(missed, index=ids)
+    )
 
 
 def section6_counts(sm: Outcomes, ffdm: Outcomes, fused: Outcomes) -> dict[str, int]:
@@ -67,8 +72,7 @@ def section6_counts(sm: Outcomes, ffdm: Outcomes, fused: Outcomes) -> dict[str, 
     }
 
 
-BUCKETS = ("missed in FFDM", "missed in SM", "false detections in FFDM",
-           "false detections in SM")
+BUCKETS = ("missed in FFDM", "missed in SM", "false detections in FFDM", "false detections in SM")
 
 
 def section3_buckets(sm: Outcomes, ffdm: Outcomes) -> dict[str, list[str]]:
@@ -98,8 +102,9 @@ def _missed_by_only(loser: Outcomes, winner: Outcomes) -> set[str]:
     return set(missed.loc[missed[key].isin(found), "image_id"])
 
 
-def bucket_breakdown(bucket: str, images: list[str], sm: Outcomes, ffdm: Outcomes,
-                     manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+def bucket_breakdown(
+    bucket: str, images: list[str], sm: Outcomes, ffdm: Outcomes, manifest: pd.DataFrame
+) -> dict[str, dict[str, int]]:
     """Counts in one bucket by lesion kind (missed buckets: the lesions missed) and by breast
     density (the images), where the tables have those columns."""
     breakdown: dict[str, dict[str, int]] = {}
@@ -123,8 +128,9 @@ def section6_cases(sm: Outcomes, ffdm: Outcomes, fused: Outcomes) -> dict[str, l
     """The images behind Figure S4's three panels."""
     miss_sm, miss_ffdm, miss_fused = sm.missing_images, ffdm.missing_images, fused.missing_images
     return {
-        "fused finds what Model_SM misses and Model_FFDM finds (S4 A)":
-            sorted((miss_sm - miss_ffdm) - miss_fused),
+        "fused finds what Model_SM misses and Model_FFDM finds (S4 A)": sorted(
+            (miss_sm - miss_ffdm) - miss_fused
+        ),
         "fused finds what both baselines miss (S4 B)": sorted((miss_sm & miss_ffdm) - miss_fused),
         "fused misses what both baselines find (S4 C)": sorted(miss_fused - miss_sm - miss_ffdm),
     }

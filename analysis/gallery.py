@@ -23,9 +23,15 @@ if TYPE_CHECKING:
     from analysis.report import ModelRun
 
 
-def plot_cases(title: str, image_ids: Sequence[str], panels: Sequence[tuple[ModelRun, float]],
-               manifest: pd.DataFrame, path: str | Path, max_cases: int = 4,
-               seed: int = 0) -> Path:
+def plot_cases(
+    title: str,
+    image_ids: Sequence[str],
+    panels: Sequence[tuple[ModelRun, float]],
+    manifest: pd.DataFrame,
+    path: str | Path,
+    max_cases: int = 4,
+    seed: int = 0,
+) -> Path:
     """Up to ``max_cases`` of ``image_ids`` (drawn at random with ``seed``), each a row of
     ``panels`` ((model, threshold) pairs), written as a PNG to ``path``."""
     rng = np.random.default_rng(seed)
@@ -35,8 +41,14 @@ def plot_cases(title: str, image_ids: Sequence[str], panels: Sequence[tuple[Mode
     FigureCanvasAgg(figure)
     paths = manifest.set_index("pair_id")
     if not chosen:
-        figure.text(0.5, 0.5, f"{title}:\nno test image in this bucket", ha="center",
-                    va="center", fontsize=10)
+        figure.text(
+            0.5,
+            0.5,
+            f"{title}:\nno test image in this bucket",
+            ha="center",
+            va="center",
+            fontsize=10,
+        )
     for row, image_id in enumerate(chosen):
         for column, (model, threshold) in enumerate(panels):
             axes = figure.add_subplot(rows, columns, row * columns + column + 1)
@@ -45,9 +57,12 @@ def plot_cases(title: str, image_ids: Sequence[str], panels: Sequence[tuple[Mode
                 axes.set_title(f"{model.name} ({model.modality.upper()})", fontsize=9)
             if column == 0:
                 axes.set_ylabel(_caption(image_id, paths.loc[image_id]), fontsize=7)
-    figure.suptitle(f"{title} ({len(image_ids)} test images; {len(chosen)} shown)\n"
-                    "red: lesion; green: detections above the model's 1 FP/image validation "
-                    "threshold", fontsize=9)
+    figure.suptitle(
+        f"{title} ({len(image_ids)} test images; {len(chosen)} shown)\n"
+        "red: lesion; green: detections above the model's 1 FP/image validation "
+        "threshold",
+        fontsize=9,
+    )
     figure.tight_layout(rect=(0, 0, 1, 0.94 if chosen else 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,14 +81,11 @@ def _draw(axes, model: ModelRun, threshold: float, image_id: str, pair: pd.Serie
     truth = model.tables["test"].ground_truth
     for _, lesion in truth[truth["image_id"] == image_id].iterrows():
         x1, y1, x2, y2 = (float(lesion[c]) for c in BOX_COLUMNS)
-        axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red",
-                                 lw=1.3))
+        axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", lw=1.3))
     predictions = model.tables["test"].predictions
-    shown = predictions[(predictions["image_id"] == image_id)
-                        & (predictions["score"] >= threshold)]
+    shown = predictions[(predictions["image_id"] == image_id) & (predictions["score"] >= threshold)]
     for _, detection in shown.iterrows():
         x1, y1, x2, y2 = (float(detection[c]) for c in BOX_COLUMNS)
-        axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime",
-                                 lw=1.0))
+        axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", lw=1.0))
     axes.set_xticks([])
     axes.set_yticks([])

@@ -44,8 +44,9 @@ def _relative(paths: pd.Series, source: Path, out: Path) -> pd.Series:
     return paths.map(lambda p: os.path.relpath((source / p).resolve(), out.resolve()))
 
 
-def build(base: Path, extra: Path, out: Path, factor: float = 4.0, seed: int = 0,
-          prefix: str = "X-") -> dict[str, int]:
+def build(
+    base: Path, extra: Path, out: Path, factor: float = 4.0, seed: int = 0, prefix: str = "X-"
+) -> dict[str, int]:
     """Write the manifest and lesion table; returns pairs per split."""
     base_manifest, base_lesions = _read(base, "manifest.csv"), _read(base, "lesions.csv")
     extra_manifest, extra_lesions = _read(extra, "manifest.csv"), _read(extra, "lesions.csv")
@@ -64,8 +65,10 @@ def build(base: Path, extra: Path, out: Path, factor: float = 4.0, seed: int = 0
     chosen = set(patients[(counts.cumsum() - counts).to_numpy() < wanted])
     train = extra_manifest[extra_manifest["patient_id"].isin(chosen)].copy()
     if len(train) < wanted:
-        raise ValueError(f"{extra / 'manifest.csv'}: {len(train)} pairs, fewer than the "
-                         f"{wanted} wanted ({factor} x the base's training pairs)")
+        raise ValueError(
+            f"{extra / 'manifest.csv'}: {len(train)} pairs, fewer than the "
+            f"{wanted} wanted ({factor} x the base's training pairs)"
+        )
     for column in ID_COLUMNS:
         train[column] = prefix + train[column]
     train["split"] = "train"
@@ -76,8 +79,9 @@ def build(base: Path, extra: Path, out: Path, factor: float = 4.0, seed: int = 0
             table[column] = _relative(table[column], source, out)
     manifest = pd.concat([train, kept], ignore_index=True)[[*base_manifest.columns, "split"]]
 
-    train_lesions = extra_lesions[extra_lesions["pair_id"].isin(
-        set(train["pair_id"].str.removeprefix(prefix)))].copy()
+    train_lesions = extra_lesions[
+        extra_lesions["pair_id"].isin(set(train["pair_id"].str.removeprefix(prefix)))
+    ].copy()
     for column in ("pair_id", "lesion_id"):
         train_lesions[column] = prefix + train_lesions[column]
     kept_lesions = base_lesions[base_lesions["pair_id"].isin(set(kept["pair_id"]))]
@@ -90,21 +94,35 @@ def build(base: Path, extra: Path, out: Path, factor: float = 4.0, seed: int = 0
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, required=True,
-                        help="the manifest folder whose val and test pairs are kept")
-    parser.add_argument("--extra", type=Path, required=True,
-                        help="the manifest folder the training pairs are drawn from")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="the manifest folder whose val and test pairs are kept",
+    )
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        required=True,
+        help="the manifest folder the training pairs are drawn from",
+    )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--factor", type=float, default=4.0,
-                        help="training pairs as a multiple of the base's (default 4)")
+    parser.add_argument(
+        "--factor",
+        type=float,
+        default=4.0,
+        help="training pairs as a multiple of the base's (default 4)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the base's split seed (default 0)")
     parser.add_argument("--prefix", default="X-", help="prefix of the extra pairs' ids")
     args = parser.parse_args(argv)
     if args.factor <= 0:
         parser.error(f"--factor must be above 0, got {args.factor}")
     counts = build(args.base, args.extra, args.out, args.factor, args.seed, args.prefix)
-    print(f"{args.out / 'manifest.csv'}: " + ", ".join(
-        f"{name} {counts.get(name, 0)} pairs" for name in ("train", "val", "test")))
+    print(
+        f"{args.out / 'manifest.csv'}: "
+        + ", ".join(f"{name} {counts.get(name, 0)} pairs" for name in ("train", "val", "test"))
+    )
 
 
 if __name__ == "__main__":

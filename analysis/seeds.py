@@ -45,12 +45,16 @@ def _stage2_summary(folder: Path) -> dict[str, float] | None:
     if "val_cosine" not in history.columns:
         return None
     last = history.dropna(subset=["val_cosine"]).iloc[-1]
-    return {key: float(last[key]) for key in ("val_cosine", "val_cosine_lesion",
-                                              "val_cosine_background") if key in last}
+    return {
+        key: float(last[key])
+        for key in ("val_cosine", "val_cosine_lesion", "val_cosine_background")
+        if key in last
+    }
 
 
-def build_seed_report(pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: int = 0,
-                      out: str | Path | None = None) -> dict[str, Any]:
+def build_seed_report(
+    pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: int = 0, out: str | Path | None = None
+) -> dict[str, Any]:
     """Summarise ``pipeline`` (``runner.Pipeline`` with ``seeds``) over its seeds; write
     ``seeds_report.md`` and ``seeds_report.json`` into ``out`` (default: the pipeline's
     ``report_dir`` in its run folder)."""
@@ -66,8 +70,13 @@ def build_seed_report(pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: i
             print(f"seeds report: {error}; reading every detection")
             return read_run(row, folder, manifest, lesions, max_fp, max_fp, prune=False)
 
-    runs = {s: {row: read(row, pipeline.run / f"seed{s}" / stage)
-                for row, stage in pipeline.report.items()} for s in seeds}
+    runs = {
+        s: {
+            row: read(row, pipeline.run / f"seed{s}" / stage)
+            for row, stage in pipeline.report.items()
+        }
+        for s in seeds
+    }
     references = {row: read(row, Path(folder)) for row, folder in pipeline.references.items()}
 
     # -- each model over seeds ----------------------------------------------------------------
@@ -97,37 +106,62 @@ def build_seed_report(pipeline, max_fp: float = 1.0, n_boot: int = 2000, seed: i
         per_seed, replicates = [], []
         for s in seeds:
             first_run, second_run = runs[s][a], runs[s][b]
-            paired = paired_bootstrap_fauc(first_run.matched["test"], second_run.matched["test"],
-                                           max_fp, n_boot=n_boot, seed=seed,
-                                           same_lesions=first_run.modality == second_run.modality)
-            per_seed.append({"seed": s, "difference": paired.difference,
-                             "ci95": [paired.low, paired.high], "p_value": paired.p_value,
-                             "ci_excludes_zero": bool(paired.low > 0 or paired.high < 0)})
+            paired = paired_bootstrap_fauc(
+                first_run.matched["test"],
+                second_run.matched["test"],
+                max_fp,
+                n_boot=n_boot,
+                seed=seed,
+                same_lesions=first_run.modality == second_run.modality,
+            )
+            per_seed.append(
+                {
+                    "seed": s,
+                    "difference": paired.difference,
+                    "ci95": [paired.low, paired.high],
+                    "p_value": paired.p_value,
+                    "ci_excludes_zero": bool(paired.low > 0 or paired.high < 0),
+                }
+            )
             replicates.append(paired.replicates)
         # Every seed was scored on the same test images, resampled with the same draws: a
         # replicate's pooled difference is the mean of the seeds' differences on that draw.
         pooled = np.nanmean(np.stack(replicates), axis=0)
         low, high = np.nanpercentile(pooled, [2.5, 97.5])
         differences = [entry["difference"] for entry in per_seed]
-        comparisons.append({
-            "models": f"{a} - {b}", "per_seed": per_seed,
-            "pooled": {"difference": float(np.mean(differences)),
-                       "ci95": [float(low), float(high)],
-                       "range": [float(min(differences)), float(max(differences))],
-                       "ci_excludes_zero": bool(low > 0 or high < 0)},
-            "seeds_ci_excludes_zero": sum(entry["ci_excludes_zero"] for entry in per_seed)})
+        comparisons.append(
+            {
+                "models": f"{a} - {b}",
+                "per_seed": per_seed,
+                "pooled": {
+                    "difference": float(np.mean(differences)),
+                    "ci95": [float(low), float(high)],
+                    "range": [float(min(differences)), float(max(differences))],
+                    "ci_excludes_zero": bool(low > 0 or high < 0),
+                },
+                "seeds_ci_excludes_zero": sum(entry["ci_excludes_zero"] for entry in per_seed),
+            }
+        )
 
     # -- Stage II: what B learned ------------------------------------------------------------------
     students = {}
     for stage in pipeline.stages:
         summaries = [_stage2_summary(pipeline.run / f"seed{s}" / stage) for s in seeds]
         if all(summaries):
-            students[stage] = {key: float(np.mean([summary[key] for summary in summaries]))
-                               for key in summaries[0]}
+            students[stage] = {
+                key: float(np.mean([summary[key] for summary in summaries])) for key in summaries[0]
+            }
 
-    numbers = {"seeds": seeds, "max_fp": max_fp, "n_boot": n_boot, "bootstrap_seed": seed,
-               "models": models, "comparisons": comparisons, "stage2": students,
-               "gap": list(pipeline.gap) if pipeline.gap else None}
+    numbers = {
+        "seeds": seeds,
+        "max_fp": max_fp,
+        "n_boot": n_boot,
+        "bootstrap_seed": seed,
+        "models": models,
+        "comparisons": comparisons,
+        "stage2": students,
+        "gap": list(pipeline.gap) if pipeline.gap else None,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "seeds_report.json").write_text(json.dumps(numbers, indent=2) + "\n")
     text = format_seed_report(numbers)
@@ -143,13 +177,15 @@ def format_seed_report(numbers: dict[str, Any]) -> str:
     for record in numbers["models"]:
         row = {"model": record["model"]}
         if record["seeds"] == len(seeds):
-            row.update({f"test, seed {s}": f"{v:.3f}" for s, v in
-                        zip(seeds, record["test_by_seed"])})
+            row.update(
+                {f"test, seed {s}": f"{v:.3f}" for s, v in zip(seeds, record["test_by_seed"])}
+            )
         else:
             row.update({f"test, seed {s}": "-" for s in seeds})
             row["model"] += " (trained once)"
-        row[f"{cut} test mean (range)"] = (f"{record['test']:.3f} ({record['test_range'][0]:.3f}"
-                                           f"-{record['test_range'][1]:.3f})")
+        row[f"{cut} test mean (range)"] = (
+            f"{record['test']:.3f} ({record['test_range'][0]:.3f}-{record['test_range'][1]:.3f})"
+        )
         row[f"{cut} val mean"] = f"{record['val']:.3f}"
         if f"{LESION_KIND}_sensitivity" in record:
             row[f"{LESION_KIND} sensitivity"] = f"{record[f'{LESION_KIND}_sensitivity']:.3f}"
@@ -161,8 +197,9 @@ def format_seed_report(numbers: dict[str, Any]) -> str:
     for entry in numbers["comparisons"]:
         row = {"comparison (test)": entry["models"]}
         for result in entry["per_seed"]:
-            row[f"seed {result['seed']}"] = (f"{result['difference']:+.3f} ("
-                                             f"{_interval(*result['ci95'])})")
+            row[f"seed {result['seed']}"] = (
+                f"{result['difference']:+.3f} ({_interval(*result['ci95'])})"
+            )
         pooled = entry["pooled"]
         row["pooled"] = f"{pooled['difference']:+.3f} ({_interval(*pooled['ci95'])})"
         row["seeds with CI > 0 or < 0"] = f"{entry['seeds_ci_excludes_zero']}/{len(seeds)}"
@@ -174,8 +211,10 @@ def format_seed_report(numbers: dict[str, Any]) -> str:
         _markdown(pd.DataFrame(model_rows)),
     ]
     if numbers.get("gap"):
-        parts.append(f"Share of the gap: (model - {numbers['gap'][0]}) / ({numbers['gap'][1]} - "
-                     f"{numbers['gap'][0]}), on mean test {cut}.")
+        parts.append(
+            f"Share of the gap: (model - {numbers['gap'][0]}) / ({numbers['gap'][1]} - "
+            f"{numbers['gap'][0]}), on mean test {cut}."
+        )
     if comparison_rows:
         parts += [
             f"## Paired differences of {cut} on test, per seed and pooled",
@@ -186,10 +225,16 @@ def format_seed_report(numbers: dict[str, Any]) -> str:
             _markdown(pd.DataFrame(comparison_rows)),
         ]
     if numbers["stage2"]:
-        rows = [{"Stage II run": stage,
-                 **{key.replace("val_", ""): f"{value:.4f}" for key, value in values.items()}}
-                for stage, values in numbers["stage2"].items()]
-        parts += ["## Stage II: Eq. 2's similarity of z'_SM and the teacher's features on "
-                  "validation (last validation, mean over seeds)",
-                  _markdown(pd.DataFrame(rows).fillna("-"))]
+        rows = [
+            {
+                "Stage II run": stage,
+                **{key.replace("val_", ""): f"{value:.4f}" for key, value in values.items()},
+            }
+            for stage, values in numbers["stage2"].items()
+        ]
+        parts += [
+            "## Stage II: Eq. 2's similarity of z'_SM and the teacher's features on "
+            "validation (last validation, mean over seeds)",
+            _markdown(pd.DataFrame(rows).fillna("-")),
+        ]
     return "\n\n".join(parts)

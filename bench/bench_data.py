@@ -91,11 +91,15 @@ from tests.helpers.dicom_factory import breast_image, write_mammogram  # noqa: E
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"
 FFDM_SIZE = (4096, 3328)  # rows, columns: Hologic Selenia Dimensions FFDM
 SM_SIZE = (2457, 1996)  # Hologic C-View synthesised mammogram
-TRANSFER_SYNTAXES = {None: "1.2.840.10008.1.2.1 Explicit VR Little Endian",
-                     "jpeg2000": "1.2.840.10008.1.2.4.90 JPEG 2000 Lossless",
-                     "jpeg-lossless": "1.2.840.10008.1.2.4.70 JPEG Lossless SV1"}
-ASSUMPTION = ("assumed, not measured here: the Stage I training rate of EfficientDet-D0 at "
-              "1280 x 1024 with bf16 on one H100/H200-class GPU")
+TRANSFER_SYNTAXES = {
+    None: "1.2.840.10008.1.2.1 Explicit VR Little Endian",
+    "jpeg2000": "1.2.840.10008.1.2.4.90 JPEG 2000 Lossless",
+    "jpeg-lossless": "1.2.840.10008.1.2.4.70 JPEG Lossless SV1",
+}
+ASSUMPTION = (
+    "assumed, not measured here: the Stage I training rate of EfficientDet-D0 at "
+    "1280 x 1024 with bf16 on one H100/H200-class GPU"
+)
 
 
 def timed(function, *args, **kwargs) -> tuple[float, Any]:
@@ -115,17 +119,50 @@ def file_specs(scale: float) -> list[dict[str, Any]]:
     ffdm = tuple(max(64, round(v * scale)) for v in FFDM_SIZE)
     sm = tuple(max(64, round(v * scale)) for v in SM_SIZE)
     specs = []
-    for compression, name in ((None, "ffdm_uncompressed"), ("jpeg2000", "ffdm_jpeg2000"),
-                              ("jpeg-lossless", "ffdm_jpeg_lossless")):
-        specs.append({"name": name, "modality": "ffdm", "size": ffdm, "laterality": "R",
-                      "photometric": "MONOCHROME2", "bits_stored": 12,
-                      "compression": compression, "window": (2048.0, 4096.0), "seed": 0})
-    specs.append({"name": "ffdm_uncompressed_monochrome1", "modality": "ffdm", "size": ffdm,
-                  "laterality": "L", "photometric": "MONOCHROME1", "bits_stored": 14,
-                  "compression": None, "window": (8192.0, 16384.0), "seed": 1})
-    specs.append({"name": "sm_uncompressed", "modality": "sm", "size": sm, "laterality": "R",
-                  "photometric": "MONOCHROME2", "bits_stored": 16, "compression": None,
-                  "window": (32768.0, 65536.0), "seed": 2})
+    for compression, name in (
+        (None, "ffdm_uncompressed"),
+        ("jpeg2000", "ffdm_jpeg2000"),
+        ("jpeg-lossless", "ffdm_jpeg_lossless"),
+    ):
+        specs.append(
+            {
+                "name": name,
+                "modality": "ffdm",
+                "size": ffdm,
+                "laterality": "R",
+                "photometric": "MONOCHROME2",
+                "bits_stored": 12,
+                "compression": compression,
+                "window": (2048.0, 4096.0),
+                "seed": 0,
+            }
+        )
+    specs.append(
+        {
+            "name": "ffdm_uncompressed_monochrome1",
+            "modality": "ffdm",
+            "size": ffdm,
+            "laterality": "L",
+            "photometric": "MONOCHROME1",
+            "bits_stored": 14,
+            "compression": None,
+            "window": (8192.0, 16384.0),
+            "seed": 1,
+        }
+    )
+    specs.append(
+        {
+            "name": "sm_uncompressed",
+            "modality": "sm",
+            "size": sm,
+            "laterality": "R",
+            "photometric": "MONOCHROME2",
+            "bits_stored": 16,
+            "compression": None,
+            "window": (32768.0, 65536.0),
+            "seed": 2,
+        }
+    )
     return specs
 
 
@@ -137,12 +174,20 @@ def write_files(specs, folder: Path) -> dict[str, float]:
     for spec in specs:
         key = (spec["size"], spec["laterality"], spec["seed"])
         if key not in images:
-            images[key] = breast_image(*spec["size"], laterality=spec["laterality"],
-                                       seed=spec["seed"])
+            images[key] = breast_image(
+                *spec["size"], laterality=spec["laterality"], seed=spec["seed"]
+            )
         seconds, path = timed(
-            write_mammogram, folder / f"{spec['name']}.dcm", images[key], spec["laterality"],
-            "CC", spec["photometric"], spec["bits_stored"], spec["compression"],
-            window=spec["window"])
+            write_mammogram,
+            folder / f"{spec['name']}.dcm",
+            images[key],
+            spec["laterality"],
+            "CC",
+            spec["photometric"],
+            spec["bits_stored"],
+            spec["compression"],
+            window=spec["window"],
+        )
         spec["path"] = str(path)
         setup[spec["name"]] = seconds
         dataset = pydicom.dcmread(path)
@@ -186,8 +231,11 @@ def time_steps(path, image_size, laterality, cache: ImageCache, name: str, modal
     content_height, content_width = geometry.content_size
     shrinking = content_width < crop.shape[1] or content_height < crop.shape[0]
     steps["of_which_geometry_resize"], _ = timed(
-        cv2.resize, crop, (content_width, content_height),
-        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        cv2.resize,
+        crop,
+        (content_width, content_height),
+        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+    )
     del crop
     steps["cache_write"], _ = timed(cache.write, f"steps-{name}", modality, out, geometry)
     return steps, out
@@ -199,11 +247,13 @@ def _largest_box(mask: np.ndarray, factor: int, shape, margin: float):
     is), its box scaled back."""
     height, width = shape
     mask = np.ascontiguousarray(mask).view(np.uint8)
-    padded = cv2.copyMakeBorder(mask, 0, (-height) % factor, 0, (-width) % factor,
-                                cv2.BORDER_CONSTANT, value=0)
+    padded = cv2.copyMakeBorder(
+        mask, 0, (-height) % factor, 0, (-width) % factor, cv2.BORDER_CONSTANT, value=0
+    )
     np.multiply(padded, 255, out=padded)
-    small = cv2.resize(padded, (padded.shape[1] // factor, padded.shape[0] // factor),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        padded, (padded.shape[1] // factor, padded.shape[0] // factor), interpolation=cv2.INTER_AREA
+    )
     mask = (small > 0).view(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
@@ -211,13 +261,24 @@ def _largest_box(mask: np.ndarray, factor: int, shape, margin: float):
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     left, top, box_width, box_height = (int(v) * factor for v in stats[largest, :4])
     pad = int(math.ceil(margin * max(height, width)))
-    return (max(0, left - pad), max(0, top - pad), min(width, left + box_width + pad),
-            min(height, top + box_height + pad))
+    return (
+        max(0, left - pad),
+        max(0, top - pad),
+        min(width, left + box_width + pad),
+        min(height, top + box_height + pad),
+    )
 
 
-def proposed_load_image(path, image_size, laterality=None, window="dicom",
-                        margin=DEFAULT_MARGIN, threshold=BACKGROUND_THRESHOLD,
-                        box_factor=4, resize_first=False):
+def proposed_load_image(
+    path,
+    image_size,
+    laterality=None,
+    window="dicom",
+    margin=DEFAULT_MARGIN,
+    threshold=BACKGROUND_THRESHOLD,
+    box_factor=4,
+    resize_first=False,
+):
     """`load_image` with the breast box found on a mask reduced by ``box_factor``;
     ``resize_first`` also resizes the stored values before windowing (not exact: the window
     clips). Both move the crop box by a few pixels: every cache would change."""
@@ -239,12 +300,14 @@ def proposed_load_image(path, image_size, laterality=None, window="dicom",
     shrinking = content_width < crop.shape[1] or content_height < crop.shape[0]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     if resize_first:
-        resized = cv2.resize(np.ascontiguousarray(crop), (content_width, content_height),
-                             interpolation=interpolation)
+        resized = cv2.resize(
+            np.ascontiguousarray(crop), (content_width, content_height), interpolation=interpolation
+        )
         resized = table.apply(resized)
     else:
-        resized = cv2.resize(table.apply(crop), (content_width, content_height),
-                             interpolation=interpolation)
+        resized = cv2.resize(
+            table.apply(crop), (content_width, content_height), interpolation=interpolation
+        )
     out = np.zeros(geometry.input_size, dtype=np.float32)
     out[:content_height, :content_width] = resized
     return out, geometry
@@ -258,9 +321,13 @@ PROPOSALS = {
 
 # -- 1. the decode benchmark ---------------------------------------------------------------------
 def ratio_summary(ours: list[float], floor: list[float]) -> dict[str, float]:
-    return {"of_medians": statistics.median(ours) / statistics.median(floor),
-            **{f"per_repeat_{key}": value for key, value in
-               summary([a / b for a, b in zip(ours, floor)]).items()}}
+    return {
+        "of_medians": statistics.median(ours) / statistics.median(floor),
+        **{
+            f"per_repeat_{key}": value
+            for key, value in summary([a / b for a, b in zip(ours, floor)]).items()
+        },
+    }
 
 
 def bench_file(spec, image_size, cache: ImageCache, repeats: int, propose: bool):
@@ -290,9 +357,18 @@ def bench_file(spec, image_size, cache: ImageCache, repeats: int, propose: bool)
     steps_summary = {name: summary(values) for name, values in steps.items()}
     counted = [name for name in steps if not name.startswith("of_which") and name != "cache_write"]
     result = {
-        **{key: spec[key] for key in ("modality", "laterality", "photometric", "bits_stored",
-                                      "transfer_syntax", "transfer_syntax_expected",
-                                      "file_mib")},
+        **{
+            key: spec[key]
+            for key in (
+                "modality",
+                "laterality",
+                "photometric",
+                "bits_stored",
+                "transfer_syntax",
+                "transfer_syntax_expected",
+                "file_mib",
+            )
+        },
         "size": list(spec["size"]),
         "repeats": repeats,
         "floor_s": summary(floor),
@@ -308,8 +384,9 @@ def bench_file(spec, image_size, cache: ImageCache, repeats: int, propose: bool)
     if "lossless_round_trip" in spec:
         result["lossless_round_trip"] = spec["lossless_round_trip"]
     if propose:
-        result["proposed"] = bench_proposals(spec, image_size, repeats, reference,
-                                             reference_geometry)
+        result["proposed"] = bench_proposals(
+            spec, image_size, repeats, reference, reference_geometry
+        )
     return result
 
 
@@ -321,11 +398,14 @@ def bench_proposals(spec, image_size, repeats, reference, reference_geometry):
     crop box a few pixels larger resamples every pixel, so the plain difference mostly
     measures the texture under a sub-pixel shift)."""
     path, laterality = spec["path"], spec["laterality"]
-    arms = {"floor": lambda: floor_read(path),
-            "ours": lambda: load_image(path, image_size, laterality)}
+    arms = {
+        "floor": lambda: floor_read(path),
+        "ours": lambda: load_image(path, image_size, laterality),
+    }
     for name, options in PROPOSALS.items():
-        arms[name] = lambda options=options: proposed_load_image(path, image_size, laterality,
-                                                                 **options)
+        arms[name] = lambda options=options: proposed_load_image(
+            path, image_size, laterality, **options
+        )
     times: dict[str, list[float]] = defaultdict(list)
     names = list(arms)
     for repeat in range(repeats):
@@ -350,11 +430,13 @@ def bench_proposals(spec, image_size, repeats, reference, reference_geometry):
             "mean_abs_difference": float(np.mean(np.abs(out - reference))),
             "share_of_pixels_off_by_over_0_01": float(np.mean(np.abs(out - reference) > 0.01)),
             "identical_to_load_image_steps_on_its_geometry": bool(
-                np.array_equal(out, same_geometry)),
+                np.array_equal(out, same_geometry)
+            ),
             "max_abs_difference_on_its_geometry": float(np.max(np.abs(out - same_geometry))),
             "crop_box": list(geometry.crop_box),
-            "crop_box_change_px": [int(a) - int(b) for a, b in
-                                   zip(geometry.crop_box, reference_geometry.crop_box)],
+            "crop_box_change_px": [
+                int(a) - int(b) for a, b in zip(geometry.crop_box, reference_geometry.crop_box)
+            ],
         }
     return results
 
@@ -387,29 +469,59 @@ def make_phantom(folder: Path, pairs: int, scale: str, image_size) -> dict[str, 
     started = time.perf_counter()
     text = io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-        code = phantom_main(["--out", str(folder), "--pairs", str(pairs), "--seed", "0",
-                             "--scale", scale, "--quiet"])
+        code = phantom_main(
+            [
+                "--out",
+                str(folder),
+                "--pairs",
+                str(pairs),
+                "--seed",
+                "0",
+                "--scale",
+                scale,
+                "--quiet",
+            ]
+        )
         phantom_s = time.perf_counter() - started
         if code == 0:
-            code = prepare_main(["--manifest", str(folder), "--out", str(folder / "cache"),
-                                 "--image-size", *(str(v) for v in image_size),
-                                 "--no-progress"])
+            code = prepare_main(
+                [
+                    "--manifest",
+                    str(folder),
+                    "--out",
+                    str(folder / "cache"),
+                    "--image-size",
+                    *(str(v) for v in image_size),
+                    "--no-progress",
+                ]
+            )
     if code != 0:
         raise RuntimeError(f"making the phantom cache failed:\n{text.getvalue()}")
     entries = list((folder / "cache").rglob("*.npz"))
-    return {"pairs": pairs, "scale": scale, "phantom_s": phantom_s,
-            "prepare_s": time.perf_counter() - started - phantom_s,
-            "cache_entries": len(entries),
-            "cache_entry_kib_mean": sum(p.stat().st_size for p in entries) / len(entries) / 1024}
+    return {
+        "pairs": pairs,
+        "scale": scale,
+        "phantom_s": phantom_s,
+        "prepare_s": time.perf_counter() - started - phantom_s,
+        "cache_entries": len(entries),
+        "cache_entry_kib_mean": sum(p.stat().st_size for p in entries) / len(entries) / 1024,
+    }
 
 
 def data_module(folder: Path, modalities, workers: int, args):
     from datamodules.paired import PairedMammoDataModule
 
     module = PairedMammoDataModule(
-        str(folder), cache_dir=str(folder / "cache"), image_size=tuple(args.image_size),
-        modalities=modalities, batch_size=args.batch_size, num_workers=workers, seed=0,
-        augment=True, samples_per_epoch=(args.warmup_batches + args.batches) * args.batch_size)
+        str(folder),
+        cache_dir=str(folder / "cache"),
+        image_size=tuple(args.image_size),
+        modalities=modalities,
+        batch_size=args.batch_size,
+        num_workers=workers,
+        seed=0,
+        augment=True,
+        samples_per_epoch=(args.warmup_batches + args.batches) * args.batch_size,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         module.setup("fit")
     return module
@@ -417,8 +529,7 @@ def data_module(folder: Path, modalities, workers: int, args):
 
 def loader_rates(folder: Path, modalities, args) -> dict[str, Any]:
     """Pairs/s of the training loader per worker count, interleaved across repeats."""
-    loaders = {w: data_module(folder, modalities, w, args).train_dataloader()
-               for w in args.workers}
+    loaders = {w: data_module(folder, modalities, w, args).train_dataloader() for w in args.workers}
     rates: dict[int, list[float]] = defaultdict(list)
     startup: dict[int, float] = {}
     for repeat in range(args.loader_repeats):
@@ -439,8 +550,10 @@ def loader_rates(folder: Path, modalities, args) -> dict[str, Any]:
             iterator._shutdown_workers()
     del loaders
     gc.collect()
-    return {"pairs_per_s": {str(w): summary(rates[w]) for w in args.workers},
-            "first_iteration_with_warmup_s": {str(w): startup[w] for w in args.workers}}
+    return {
+        "pairs_per_s": {str(w): summary(rates[w]) for w in args.workers},
+        "first_iteration_with_warmup_s": {str(w): startup[w] for w in args.workers},
+    }
 
 
 def loader_steps(folder: Path, modalities, args, count: int) -> dict[str, Any]:
@@ -473,19 +586,23 @@ def loader_steps(folder: Path, modalities, args, count: int) -> dict[str, Any]:
             boxes[modality], kept = input_boxes(original, geometry)
             labels[modality] = classes[kept]
         parts["augment_per_pair"].append(
-            timed(dataset.transform, images, boxes, labels, seed=seed)[0])
+            timed(dataset.transform, images, boxes, labels, seed=seed)[0]
+        )
         seconds, sample = timed(dataset.__getitem__, (index, seed))
         parts["getitem_per_pair"].append(seconds)
         samples.append(sample)
     for start in range(0, len(samples) - args.batch_size + 1, args.batch_size):
-        seconds, _ = timed(collate_pairs, samples[start:start + args.batch_size])
+        seconds, _ = timed(collate_pairs, samples[start : start + args.batch_size])
         parts["collate_per_pair"].append(seconds / args.batch_size)
     # the mean too: augmentation is a mixture (each transform applies with p = 0.5)
-    result = {name: {**summary(values), "mean": statistics.fmean(values)}
-              for name, values in parts.items()}
+    result = {
+        name: {**summary(values), "mean": statistics.fmean(values)}
+        for name, values in parts.items()
+    }
     per_image = result["cache_read_per_image"]["mean"] * len(modalities)
     result["rest_of_getitem_per_pair_mean_s"] = (
-        result["getitem_per_pair"]["mean"] - per_image - result["augment_per_pair"]["mean"])
+        result["getitem_per_pair"]["mean"] - per_image - result["augment_per_pair"]["mean"]
+    )
     return result
 
 
@@ -494,12 +611,20 @@ def bench_loader(args, folder: Path) -> dict[str, Any]:
     configs = {"stage1_one_modality": ("sm",), "two_modalities": ("sm", "ffdm")}
     results = {}
     for name, modalities in configs.items():
-        results[name] = {"modalities": list(modalities),
-                         **loader_rates(folder, modalities, args),
-                         "steps_s": loader_steps(folder, modalities, args, args.step_samples)}
-    return {"phantom": phantom, "batch_size": args.batch_size, "batches": args.batches,
-            "warmup_batches": args.warmup_batches, "repeats": args.loader_repeats,
-            "augment": True, **results}
+        results[name] = {
+            "modalities": list(modalities),
+            **loader_rates(folder, modalities, args),
+            "steps_s": loader_steps(folder, modalities, args, args.step_samples),
+        }
+    return {
+        "phantom": phantom,
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "warmup_batches": args.warmup_batches,
+        "repeats": args.loader_repeats,
+        "augment": True,
+        **results,
+    }
 
 
 # -- 3. conclusions ------------------------------------------------------------------------------
@@ -511,10 +636,13 @@ def conclusions(decode, loader, args) -> dict[str, Any]:
     per_worker = {w: rates[w] / max(1, w) for w in rates}
     # one worker process is one core; else the in-process loader (0 workers)
     basis = 1 if 1 in rates else min(rates)
-    cached = {"pairs_per_s_per_core": per_worker[basis], "basis_num_workers": basis,
-              "cores_per_gpu": gpu / per_worker[basis],
-              "cores_per_gpu_by_num_workers": {str(w): gpu / per_worker[w] for w in rates},
-              "note": "loader worker cores only; the training process itself needs one more"}
+    cached = {
+        "pairs_per_s_per_core": per_worker[basis],
+        "basis_num_workers": basis,
+        "cores_per_gpu": gpu / per_worker[basis],
+        "cores_per_gpu_by_num_workers": {str(w): gpu / per_worker[w] for w in rates},
+        "note": "loader worker cores only; the training process itself needs one more",
+    }
     two = loader["two_modalities"]["pairs_per_s"]
     two_rate = two[str(basis)]["median"] / max(1, basis)
     cached["two_modalities_cores_per_gpu_at_same_rate"] = gpu / two_rate
@@ -527,39 +655,62 @@ def conclusions(decode, loader, args) -> dict[str, Any]:
         seconds = result["ours_s"]["median"] + rest
         decode_path[f"stage1_{name}"] = {"s_per_pair": seconds, "cores_per_gpu": gpu * seconds}
     two_steps = loader["two_modalities"]["steps_s"]
-    two_rest = max(0.0, 1.0 / two[str(min(rates))]["median"]
-                   - 2 * two_steps["cache_read_per_image"]["mean"])
+    two_rest = max(
+        0.0, 1.0 / two[str(min(rates))]["median"] - 2 * two_steps["cache_read_per_image"]["mean"]
+    )
     if "sm_uncompressed" in files:
         for name in ("ffdm_uncompressed", "ffdm_jpeg2000", "ffdm_jpeg_lossless"):
             if name in files:
-                seconds = (files["sm_uncompressed"]["ours_s"]["median"]
-                           + files[name]["ours_s"]["median"] + two_rest)
+                seconds = (
+                    files["sm_uncompressed"]["ours_s"]["median"]
+                    + files[name]["ours_s"]["median"]
+                    + two_rest
+                )
                 decode_path[f"two_modalities_sm_and_{name}"] = {
-                    "s_per_pair": seconds, "cores_per_gpu": gpu * seconds}
+                    "s_per_pair": seconds,
+                    "cores_per_gpu": gpu * seconds,
+                }
     uncompressed = files.get("ffdm_uncompressed")
     target = {}
     if uncompressed is not None:
         ratio = uncompressed["ratio_ours_to_floor"]["of_medians"]
         steps_s = uncompressed["steps_s"]
-        costly = sorted(((name, value["median"]) for name, value in steps_s.items()
-                         if not name.startswith("of_which") and name != "cache_write"),
-                        key=lambda item: -item[1])
-        target = {"uncompressed_ffdm_ratio": ratio, "target_ratio": 2.0, "aim_ratio": 1.5,
-                  "meets_target": ratio <= 2.0,
-                  "floor_s": uncompressed["floor_s"]["median"],
-                  "ours_s": uncompressed["ours_s"]["median"],
-                  "steps_by_cost_s": dict(costly),
-                  "inside_steps_s": {name: value["median"] for name, value in steps_s.items()
-                                     if name.startswith("of_which")}}
+        costly = sorted(
+            (
+                (name, value["median"])
+                for name, value in steps_s.items()
+                if not name.startswith("of_which") and name != "cache_write"
+            ),
+            key=lambda item: -item[1],
+        )
+        target = {
+            "uncompressed_ffdm_ratio": ratio,
+            "target_ratio": 2.0,
+            "aim_ratio": 1.5,
+            "meets_target": ratio <= 2.0,
+            "floor_s": uncompressed["floor_s"]["median"],
+            "ours_s": uncompressed["ours_s"]["median"],
+            "steps_by_cost_s": dict(costly),
+            "inside_steps_s": {
+                name: value["median"]
+                for name, value in steps_s.items()
+                if name.startswith("of_which")
+            },
+        }
         proposed = uncompressed.get("proposed")
         if proposed:
-            target["proposed_ratios"] = {name: proposed[name]["ratio_to_floor"]
-                                         for name in PROPOSALS}
-    return {"gpu_pairs_per_s": gpu, "gpu_rate_is": ASSUMPTION,
-            "cached": cached, "decode_path_no_cache": decode_path,
-            "decode_path_formula": "cores = gpu pairs/s x (load_image per image + the cached "
-                                   "loader's per-pair time less its cache read)",
-            "acceptance": target}
+            target["proposed_ratios"] = {
+                name: proposed[name]["ratio_to_floor"] for name in PROPOSALS
+            }
+    return {
+        "gpu_pairs_per_s": gpu,
+        "gpu_rate_is": ASSUMPTION,
+        "cached": cached,
+        "decode_path_no_cache": decode_path,
+        "decode_path_formula": "cores = gpu pairs/s x (load_image per image + the cached "
+        "loader's per-pair time less its cache read)",
+        "acceptance": target,
+    }
 
 
 # -- summary -------------------------------------------------------------------------------------
@@ -569,65 +720,93 @@ def ms(value: float) -> str:
 
 def print_summary(result, path: Path) -> None:
     decode, loader, found = result["decode"], result["loader"], result["conclusions"]
-    print("Decode + preprocessing per image, one core (median ms; ours = load_image; "
-          "ratio = ours / floor):")
+    print(
+        "Decode + preprocessing per image, one core (median ms; ours = load_image; "
+        "ratio = ours / floor):"
+    )
     print(f"  {'file':32s} {'floor':>7s} {'ours':>7s} {'ratio':>6s} {'prepare':>8s}  MiB")
     for name, item in decode["files"].items():
-        print(f"  {name:32s} {ms(item['floor_s']['median']):>7s} "
-              f"{ms(item['ours_s']['median']):>7s} "
-              f"{item['ratio_ours_to_floor']['of_medians']:>5.1f}x "
-              f"{ms(item['prepare_one_s']['median']):>8s}  {item['file_mib']:.1f}")
+        print(
+            f"  {name:32s} {ms(item['floor_s']['median']):>7s} "
+            f"{ms(item['ours_s']['median']):>7s} "
+            f"{item['ratio_ours_to_floor']['of_medians']:>5.1f}x "
+            f"{ms(item['prepare_one_s']['median']):>8s}  {item['file_mib']:.1f}"
+        )
     for name, item in decode["files"].items():
-        parts = ", ".join(f"{step} {ms(value['median'])}" for step, value in
-                          item["steps_s"].items())
+        parts = ", ".join(
+            f"{step} {ms(value['median'])}" for step, value in item["steps_s"].items()
+        )
         print(f"  steps of {name} (ms): {parts}")
     uncompressed = decode["files"].get("ffdm_uncompressed", {})
     proposed = uncompressed.get("proposed", {})
     if proposed:
-        print(f"  local experiment on ffdm_uncompressed, its own pass: floor "
-              f"{ms(proposed['floor_s']['median'])} ms, ours {ms(proposed['ours_s']['median'])}"
-              " ms")
+        print(
+            f"  local experiment on ffdm_uncompressed, its own pass: floor "
+            f"{ms(proposed['floor_s']['median'])} ms, ours {ms(proposed['ours_s']['median'])}"
+            " ms"
+        )
     for name in PROPOSALS if proposed else ():
         item = proposed[name]
-        same = "identical output" if item["identical_to_load_image"] else (
-            f"mean |diff| {item['mean_abs_difference']:.1e} (max "
-            f"{item['max_abs_difference']:.2f}, "
-            f"{100 * item['share_of_pixels_off_by_over_0_01']:.1f}% of pixels off by > 0.01), "
-            f"crop box moved {item['crop_box_change_px']} px; on its own crop box "
-            + ("identical" if item["identical_to_load_image_steps_on_its_geometry"] else
-               f"max |diff| {item['max_abs_difference_on_its_geometry']:.2g}"))
-        print(f"  proposed {name} (local experiment): {ms(item['s']['median'])} ms, "
-              f"{item['ratio_to_floor']:.1f}x floor, {item['speed_up_vs_ours']:.1f}x faster "
-              f"than ours, {same}")
-    print(f"Cached loader at {result['settings']['image_size']}, batch "
-          f"{loader['batch_size']}, training augmentation (pairs/s, median of "
-          f"{loader['repeats']}):")
+        same = (
+            "identical output"
+            if item["identical_to_load_image"]
+            else (
+                f"mean |diff| {item['mean_abs_difference']:.1e} (max "
+                f"{item['max_abs_difference']:.2f}, "
+                f"{100 * item['share_of_pixels_off_by_over_0_01']:.1f}% of pixels off by > 0.01), "
+                f"crop box moved {item['crop_box_change_px']} px; on its own crop box "
+                + (
+                    "identical"
+                    if item["identical_to_load_image_steps_on_its_geometry"]
+                    else f"max |diff| {item['max_abs_difference_on_its_geometry']:.2g}"
+                )
+            )
+        )
+        print(
+            f"  proposed {name} (local experiment): {ms(item['s']['median'])} ms, "
+            f"{item['ratio_to_floor']:.1f}x floor, {item['speed_up_vs_ours']:.1f}x faster "
+            f"than ours, {same}"
+        )
+    print(
+        f"Cached loader at {result['settings']['image_size']}, batch "
+        f"{loader['batch_size']}, training augmentation (pairs/s, median of "
+        f"{loader['repeats']}):"
+    )
     for config in ("stage1_one_modality", "two_modalities"):
         item = loader[config]
-        rates = ", ".join(f"num_workers={w}: {value['median']:.1f}"
-                          for w, value in item["pairs_per_s"].items())
+        rates = ", ".join(
+            f"num_workers={w}: {value['median']:.1f}" for w, value in item["pairs_per_s"].items()
+        )
         steps = item["steps_s"]
-        print(f"  {config} {item['modalities']}: {rates}; in process, mean ms: cache read "
-              f"{ms(steps['cache_read_per_image']['mean'])} per image (zlib inflate "
-              f"{ms(steps['cache_inflate_per_image']['mean'])}), augment "
-              f"{ms(steps['augment_per_pair']['mean'])} per pair, getitem "
-              f"{ms(steps['getitem_per_pair']['mean'])} per pair, collate "
-              f"{ms(steps['collate_per_pair']['mean'])} per pair")
+        print(
+            f"  {config} {item['modalities']}: {rates}; in process, mean ms: cache read "
+            f"{ms(steps['cache_read_per_image']['mean'])} per image (zlib inflate "
+            f"{ms(steps['cache_inflate_per_image']['mean'])}), augment "
+            f"{ms(steps['augment_per_pair']['mean'])} per pair, getitem "
+            f"{ms(steps['getitem_per_pair']['mean'])} per pair, collate "
+            f"{ms(steps['collate_per_pair']['mean'])} per pair"
+        )
     cached = found["cached"]
     print(f"Cores per GPU at {found['gpu_pairs_per_s']:g} pairs/s ({found['gpu_rate_is']}):")
-    print(f"  cached loader: {cached['cores_per_gpu']:.1f} worker cores "
-          f"({cached['pairs_per_s_per_core']:.1f} pairs/s per core, "
-          f"{cached['basis_num_workers']} worker), two modalities "
-          f"{cached['two_modalities_cores_per_gpu_at_same_rate']:.1f}; plus the training "
-          "process")
+    print(
+        f"  cached loader: {cached['cores_per_gpu']:.1f} worker cores "
+        f"({cached['pairs_per_s_per_core']:.1f} pairs/s per core, "
+        f"{cached['basis_num_workers']} worker), two modalities "
+        f"{cached['two_modalities_cores_per_gpu_at_same_rate']:.1f}; plus the training "
+        "process"
+    )
     for name, item in found["decode_path_no_cache"].items():
-        print(f"  no cache, {name}: {item['cores_per_gpu']:.1f} cores "
-              f"({ms(item['s_per_pair'])} ms per pair)")
+        print(
+            f"  no cache, {name}: {item['cores_per_gpu']:.1f} cores "
+            f"({ms(item['s_per_pair'])} ms per pair)"
+        )
     target = found["acceptance"]
     if target:
         verdict = "meets" if target["meets_target"] else "misses"
-        print(f"Acceptance: uncompressed FFDM {target['uncompressed_ffdm_ratio']:.1f}x the "
-              f"pixel_array floor: {verdict} the 2x target")
+        print(
+            f"Acceptance: uncompressed FFDM {target['uncompressed_ffdm_ratio']:.1f}x the "
+            f"pixel_array floor: {verdict} the 2x target"
+        )
     print(f"wrote {path} ({result['wall_s']:.0f} s)")
 
 
@@ -635,10 +814,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="repeats per uncompressed file")
     parser.add_argument("--compressed-repeats", type=int, default=3)
-    parser.add_argument("--image-size", nargs=2, type=int, default=IMAGE_SIZE,
-                        metavar=("H", "W"))
-    parser.add_argument("--dicom-scale", type=float, default=1.0,
-                        help="size of the test DICOMs relative to full size")
+    parser.add_argument("--image-size", nargs=2, type=int, default=IMAGE_SIZE, metavar=("H", "W"))
+    parser.add_argument(
+        "--dicom-scale",
+        type=float,
+        default=1.0,
+        help="size of the test DICOMs relative to full size",
+    )
     parser.add_argument("--pairs", type=int, default=64, help="phantom pairs for the loader")
     parser.add_argument("--phantom-scale", default="5/16")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -647,14 +829,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-batches", type=int, default=2)
     parser.add_argument("--loader-repeats", type=int, default=3)
     parser.add_argument("--step-samples", type=int, default=16)
-    parser.add_argument("--gpu-pairs-per-s", type=float, default=60.0,
-                        help=f"GPU training rate ({ASSUMPTION})")
-    parser.add_argument("--no-proposals", action="store_true",
-                        help="skip the local experiment of faster variants")
+    parser.add_argument(
+        "--gpu-pairs-per-s", type=float, default=60.0, help=f"GPU training rate ({ASSUMPTION})"
+    )
+    parser.add_argument(
+        "--no-proposals", action="store_true", help="skip the local experiment of faster variants"
+    )
     parser.add_argument("--workdir", help="folder for the temporary files (default: system's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: quarter-size DICOMs, 8 pairs, 1-2 repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: quarter-size DICOMs, 8 pairs, 1-2 repeats"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.compressed_repeats, args.dicom_scale = 2, 1, 0.25
@@ -668,13 +853,21 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(temporary)
         decode = bench_decode(args, folder / "dicom")
         loader = bench_loader(args, folder / "phantom")
-    settings = {key: (list(value) if isinstance(value, tuple) else value)
-                for key, value in vars(args).items() if key not in ("out", "workdir")}
-    settings["threads"] = {"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads(),
-                           **{name: os.environ.get(name) for name in
-                              ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-                           "note": "one thread per process: figures are per core; DataLoader "
-                                   "workers are one process (core) each"}
+    settings = {
+        key: (list(value) if isinstance(value, tuple) else value)
+        for key, value in vars(args).items()
+        if key not in ("out", "workdir")
+    }
+    settings["threads"] = {
+        "torch": torch.get_num_threads(),
+        "opencv": cv2.getNumThreads(),
+        **{
+            name: os.environ.get(name)
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
+        "note": "one thread per process: figures are per core; DataLoader "
+        "workers are one process (core) each",
+    }
     info = machine()
     info["opencv"] = cv2.__version__
     info["numpy"] = np.__version__

@@ -28,18 +28,24 @@ def stage_times(run: Path, config: Path) -> dict[str, dict]:
     for name in pipeline.order():
         path = run / name / STATE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: stage {name} of {run} has not finished; run "
-                                    f"`make demo` first")
+            raise FileNotFoundError(
+                f"{path}: stage {name} of {run} has not finished; run `make demo` first"
+            )
         state = json.loads(path.read_text())
-        stages[name] = {key: state.get(key) for key in (
-            "seconds", "fit_seconds", "evaluate_seconds", "hash")}
+        stages[name] = {
+            key: state.get(key) for key in ("seconds", "fit_seconds", "evaluate_seconds", "hash")
+        }
     return stages
 
 
 def commit() -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -52,18 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stages = stage_times(args.run, args.config)
     total = sum(stage["seconds"] for stage in stages.values())
-    result = {"run": str(args.run), "config": str(args.config), "commit": commit(),
-              "stages": stages, "stages_total_s": total}
+    result = {
+        "run": str(args.run),
+        "config": str(args.config),
+        "commit": commit(),
+        "stages": stages,
+        "stages_total_s": total,
+    }
     if args.compare:
         earlier = json.loads(args.compare.read_text())["stages"]
         result["ratio_to_compared"] = {
             name: stage["seconds"] / earlier[name]["seconds"]
-            for name, stage in stages.items() if name in earlier}
+            for name, stage in stages.items()
+            if name in earlier
+        }
     path = write_result("demo", result)
     for name, stage in stages.items():
         ratio = result.get("ratio_to_compared", {}).get(name)
-        print(f"  {name:12s} {stage['seconds']:7.1f} s (fit {stage['fit_seconds']:.1f} s)"
-              + ("" if ratio is None else f"  x{ratio:.2f} of the compared run"))
+        print(
+            f"  {name:12s} {stage['seconds']:7.1f} s (fit {stage['fit_seconds']:.1f} s)"
+            + ("" if ratio is None else f"  x{ratio:.2f} of the compared run")
+        )
     print(f"stages together {total / 60:.1f} min; wrote {path}")
     return 0
 

@@ -30,8 +30,9 @@ from metrics.froc import (  # noqa: E402
 )
 
 
-def synthetic_case(n_images: int, positive_share: float, detections_per_image: float,
-                   seed: int = 0):
+def synthetic_case(
+    n_images: int, positive_share: float, detections_per_image: float, seed: int = 0
+):
     """Mammogram-sized images (3328 x 4096 px); ``positive_share`` of them hold one or two
     lesions; each image gets a Poisson number of background detections, and most lesions a
     nearby detection that tends to score higher. Two models share the lesions and the images:
@@ -53,23 +54,31 @@ def synthetic_case(n_images: int, positive_share: float, detections_per_image: f
     detection_image = np.concatenate([background_image, lesion_image[near]])
     detection_centre = np.vstack([background_centre, near_centre])
     detection_half = rng.uniform(20, 120, size=(detection_image.size, 2))
-    detection_boxes = np.hstack([detection_centre - detection_half,
-                                 detection_centre + detection_half])
-    scores_a = np.concatenate([rng.beta(2, 5, size=background_image.size),
-                               rng.beta(5, 2, size=int(near.sum()))])
+    detection_boxes = np.hstack(
+        [detection_centre - detection_half, detection_centre + detection_half]
+    )
+    scores_a = np.concatenate(
+        [rng.beta(2, 5, size=background_image.size), rng.beta(5, 2, size=int(near.sum()))]
+    )
     scores_b = np.clip(scores_a + rng.normal(0, 0.05, size=scores_a.size), 1e-4, 1 - 1e-4)
     order = np.argsort(detection_image, kind="stable")
     shared = (detection_image[order], detection_boxes[order])
-    return (shared, scores_a[order].astype(np.float32), scores_b[order].astype(np.float32),
-            lesion_image, lesion_boxes)
+    return (
+        shared,
+        scores_a[order].astype(np.float32),
+        scores_b[order].astype(np.float32),
+        lesion_image,
+        lesion_boxes,
+    )
 
 
 def run_once(case, n_images: int, n_boot: int) -> dict:
     (detection_image, detection_boxes), scores_a, scores_b, lesion_image, lesion_boxes = case
     timings = {}
     start = time.perf_counter()
-    matched_a = match_detections(detection_image, detection_boxes, scores_a, lesion_image,
-                                 lesion_boxes, n_images=n_images)
+    matched_a = match_detections(
+        detection_image, detection_boxes, scores_a, lesion_image, lesion_boxes, n_images=n_images
+    )
     timings["match_s"] = time.perf_counter() - start
 
     mark = time.perf_counter()
@@ -86,8 +95,9 @@ def run_once(case, n_images: int, n_boot: int) -> dict:
     timings["one_model_s"] = time.perf_counter() - start
 
     mark = time.perf_counter()
-    matched_b = match_detections(detection_image, detection_boxes, scores_b, lesion_image,
-                                 lesion_boxes, n_images=n_images)
+    matched_b = match_detections(
+        detection_image, detection_boxes, scores_b, lesion_image, lesion_boxes, n_images=n_images
+    )
     paired = paired_bootstrap_fauc(matched_b, matched_a, max_fp=1.0, n_boot=n_boot, seed=0)
     timings["paired_bootstrap_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
@@ -96,10 +106,13 @@ def run_once(case, n_images: int, n_boot: int) -> dict:
         "n_detections": matched_a.n_detections,
         "n_lesions": matched_a.n_lesions,
         "n_positive_images": int(np.unique(lesion_image).size),
-        "fauc": overall.estimate, "fauc_ci95": [overall.low, overall.high],
-        "fauc_positive": positive.estimate, "fauc_positive_ci95": [positive.low, positive.high],
+        "fauc": overall.estimate,
+        "fauc_ci95": [overall.low, overall.high],
+        "fauc_positive": positive.estimate,
+        "fauc_positive_ci95": [positive.low, positive.high],
         "threshold_at_1_fp": threshold,
-        "paired_difference": paired.difference, "paired_ci95": [paired.low, paired.high],
+        "paired_difference": paired.difference,
+        "paired_ci95": [paired.low, paired.high],
         "paired_p_value": paired.p_value,
     }
 
@@ -117,20 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_once(case, args.images, args.n_boot) for _ in range(args.repeats)]
     names = runs[0]["timings"]
     result = {
-        "settings": {"n_images": args.images, "positive_share": args.positive_share,
-                     "detections_per_image": args.detections_per_image, "n_boot": args.n_boot,
-                     "repeats": args.repeats},
+        "settings": {
+            "n_images": args.images,
+            "positive_share": args.positive_share,
+            "detections_per_image": args.detections_per_image,
+            "n_boot": args.n_boot,
+            "repeats": args.repeats,
+        },
         "timings": {name: summary([run["timings"][name] for run in runs]) for name in names},
         "budget_s": 15.0,
         "runs": runs,
     }
     path = write_result("eval", result)
     last, total = runs[-1], result["timings"]["total_s"]
-    print(f"{args.images} images ({last['n_positive_images']} with lesions), "
-          f"{last['n_detections']} detections, {args.n_boot} replicates: median "
-          f"{total['median']:.2f} s (range {total['min']:.2f}-{total['max']:.2f}, "
-          f"{args.repeats} runs) for FAUC-1, FAUC-1+, the threshold and a paired bootstrap; "
-          f"FAUC-1 {last['fauc']:.4f}; wrote {path}")
+    print(
+        f"{args.images} images ({last['n_positive_images']} with lesions), "
+        f"{last['n_detections']} detections, {args.n_boot} replicates: median "
+        f"{total['median']:.2f} s (range {total['min']:.2f}-{total['max']:.2f}, "
+        f"{args.repeats} runs) for FAUC-1, FAUC-1+, the threshold and a paired bootstrap; "
+        f"FAUC-1 {last['fauc']:.4f}; wrote {path}"
+    )
     for name, timing in result["timings"].items():
         print(f"  {name}: {timing['median']:.3f} s")
     return 0

@@ -84,20 +84,36 @@ def bench_writer(images: int, per_image: int, seed: int = 0) -> dict:
         for rank in range(2):
             parts = RankParts(Path(folder), "test", rank)
             for image in range(rank, images, 2):
-                parts.add(f"image{image:07d}", FFDM_SIZE, boxes[image % 256],
-                          scores[image % 256], labels, lesion[: image % 2])
+                parts.add(
+                    f"image{image:07d}",
+                    FFDM_SIZE,
+                    boxes[image % 256],
+                    scores[image % 256],
+                    labels,
+                    lesion[: image % 2],
+                )
             parts.close()
         written = time.perf_counter() - started
         n_images, capped = merge_parts(Path(folder), "test", 2)
         total, cpu = time.perf_counter() - started, time.process_time() - cpu
         rows = pq.ParquetFile(Path(folder) / "test_predictions.parquet").metadata.num_rows
         size = (Path(folder) / "test_predictions.parquet").stat().st_size
-    return {"images": n_images, "detections_per_image_given": per_image,
-            "max_detections": MAX_DETECTIONS, "rows": rows, "images_capped": capped,
-            "parts_s": written, "merge_s": total - written, "total_s": total, "cpu_s": cpu,
-            "rows_per_s": rows / total, "images_per_s": n_images / total,
-            "rows_per_cpu_s": rows / cpu, "images_per_cpu_s": n_images / cpu,
-            "bytes_per_row": size / rows}
+    return {
+        "images": n_images,
+        "detections_per_image_given": per_image,
+        "max_detections": MAX_DETECTIONS,
+        "rows": rows,
+        "images_capped": capped,
+        "parts_s": written,
+        "merge_s": total - written,
+        "total_s": total,
+        "cpu_s": cpu,
+        "rows_per_s": rows / total,
+        "images_per_s": n_images / total,
+        "rows_per_cpu_s": rows / cpu,
+        "images_per_cpu_s": n_images / cpu,
+        "bytes_per_row": size / rows,
+    }
 
 
 # -- 2. evaluation -------------------------------------------------------------------------------
@@ -122,12 +138,16 @@ def synthetic_predictions(n_images: int, per_image: int, seed: int = 0) -> dict:
     scores_a = rng.beta(2, 5, image.size).astype(np.float32)
     scores_a[row] = rng.beta(5, 2, row.size)
     scores_b = np.clip(scores_a + rng.normal(0, 0.05, image.size), 1e-4, 1 - 1e-4).astype(
-        np.float32)
-    return {"n_images": n_images, "image": image,
-            "boxes": np.hstack([detection_centre - detection_half,
-                                detection_centre + detection_half]),
-            "scores": {"a": scores_a, "b": scores_b}, "lesion_image": lesion_image,
-            "lesion_boxes": np.hstack([centre - half, centre + half])}
+        np.float32
+    )
+    return {
+        "n_images": n_images,
+        "image": image,
+        "boxes": np.hstack([detection_centre - detection_half, detection_centre + detection_half]),
+        "scores": {"a": scores_a, "b": scores_b},
+        "lesion_image": lesion_image,
+        "lesion_boxes": np.hstack([centre - half, centre + half]),
+    }
 
 
 def write_case(case: dict, folder: Path, kind: str) -> dict:
@@ -140,20 +160,28 @@ def write_case(case: dict, folder: Path, kind: str) -> dict:
 
     def id_column(index):
         return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), ids).cast(
-            pa.string())
+            pa.string()
+        )
 
     boxes, truth = case["boxes"], case["lesion_boxes"]
     tables = {
         "images": pa.table({"image_id": ids}),
-        "ground_truth": pa.table({"image_id": id_column(case["lesion_image"]),
-                                  **{c: truth[:, i] for i, c in enumerate(("x1", "y1", "x2",
-                                                                           "y2"))}}),
+        "ground_truth": pa.table(
+            {
+                "image_id": id_column(case["lesion_image"]),
+                **{c: truth[:, i] for i, c in enumerate(("x1", "y1", "x2", "y2"))},
+            }
+        ),
     }
     for model, scores in case["scores"].items():
-        tables[f"predictions_{model}"] = pa.table({
-            "image_id": id_column(case["image"]),
-            **{c: boxes[:, i] for i, c in enumerate(("x1", "y1", "x2", "y2"))},
-            "score": scores, "label": np.zeros(scores.size, np.int32)})
+        tables[f"predictions_{model}"] = pa.table(
+            {
+                "image_id": id_column(case["image"]),
+                **{c: boxes[:, i] for i, c in enumerate(("x1", "y1", "x2", "y2"))},
+                "score": scores,
+                "label": np.zeros(scores.size, np.int32),
+            }
+        )
     files = {}
     for name, table in tables.items():
         if kind == "parquet":
@@ -163,9 +191,14 @@ def write_case(case: dict, folder: Path, kind: str) -> dict:
             path = folder / f"{name}.parquet"
             pq.write_table(table, path)
         else:
-            table = table.cast(pa.schema([
-                pa.field(f.name, pa.float64()) if pa.types.is_floating(f.type) else f
-                for f in table.schema]))
+            table = table.cast(
+                pa.schema(
+                    [
+                        pa.field(f.name, pa.float64()) if pa.types.is_floating(f.type) else f
+                        for f in table.schema
+                    ]
+                )
+            )
             path = folder / f"{name}.csv"
             pa_csv.write_csv(table, path)
         files[name] = str(path)
@@ -188,9 +221,12 @@ def evaluate_case(files: dict, new: bool, n_boot: int) -> dict:
         started = time.perf_counter()
         for model in ("a", "b"):
             mark = time.perf_counter()
-            tables = read_evaluation_tables(files[f"predictions_{model}"],
-                                            files["ground_truth"], files["images"],
-                                            fp_per_image=reach)
+            tables = read_evaluation_tables(
+                files[f"predictions_{model}"],
+                files["ground_truth"],
+                files["images"],
+                fp_per_image=reach,
+            )
             timings[f"read_{model}_s"] = time.perf_counter() - mark
             mark = time.perf_counter()
             matched[model] = tables.match()
@@ -218,23 +254,38 @@ def evaluate_case(files: dict, new: bool, n_boot: int) -> dict:
     except IncompleteDetections:
         retried = True
         timings, reports, paired, read = run(None)
-    keys = ("fauc", "fauc_ci95", "fauc_positive", "fauc_positive_ci95",
-            "threshold_at_target_fp", "sensitivity_at_threshold")
+    keys = (
+        "fauc",
+        "fauc_ci95",
+        "fauc_positive",
+        "fauc_positive_ci95",
+        "threshold_at_target_fp",
+        "sensitivity_at_threshold",
+    )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"timings": timings, "peak_rss_mib": peak_rss_mib(), "retried_unpruned": retried,
-            # wall time depends on what else runs on the machine; CPU time much less
-            "cpu_s": usage.ru_utime + usage.ru_stime, "load_average": os.getloadavg(),
-            "rows_in_files_and_read": read,
-            "numbers": {**{f"{model}_{key}": report[key] for model, report in reports.items()
-                           for key in keys},
-                        "paired": [paired.difference, paired.low, paired.high,
-                                   paired.p_value]}}
+    return {
+        "timings": timings,
+        "peak_rss_mib": peak_rss_mib(),
+        "retried_unpruned": retried,
+        # wall time depends on what else runs on the machine; CPU time much less
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "load_average": os.getloadavg(),
+        "rows_in_files_and_read": read,
+        "numbers": {
+            **{f"{model}_{key}": report[key] for model, report in reports.items() for key in keys},
+            "paired": [paired.difference, paired.low, paired.high, paired.p_value],
+        },
+    }
 
 
 def child(arguments: list[str]) -> dict:
     """Run this script's ``--child`` in a fresh process and return its JSON."""
-    finished = subprocess.run([sys.executable, __file__, "--child", *arguments],
-                              capture_output=True, text=True, check=False)
+    finished = subprocess.run(
+        [sys.executable, __file__, "--child", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if finished.returncode != 0:
         raise RuntimeError(f"bench_scale child {arguments} failed:\n{finished.stderr[-3000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
@@ -250,8 +301,11 @@ def bench_evaluation(args, folder: Path) -> dict:
     del case
     result["new"]["setup_s"] = time.perf_counter() - started
     result["new"]["file_mib_per_model"] = Path(files["predictions_a"]).stat().st_size / 2**20
-    result["new"] |= {"images": args.images, "detections_per_image": MAX_DETECTIONS,
-                      **child(["evaluate", json.dumps(files), "new", str(args.n_boot)])}
+    result["new"] |= {
+        "images": args.images,
+        "detections_per_image": MAX_DETECTIONS,
+        **child(["evaluate", json.dumps(files), "new", str(args.n_boot)]),
+    }
     for size in args.today_images:
         case = synthetic_predictions(size, 100, seed=1)
         files = write_case(case, folder / f"today_{size}", "csv")
@@ -261,27 +315,33 @@ def bench_evaluation(args, folder: Path) -> dict:
         new = child(["evaluate", json.dumps(parquet), "new", str(args.n_boot)])
         today["csv_mib_per_model"] = Path(files["predictions_a"]).stat().st_size / 2**20
         today["new_path_on_the_same_detections"] = {
-            "total_s": new["timings"]["total_s"], "peak_rss_mib": new["peak_rss_mib"],
-            "numbers_equal": new["numbers"] == today["numbers"]}
+            "total_s": new["timings"]["total_s"],
+            "peak_rss_mib": new["peak_rss_mib"],
+            "numbers_equal": new["numbers"] == today["numbers"],
+        }
         result["today"][str(size)] = today
     # today's path extrapolated to the paper's split by the line through the two sizes
     small, large = (result["today"][str(s)] for s in args.today_images[:2])
     scale = (args.images - args.today_images[0]) / (args.today_images[1] - args.today_images[0])
     result["today_extrapolated"] = {
-        "images": args.images, "detections_per_image": 100,
-        "total_s": small["timings"]["total_s"] + scale * (
-            large["timings"]["total_s"] - small["timings"]["total_s"]),
-        "peak_rss_mib": small["peak_rss_mib"] + scale * (
-            large["peak_rss_mib"] - small["peak_rss_mib"]),
-        "csv_mib_per_model": small["csv_mib_per_model"] + scale * (
-            large["csv_mib_per_model"] - small["csv_mib_per_model"]),
-        "basis": f"linear through {args.today_images[0]} and {args.today_images[1]} images"}
+        "images": args.images,
+        "detections_per_image": 100,
+        "total_s": small["timings"]["total_s"]
+        + scale * (large["timings"]["total_s"] - small["timings"]["total_s"]),
+        "peak_rss_mib": small["peak_rss_mib"]
+        + scale * (large["peak_rss_mib"] - small["peak_rss_mib"]),
+        "csv_mib_per_model": small["csv_mib_per_model"]
+        + scale * (large["csv_mib_per_model"] - small["csv_mib_per_model"]),
+        "basis": f"linear through {args.today_images[0]} and {args.today_images[1]} images",
+    }
     new = result["new"]
-    result["acceptance"] = {"total_s": new["timings"]["total_s"],
-                            "peak_rss_mib": new["peak_rss_mib"], "budget_s": 60.0,
-                            "budget_mib": 4096.0,
-                            "met": new["timings"]["total_s"] <= 60.0
-                            and new["peak_rss_mib"] <= 4096.0}
+    result["acceptance"] = {
+        "total_s": new["timings"]["total_s"],
+        "peak_rss_mib": new["peak_rss_mib"],
+        "budget_s": 60.0,
+        "budget_mib": 4096.0,
+        "met": new["timings"]["total_s"] <= 60.0 and new["peak_rss_mib"] <= 4096.0,
+    }
     return result
 
 
@@ -309,24 +369,53 @@ def bench_data_path(args, folder: Path) -> dict:
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         mark, cpu = time.perf_counter(), time.process_time()
-        prepared = prepare_main(["--manifest", str(folder), "--out", str(folder / "cache"),
-                                 "--image-size", *map(str, args.image_size), "--workers", "0",
-                                 "--no-progress"])
+        prepared = prepare_main(
+            [
+                "--manifest",
+                str(folder),
+                "--out",
+                str(folder / "cache"),
+                "--image-size",
+                *map(str, args.image_size),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
         prepare_s, prepare_cpu = time.perf_counter() - mark, time.process_time() - cpu
         mark, cpu = time.perf_counter(), time.process_time()
-        checked = check_main(["--manifest", str(folder), "--cache-dir", "null",
-                              "--image-size", *map(str, args.image_size), "--workers", "1",
-                              "--no-progress"])
+        checked = check_main(
+            [
+                "--manifest",
+                str(folder),
+                "--cache-dir",
+                "null",
+                "--image-size",
+                *map(str, args.image_size),
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
         check_s, check_cpu = time.perf_counter() - mark, time.process_time() - cpu
     cache_bytes = sum(p.stat().st_size for p in (folder / "cache").rglob("*") if p.is_file())
-    return {"pairs": args.pairs, "sm_size": list(sm), "ffdm_size": list(ffdm),
-            "image_size": list(args.image_size), "setup_s": setup,
-            "prepare_exit": prepared, "prepare_s": prepare_s, "prepare_cpu_s": prepare_cpu,
-            "prepare_images_per_s_per_core": images / prepare_cpu,
-            "check_data_exit": checked, "check_data_s": check_s, "check_data_cpu_s": check_cpu,
-            "check_data_images_per_s_per_core": images / check_cpu,
-            "cache_bytes_per_pair": cache_bytes / args.pairs,
-            "output_tail": output.getvalue()[-1500:]}
+    return {
+        "pairs": args.pairs,
+        "sm_size": list(sm),
+        "ffdm_size": list(ffdm),
+        "image_size": list(args.image_size),
+        "setup_s": setup,
+        "prepare_exit": prepared,
+        "prepare_s": prepare_s,
+        "prepare_cpu_s": prepare_cpu,
+        "prepare_images_per_s_per_core": images / prepare_cpu,
+        "check_data_exit": checked,
+        "check_data_s": check_s,
+        "check_data_cpu_s": check_cpu,
+        "check_data_images_per_s_per_core": images / check_cpu,
+        "cache_bytes_per_pair": cache_bytes / args.pairs,
+        "output_tail": output.getvalue()[-1500:],
+    }
 
 
 # -- 4. the loader -------------------------------------------------------------------------------
@@ -338,9 +427,16 @@ def bench_loader(args, folder: Path) -> dict:
     result = {}
     for name, modalities in (("sm", ["sm"]), ("sm_ffdm", ["sm", "ffdm"])):
         module = PairedMammoDataModule(
-            str(folder), cache_dir=str(folder / "cache"), image_size=tuple(args.image_size),
-            modalities=modalities, batch_size=4, num_workers=0, seed=0, augment=True,
-            samples_per_epoch=4 * (args.loader_batches + 1))
+            str(folder),
+            cache_dir=str(folder / "cache"),
+            image_size=tuple(args.image_size),
+            modalities=modalities,
+            batch_size=4,
+            num_workers=0,
+            seed=0,
+            augment=True,
+            samples_per_epoch=4 * (args.loader_batches + 1),
+        )
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             module.setup("fit")
         iterator = iter(module.train_dataloader())
@@ -349,8 +445,13 @@ def bench_loader(args, folder: Path) -> dict:
         for batch in iterator:
             pairs += len(batch["pair_id"])
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        result[name] = {"modalities": modalities, "pairs": pairs, "wall_s": wall, "cpu_s": cpu,
-                        "pairs_per_s_per_core": pairs / cpu}
+        result[name] = {
+            "modalities": modalities,
+            "pairs": pairs,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "pairs_per_s_per_core": pairs / cpu,
+        }
     return result
 
 
@@ -367,22 +468,32 @@ def bench_cap(run: Path) -> dict:
         stage = info.parent.parent
         meta = json.loads(info.read_text())
         for split in ("val", "test"):
-            tables = read_evaluation_tables(*(_table(stage, split, table) for table in
-                                              ("predictions", "ground_truth", "images")))
-            matched = tables.match(min_distance=float(meta.get("hit_min_distance",
-                                                                HIT_MIN_DISTANCE)))
+            tables = read_evaluation_tables(
+                *(
+                    _table(stage, split, table)
+                    for table in ("predictions", "ground_truth", "images")
+                )
+            )
+            matched = tables.match(
+                min_distance=float(meta.get("hit_min_distance", HIT_MIN_DISTANCE))
+            )
             per_image = {}
             for max_fp in (1.0, 2.0):
                 lowest = lowest_score_read(matched, max_fp)
                 above = matched.detection_score >= lowest
                 counts = np.bincount(matched.detection_image[above], minlength=matched.n_images)
                 per_image[f"fauc_{max_fp:g}"] = {
-                    "lowest_score_read": lowest, "max": int(counts.max()),
-                    "p99": float(np.percentile(counts, 99)), "mean": float(counts.mean())}
+                    "lowest_score_read": lowest,
+                    "max": int(counts.max()),
+                    "p99": float(np.percentile(counts, 99)),
+                    "mean": float(counts.mean()),
+                }
             given = np.bincount(matched.detection_image, minlength=matched.n_images)
-            result[f"{stage.name}/{split}"] = {"images": matched.n_images,
-                                               "detections_per_image": float(given.mean()),
-                                               **per_image}
+            result[f"{stage.name}/{split}"] = {
+                "images": matched.n_images,
+                "detections_per_image": float(given.mean()),
+                **per_image,
+            }
     return result
 
 
@@ -390,8 +501,12 @@ def bench_cap(run: Path) -> dict:
 def project(result: dict, args) -> list[dict]:
     """The paper's job on one node of ``--node-cores`` cores and 8 GPUs, each row labelled."""
     pairs, images = PAPER_PAIRS, 2 * PAPER_PAIRS
-    data, loader, evaluation, writer = (result["data_path"], result["loader"],
-                                        result["evaluation"], result["writer"])
+    data, loader, evaluation, writer = (
+        result["data_path"],
+        result["loader"],
+        result["evaluation"],
+        result["writer"],
+    )
     prepare_core_h = images / data["prepare_images_per_s_per_core"] / 3600
     check_core_h = images / data["check_data_images_per_s_per_core"] / 3600
     gpus, cores = 8, args.node_cores
@@ -400,44 +515,79 @@ def project(result: dict, args) -> list[dict]:
     rows = [
         ("Pairs; test images", f"{pairs:,}; {PAPER_TEST_IMAGES:,}", "paper"),
         ("CPU cores per node", f"{cores}", "assumed"),
-        ("GPU training rate, Stage I", f"{args.gpu_pairs_per_s:g} pairs/s per GPU",
-         "assumed (no GPU measured here)"),
-        ("`prepare`, per core", f"{data['prepare_images_per_s_per_core']:.2f} images/s",
-         "measured"),
-        ("`prepare`, whole data set", f"{prepare_core_h:,.0f} core-hours; "
-         f"{prepare_core_h / cores:.1f} h wall on {cores} cores", "projected"),
-        ("`check-data`, per core", f"{data['check_data_images_per_s_per_core']:.2f} images/s",
-         "measured"),
-        ("`check-data`, whole data set", f"{check_core_h:,.0f} core-hours; "
-         f"{check_core_h / cores:.1f} h wall on {cores} cores", "projected"),
-        ("Cache, per pair (1280x1024)", f"{data['cache_bytes_per_pair'] / 2**20:.2f} MiB",
-         "measured"),
-        ("Cache, whole data set", f"{data['cache_bytes_per_pair'] * pairs / 2**40:.2f} TiB",
-         "projected"),
-        ("Loader, per core (SM; SM + FFDM)", f"{sm_rate:.1f}; {both_rate:.1f} pairs/s",
-         "measured"),
-        ("Loader cores per GPU (SM; SM + FFDM)",
-         f"{args.gpu_pairs_per_s / sm_rate:.1f}; {args.gpu_pairs_per_s / both_rate:.1f} "
-         f"(x{gpus} GPUs: {gpus * args.gpu_pairs_per_s / both_rate:.0f} of {cores} cores)",
-         "projected from the assumed GPU rate"),
-        ("Prediction writing, per core", f"{writer['rows_per_cpu_s']:,.0f} rows/s "
-         f"({writer['max_detections']} per image kept of {writer['detections_per_image_given']})",
-         "measured"),
-        ("Writing the test split's predictions, one model, one process",
-         f"{PAPER_TEST_IMAGES / writer['images_per_cpu_s']:.0f} s", "projected"),
+        (
+            "GPU training rate, Stage I",
+            f"{args.gpu_pairs_per_s:g} pairs/s per GPU",
+            "assumed (no GPU measured here)",
+        ),
+        (
+            "`prepare`, per core",
+            f"{data['prepare_images_per_s_per_core']:.2f} images/s",
+            "measured",
+        ),
+        (
+            "`prepare`, whole data set",
+            f"{prepare_core_h:,.0f} core-hours; "
+            f"{prepare_core_h / cores:.1f} h wall on {cores} cores",
+            "projected",
+        ),
+        (
+            "`check-data`, per core",
+            f"{data['check_data_images_per_s_per_core']:.2f} images/s",
+            "measured",
+        ),
+        (
+            "`check-data`, whole data set",
+            f"{check_core_h:,.0f} core-hours; {check_core_h / cores:.1f} h wall on {cores} cores",
+            "projected",
+        ),
+        (
+            "Cache, per pair (1280x1024)",
+            f"{data['cache_bytes_per_pair'] / 2**20:.2f} MiB",
+            "measured",
+        ),
+        (
+            "Cache, whole data set",
+            f"{data['cache_bytes_per_pair'] * pairs / 2**40:.2f} TiB",
+            "projected",
+        ),
+        ("Loader, per core (SM; SM + FFDM)", f"{sm_rate:.1f}; {both_rate:.1f} pairs/s", "measured"),
+        (
+            "Loader cores per GPU (SM; SM + FFDM)",
+            f"{args.gpu_pairs_per_s / sm_rate:.1f}; {args.gpu_pairs_per_s / both_rate:.1f} "
+            f"(x{gpus} GPUs: {gpus * args.gpu_pairs_per_s / both_rate:.0f} of {cores} cores)",
+            "projected from the assumed GPU rate",
+        ),
+        (
+            "Prediction writing, per core",
+            f"{writer['rows_per_cpu_s']:,.0f} rows/s "
+            f"({writer['max_detections']} per image kept of "
+            f"{writer['detections_per_image_given']})",
+            "measured",
+        ),
+        (
+            "Writing the test split's predictions, one model, one process",
+            f"{PAPER_TEST_IMAGES / writer['images_per_cpu_s']:.0f} s",
+            "projected",
+        ),
     ]
     new = evaluation["new"]
     today = evaluation["today_extrapolated"]
     rows += [
-        (f"Evaluation, {new['images']:,} test images x {new['detections_per_image']} "
-         "detections, two models, paired bootstrap (2,000)",
-         f"{new['timings']['total_s']:.1f} s ({new['cpu_s']:.0f} s CPU, load average "
-         f"{new['load_average'][0]:.1f}), {new['peak_rss_mib'] / 1024:.2f} GB peak RSS; "
-         f"{new['file_mib_per_model']:.0f} MiB Parquet per model", "measured"),
-        ("Same with today's path (CSV, 100 per image, unpruned)",
-         f"{today['total_s']:.0f} s, {today['peak_rss_mib'] / 1024:.1f} GB; "
-         f"{today['csv_mib_per_model'] / 1024:.1f} GiB CSV per model",
-         f"extrapolated ({today['basis']})"),
+        (
+            f"Evaluation, {new['images']:,} test images x {new['detections_per_image']} "
+            "detections, two models, paired bootstrap (2,000)",
+            f"{new['timings']['total_s']:.1f} s ({new['cpu_s']:.0f} s CPU, load average "
+            f"{new['load_average'][0]:.1f}), {new['peak_rss_mib'] / 1024:.2f} GB peak RSS; "
+            f"{new['file_mib_per_model']:.0f} MiB Parquet per model",
+            "measured",
+        ),
+        (
+            "Same with today's path (CSV, 100 per image, unpruned)",
+            f"{today['total_s']:.0f} s, {today['peak_rss_mib'] / 1024:.1f} GB; "
+            f"{today['csv_mib_per_model'] / 1024:.1f} GiB CSV per model",
+            f"extrapolated ({today['basis']})",
+        ),
     ]
     return [{"what": what, "figure": figure, "basis": basis} for what, figure, basis in rows]
 
@@ -473,12 +623,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dicom-scale", type=float, default=1.0)
     parser.add_argument("--image-size", type=int, nargs=2, default=list(IMAGE_SIZE))
     parser.add_argument("--loader-batches", type=int, default=6)
-    parser.add_argument("--node-cores", type=int, default=96,
-                        help="CPU cores of the 8-GPU node (assumed)")
-    parser.add_argument("--gpu-pairs-per-s", type=float, default=60.0,
-                        help="Stage I training pairs/s per GPU (assumed)")
-    parser.add_argument("--demo-run", type=Path, default=None,
-                        help="a finished demo run folder: measure detections above the cuts")
+    parser.add_argument(
+        "--node-cores", type=int, default=96, help="CPU cores of the 8-GPU node (assumed)"
+    )
+    parser.add_argument(
+        "--gpu-pairs-per-s",
+        type=float,
+        default=60.0,
+        help="Stage I training pairs/s per GPU (assumed)",
+    )
+    parser.add_argument(
+        "--demo-run",
+        type=Path,
+        default=None,
+        help="a finished demo run folder: measure detections above the cuts",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/scale.json")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--no-readme", action="store_true")
@@ -491,8 +650,9 @@ def main(argv: list[str] | None = None) -> int:
         args.image_size = [128, 128]
     started = time.perf_counter()
     load_before = os.getloadavg()
-    result = {"settings": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()}}
+    result = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    }
     with tempfile.TemporaryDirectory(prefix="bench_scale_", dir=args.workdir) as temporary:
         folder = Path(temporary)
         result["writer"] = bench_writer(args.writer_images, 100)
@@ -508,20 +668,29 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(result["projection"])
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"benchmark": "scale", "machine": machine(), **result},
-                                       indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"benchmark": "scale", "machine": machine(), **result}, indent=2) + "\n"
+        )
         path = args.out
     else:
         path = write_result("scale", result)
     print(table)
     acceptance = result["evaluation"]["acceptance"]
-    print(f"evaluation of {args.images:,} images: {acceptance['total_s']:.1f} s, "
-          f"{acceptance['peak_rss_mib']:.0f} MiB peak RSS "
-          f"({'meets' if acceptance['met'] else 'misses'} 60 s / 4 GB); wrote {path} "
-          f"({result['wall_s']:.0f} s)")
+    print(
+        f"evaluation of {args.images:,} images: {acceptance['total_s']:.1f} s, "
+        f"{acceptance['peak_rss_mib']:.0f} MiB peak RSS "
+        f"({'meets' if acceptance['met'] else 'misses'} 60 s / 4 GB); wrote {path} "
+        f"({result['wall_s']:.0f} s)"
+    )
     if not args.quick and not args.no_readme:
-        print("README table " + ("updated" if update_readme(table, args.readme) else
-                                 f"not updated: no {README_START} marker in {args.readme}"))
+        print(
+            "README table "
+            + (
+                "updated"
+                if update_readme(table, args.readme)
+                else f"not updated: no {README_START} marker in {args.readme}"
+            )
+        )
     return 0
 
 

@@ -84,9 +84,12 @@ def teacher(settings, modality="sm"):
     from lightning_modules import TeacherDetector
 
     return TeacherDetector(
-        modality=modality, architecture=settings["architecture"],
+        modality=modality,
+        architecture=settings["architecture"],
         image_size=tuple(settings["image_size"]),
-        architecture_overrides=settings["architecture_overrides"], learning_rate=LR)
+        architecture_overrides=settings["architecture_overrides"],
+        learning_rate=LR,
+    )
 
 
 def write_module_artifact(module, out: Path) -> str:
@@ -94,8 +97,7 @@ def write_module_artifact(module, out: Path) -> str:
 
     spec = module.full_artifact_spec()
     prefixes = tuple(spec["weights"])
-    state = {key: value for key, value in module.state_dict().items()
-             if key.startswith(prefixes)}
+    state = {key: value for key, value in module.state_dict().items() if key.startswith(prefixes)}
     write_artifact(out, state, spec)
     return str(out)
 
@@ -105,10 +107,13 @@ def make_artifacts(settings, folder: Path) -> dict[str, str]:
     from lightning_modules import DistillStudent
 
     torch.manual_seed(0)
-    paths = {"sm": write_module_artifact(teacher(settings, "sm"), folder / "sm"),
-             "ffdm": write_module_artifact(teacher(settings, "ffdm"), folder / "ffdm")}
-    student = DistillStudent(ffdm_teacher=paths["ffdm"], image_size=tuple(settings["image_size"]),
-                             learning_rate=LR)
+    paths = {
+        "sm": write_module_artifact(teacher(settings, "sm"), folder / "sm"),
+        "ffdm": write_module_artifact(teacher(settings, "ffdm"), folder / "ffdm"),
+    }
+    student = DistillStudent(
+        ffdm_teacher=paths["ffdm"], image_size=tuple(settings["image_size"]), learning_rate=LR
+    )
     paths["stage2"] = write_module_artifact(student, folder / "stage2")
     return paths
 
@@ -121,11 +126,16 @@ def stage_module(stage: str, settings, artifacts):
     if stage == "stage1":
         return teacher(settings, "sm")
     if stage == "stage2":
-        return DistillStudent(ffdm_teacher=artifacts["ffdm"], image_size=size,
-                              init_from=artifacts["ffdm"], learning_rate=LR)
+        return DistillStudent(
+            ffdm_teacher=artifacts["ffdm"],
+            image_size=size,
+            init_from=artifacts["ffdm"],
+            learning_rate=LR,
+        )
     partner = artifacts["stage2"] if stage == "stage3" else artifacts["ffdm"]
-    return FusedDetector(sm_teacher=artifacts["sm"], partner=partner, image_size=size,
-                         learning_rate=LR)
+    return FusedDetector(
+        sm_teacher=artifacts["sm"], partner=partner, image_size=size, learning_rate=LR
+    )
 
 
 def stage_modalities(stage: str) -> tuple[str, ...]:
@@ -156,12 +166,21 @@ def lightning_steps(module, batches, steps: int, warmup: int) -> list[float]:
     what a cluster job's step costs beyond them)."""
     timer = StepTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer])
+        accelerator="cpu",
+        devices=1,
+        max_steps=warmup + steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
     data = [batches[index % len(batches)] for index in range(warmup + steps)]
-    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False,
-                                         collate_fn=lambda batch: batch)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, shuffle=False, collate_fn=lambda batch: batch
+    )
     trainer.fit(module, train_dataloaders=loader)
     return intervals(timer.marks, warmup)
 
@@ -194,7 +213,8 @@ def effdet_steps(bench, batches, steps: int, warmup: int, normalize) -> list[flo
     optimizer = torch.optim.AdamW(bench.parameters(), lr=LR, weight_decay=1e-4)
     total = warmup + steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+    )
     bench.train()
     marks = [time.perf_counter()]
     for step in range(total):
@@ -227,8 +247,12 @@ def overhead(settings, rounds: int, steps: int, warmup: int) -> dict[str, Any]:
             else:
                 ours += lightning_steps(module, batches, steps, warmup)
     ratio = summary(ours)["median"] / summary(theirs)["median"]
-    return {"lightning_teacher_s": summary(ours), "effdet_detbenchtrain_s": summary(theirs),
-            "ratio": ratio, "steps_per_arm": len(ours)}
+    return {
+        "lightning_teacher_s": summary(ours),
+        "effdet_detbenchtrain_s": summary(theirs),
+        "ratio": ratio,
+        "steps_per_arm": len(ours),
+    }
 
 
 # -- stage costs --------------------------------------------------------------------------------
@@ -288,12 +312,15 @@ def part_times(settings, repeats: int) -> dict[str, dict[str, float]]:
             net.zero_grad(set_to_none=True)
             class_out, box_out = net(inputs)
             (sum(c.mean() for c in class_out) + sum(b.mean() for b in box_out)).backward()
+
         return run
 
-    return {"extractor_trained_s": timed(trained, repeats),
-            "extractor_frozen_s": timed(frozen, repeats),
-            "head_1x_s": timed(head(module.head, 1), repeats),
-            "head_2x_s": timed(head(wide, 2), repeats)}
+    return {
+        "extractor_trained_s": timed(trained, repeats),
+        "extractor_frozen_s": timed(frozen, repeats),
+        "head_1x_s": timed(head(module.head, 1), repeats),
+        "head_2x_s": timed(head(wide, 2), repeats),
+    }
 
 
 def stage_memory(stage: str, settings, artifacts, steps: int = 3) -> dict[str, Any]:
@@ -304,13 +331,22 @@ def stage_memory(stage: str, settings, artifacts, steps: int = 3) -> dict[str, A
     reset = reset_peak_rss()
     lightning_steps(module, batches, steps, 0)
     peak = peak_rss_mib()
-    return {"rss_before_mib": before, "peak_rss_mib": peak,
-            "training_peak_mib": None if not reset or peak is None else peak - before}
+    return {
+        "rss_before_mib": before,
+        "peak_rss_mib": peak,
+        "training_peak_mib": None if not reset or peak is None else peak - before,
+    }
 
 
 def memory_in_subprocess(stage: str, settings, artifacts) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--memory-of", stage, "--settings",
-               json.dumps({"settings": settings, "artifacts": artifacts})]
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-of",
+        stage,
+        "--settings",
+        json.dumps({"settings": settings, "artifacts": artifacts}),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -349,7 +385,8 @@ def stage_costs(settings, rounds: int, steps: int, warmup: int, folder: Path) ->
             "memory": memory_in_subprocess(stage, settings, artifacts),
         }
     result["frozen_forward_over_trained_step"] = (
-        part["extractor_frozen_s"] / part["extractor_trained_s"])
+        part["extractor_frozen_s"] / part["extractor_trained_s"]
+    )
     return result
 
 
@@ -380,31 +417,43 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         result = {
-            "settings": {**settings, "rounds": args.rounds, "steps": args.steps,
-                         "warmup": args.warmup, "optimizer": "AdamW + LambdaLR per step",
-                         "torch_threads": torch.get_num_threads()},
+            "settings": {
+                **settings,
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "optimizer": "AdamW + LambdaLR per step",
+                "torch_threads": torch.get_num_threads(),
+            },
             "overhead": overhead(settings, args.rounds, args.steps, args.warmup),
-            "stage_costs": stage_costs(settings, args.rounds, args.steps, args.warmup,
-                                       Path(folder)),
+            "stage_costs": stage_costs(
+                settings, args.rounds, args.steps, args.warmup, Path(folder)
+            ),
         }
     result["wall_s"] = time.perf_counter() - started
     path = write_result("train", result)
     o = result["overhead"]
-    print(f"training-step overhead: Lightning TeacherDetector "
-          f"{o['lightning_teacher_s']['median'] * 1e3:.1f} ms vs effdet DetBenchTrain "
-          f"{o['effdet_detbenchtrain_s']['median'] * 1e3:.1f} ms per step "
-          f"(median of {o['steps_per_arm']}): ratio {o['ratio']:.3f}")
+    print(
+        f"training-step overhead: Lightning TeacherDetector "
+        f"{o['lightning_teacher_s']['median'] * 1e3:.1f} ms vs effdet DetBenchTrain "
+        f"{o['effdet_detbenchtrain_s']['median'] * 1e3:.1f} ms per step "
+        f"(median of {o['steps_per_arm']}): ratio {o['ratio']:.3f}"
+    )
     costs = result["stage_costs"]
     for stage, entry in costs["stages"].items():
         memory = entry["memory"]["training_peak_mib"]
-        print(f"  {stage:12s} {entry['step_s']['median'] * 1e3:7.1f} ms  "
-              f"x{entry['ratio_to_stage1']:.2f} of Stage I (FLOPs x"
-              f"{entry['flops_ratio_to_stage1']:.2f}; parts predict "
-              f"{entry['predicted_from_parts_s'] * 1e3:.1f} ms, measured/predicted "
-              f"{entry['measured_over_predicted']:.2f}); training peak "
-              f"{memory if memory is None else round(memory)} MiB")
-    print(f"  frozen extractor forward / trained forward+backward: "
-          f"{costs['frozen_forward_over_trained_step']:.2f}")
+        print(
+            f"  {stage:12s} {entry['step_s']['median'] * 1e3:7.1f} ms  "
+            f"x{entry['ratio_to_stage1']:.2f} of Stage I (FLOPs x"
+            f"{entry['flops_ratio_to_stage1']:.2f}; parts predict "
+            f"{entry['predicted_from_parts_s'] * 1e3:.1f} ms, measured/predicted "
+            f"{entry['measured_over_predicted']:.2f}); training peak "
+            f"{memory if memory is None else round(memory)} MiB"
+        )
+    print(
+        f"  frozen extractor forward / trained forward+backward: "
+        f"{costs['frozen_forward_over_trained_step']:.2f}"
+    )
     print(f"wrote {path} in {result['wall_s']:.0f} s")
     return 0
 

@@ -42,14 +42,25 @@ import yaml  # noqa: E402
 
 CLI = str(ROOT / "cli.py")
 SIZE = [128, 128]
-TINY = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false"]
+TINY = [
+    "--trainer.max_steps",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 # Output lines that are not the command's answer (Lightning's and PyTorch's chatter).
-NOISE = re.compile(r"^(Seed set|GPU available|TPU available|HPU available|LOCAL_RANK|  warnings\."
-                   r"|.*FutureWarning|.*UserWarning|.*DeprecationWarning|  \||\s*$|💡|.*[Pp]ossible"
-                   r"|Trainer already configured|`Trainer\(|.*litlogger|.*tensorboard|You are using"
-                   r"|.*it/s\]|.*s/it\]|Epoch |  rank_zero_warn|Restoring|Loaded model|.*JSONARG)")
+NOISE = re.compile(
+    r"^(Seed set|GPU available|TPU available|HPU available|LOCAL_RANK|  warnings\."
+    r"|.*FutureWarning|.*UserWarning|.*DeprecationWarning|  \||\s*$|💡|.*[Pp]ossible"
+    r"|Trainer already configured|`Trainer\(|.*litlogger|.*tensorboard|You are using"
+    r"|.*it/s\]|.*s/it\]|Epoch |  rank_zero_warn|Restoring|Loaded model|.*JSONARG)"
+)
 
 
 @dataclass
@@ -71,6 +82,7 @@ def case(surface: str, name: str, *expect: str, named: bool = False, mode: str =
     def register(build):
         CASES.append(Case(surface, name, build, tuple(expect), named, mode))
         return build
+
     return register
 
 
@@ -86,33 +98,105 @@ class Workspace:
     def build(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.phantom / "manifest.csv").is_file():
-            run(["phantom", "--out", str(self.phantom), "--pairs", "30", "--seed", "3",
-                 "--workers", "1", "--quiet"], check=True)
+            run(
+                [
+                    "phantom",
+                    "--out",
+                    str(self.phantom),
+                    "--pairs",
+                    "30",
+                    "--seed",
+                    "3",
+                    "--workers",
+                    "1",
+                    "--quiet",
+                ],
+                check=True,
+            )
         self.write_data_yaml(self.data_yaml, self.phantom)
         if not (self.cache / "cache.json").is_file():
-            run(["prepare", "--manifest", str(self.phantom), "--out", str(self.cache),
-                 "--image-size", "128", "128", "--workers", "1", "--no-progress"], check=True)
-        stages = [("sm", "demo/stage1_sm.yaml", []), ("ffdm", "demo/stage1_ffdm.yaml", []),
-                  ("stage2", "demo/stage2_distill.yaml",
-                   ["--model.init_args.ffdm_teacher", self.artifact("ffdm"),
-                    "--model.init_args.init_from", self.artifact("ffdm")]),
-                  ("stage3", "demo/stage3_fused.yaml",
-                   ["--model.init_args.sm_teacher", self.artifact("sm"),
-                    "--model.init_args.partner", self.artifact("stage2")]),
-                  ("ub", "demo/upper_bound.yaml",
-                   ["--model.init_args.sm_teacher", self.artifact("sm"),
-                    "--model.init_args.partner", self.artifact("ffdm")])]
+            run(
+                [
+                    "prepare",
+                    "--manifest",
+                    str(self.phantom),
+                    "--out",
+                    str(self.cache),
+                    "--image-size",
+                    "128",
+                    "128",
+                    "--workers",
+                    "1",
+                    "--no-progress",
+                ],
+                check=True,
+            )
+        stages = [
+            ("sm", "demo/stage1_sm.yaml", []),
+            ("ffdm", "demo/stage1_ffdm.yaml", []),
+            (
+                "stage2",
+                "demo/stage2_distill.yaml",
+                [
+                    "--model.init_args.ffdm_teacher",
+                    self.artifact("ffdm"),
+                    "--model.init_args.init_from",
+                    self.artifact("ffdm"),
+                ],
+            ),
+            (
+                "stage3",
+                "demo/stage3_fused.yaml",
+                [
+                    "--model.init_args.sm_teacher",
+                    self.artifact("sm"),
+                    "--model.init_args.partner",
+                    self.artifact("stage2"),
+                ],
+            ),
+            (
+                "ub",
+                "demo/upper_bound.yaml",
+                [
+                    "--model.init_args.sm_teacher",
+                    self.artifact("sm"),
+                    "--model.init_args.partner",
+                    self.artifact("ffdm"),
+                ],
+            ),
+        ]
         for name, config, extra in stages:
             if not (self.runs / name / "artifact" / "artifact.json").is_file():
-                run(["fit", "--config", str(self.data_yaml), "--config",
-                     str(ROOT / "configs" / config), *TINY, "--trainer.default_root_dir",
-                     str(self.runs / name), *extra], check=True)
+                run(
+                    [
+                        "fit",
+                        "--config",
+                        str(self.data_yaml),
+                        "--config",
+                        str(ROOT / "configs" / config),
+                        *TINY,
+                        "--trainer.default_root_dir",
+                        str(self.runs / name),
+                        *extra,
+                    ],
+                    check=True,
+                )
 
     def write_data_yaml(self, path: Path, manifest: Path, **init_args) -> Path:
-        args = {"manifest": str(manifest), "cache_dir": None, "image_size": SIZE,
-                "batch_size": 4, "num_workers": 0, "hit_min_distance": 12.5, **init_args}
-        path.write_text(yaml.safe_dump({"data": {"class_path": "datamodules.PairedMammoDataModule",
-                                                 "init_args": args}}))
+        args = {
+            "manifest": str(manifest),
+            "cache_dir": None,
+            "image_size": SIZE,
+            "batch_size": 4,
+            "num_workers": 0,
+            "hit_min_distance": 12.5,
+            **init_args,
+        }
+        path.write_text(
+            yaml.safe_dump(
+                {"data": {"class_path": "datamodules.PairedMammoDataModule", "init_args": args}}
+            )
+        )
         return path
 
     def artifact(self, name: str) -> str:
@@ -148,12 +232,24 @@ class Workspace:
         return str(table.loc[row, "pair_id"]), int(row) + 2
 
 
-def run(argv: list[str], check: bool = False, cwd: Path | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, CLI, *argv], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=timeout)
+def run(
+    argv: list[str], check: bool = False, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, CLI, *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
     return done
@@ -197,17 +293,41 @@ def stored(path: Path) -> np.ndarray:
 
 
 def check_data(data: Path, *extra: str) -> list[str]:
-    return ["check-data", "--manifest", str(data), "--image-size", "128", "128", "--workers",
-            "0", "--no-progress", *extra]
+    return [
+        "check-data",
+        "--manifest",
+        str(data),
+        "--image-size",
+        "128",
+        "128",
+        "--workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
-def fit(ws: Workspace, d: Path, config: str = "demo/stage1_sm.yaml", data: Path | None = None,
-        *extra: str, command: str = "fit") -> list[str]:
+def fit(
+    ws: Workspace,
+    d: Path,
+    config: str = "demo/stage1_sm.yaml",
+    data: Path | None = None,
+    *extra: str,
+    command: str = "fit",
+) -> list[str]:
     if "stage2" in config and "--model.init_args.init_from" not in extra:
         extra = (*extra, "--model.init_args.init_from", ws.artifact("ffdm"))  # the config's
-    return [command, "--config", str(data or ws.data_yaml), "--config",
-            str(ROOT / "configs" / config), *TINY, "--trainer.default_root_dir", str(d / "run"),
-            *extra]
+    return [
+        command,
+        "--config",
+        str(data or ws.data_yaml),
+        "--config",
+        str(ROOT / "configs" / config),
+        *TINY,
+        "--trainer.default_root_dir",
+        str(d / "run"),
+        *extra,
+    ]
 
 
 def lesion_row(data: Path, pair_id: str, modality: str) -> int:
@@ -216,16 +336,29 @@ def lesion_row(data: Path, pair_id: str, modality: str) -> int:
 
 
 # == check-data ==================================================================================
-@case("check-data", "pathology_classes key that no lesion has", "pathology_classes", "unknown",
-      "never be trained", named=True)
+@case(
+    "check-data",
+    "pathology_classes key that no lesion has",
+    "pathology_classes",
+    "unknown",
+    "never be trained",
+    named=True,
+)
 def _(ws, d):
-    config = ws.write_data_yaml(d / "data.yaml", ws.phantom,
-                                pathology_classes={"malignant": 0, "unknown": 1})
+    config = ws.write_data_yaml(
+        d / "data.yaml", ws.phantom, pathology_classes={"malignant": 0, "unknown": 1}
+    )
     return ["check-data", "--config", str(config), "--workers", "0", "--no-progress"]
 
 
-@case("check-data", "a box in the background, outside the breast crop", "lesions.csv row",
-      "outside the breast crop", named=True, mode="warn")
+@case(
+    "check-data",
+    "a box in the background, outside the breast crop",
+    "lesions.csv row",
+    "outside the breast crop",
+    named=True,
+    mode="warn",
+)
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("1")
@@ -237,14 +370,21 @@ def _(ws, d):
         flip = table.loc[index, "pair_id"].endswith(("RCC", "RMLO"))
         x = 2 if flip else width - 8
         table.loc[index, ["x1", "y1", "x2", "y2"]] = [str(x), "2", str(x + 6), "8"]
-        table.loc[len(table)] = table.loc[(table["pair_id"] == pair) & (table["modality"] ==
-                                                                        "sm")].iloc[0]
+        table.loc[len(table)] = table.loc[
+            (table["pair_id"] == pair) & (table["modality"] == "sm")
+        ].iloc[0]
+
     edit(data / "lesions.csv", move)
     return check_data(data)
 
 
-@case("check-data", "boxes mirrored (written for the flipped image)", "mirrored", "lesions.csv row",
-      named=True)
+@case(
+    "check-data",
+    "boxes mirrored (written for the flipped image)",
+    "mirrored",
+    "lesions.csv row",
+    named=True,
+)
 def _(ws, d):
     data = ws.copy(d)
     pair, row = ws.pair("1")
@@ -256,12 +396,19 @@ def _(ws, d):
         x2 = table.loc[rows, "x2"].astype(float)
         table.loc[rows, "x1"] = (width - x2).astype(str)
         table.loc[rows, "x2"] = (width - x1).astype(str)
+
     edit(data / "lesions.csv", mirror)
     return check_data(data)
 
 
-@case("check-data", "near-black image with one bright pixel (crop collapses)", "sm_path",
-      "enlarges it", "breast was not found", named=True)
+@case(
+    "check-data",
+    "near-black image with one bright pixel (crop collapses)",
+    "sm_path",
+    "enlarges it",
+    "breast was not found",
+    named=True,
+)
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("0")
@@ -283,12 +430,18 @@ def _(ws, d):
         extra = table.loc[row - 2].copy()
         extra[["x1", "y1", "x2", "y2"]] = [str(x1 + 2), str(y1 + 2), str(x1 + 2.3), str(y1 + 2.3)]
         table.loc[len(table)] = extra
+
     edit(data / "lesions.csv", shrink)
     return check_data(data)
 
 
-@case("check-data", "label-1 data set with every pair unannotated", "annotated",
-      "nothing would be trained", named=True)
+@case(
+    "check-data",
+    "label-1 data set with every pair unannotated",
+    "annotated",
+    "nothing would be trained",
+    named=True,
+)
 def _(ws, d):
     data = ws.copy(d)
     edit(data / "manifest.csv", lambda table: table.__setitem__("annotated", "False"))
@@ -323,6 +476,7 @@ def _(ws, d):
     def swap(table):
         rows = table["pair_id"] == pair
         table.loc[rows, ["sm_path", "ffdm_path"]] = table.loc[rows, ["ffdm_path", "sm_path"]].values
+
     edit(data / "manifest.csv", swap)
     return check_data(data)
 
@@ -335,6 +489,7 @@ def _(ws, d):
     def swap(table):
         rows = table["pair_id"] == pair
         table.loc[rows, ["sm_path", "ffdm_path"]] = table.loc[rows, ["ffdm_path", "sm_path"]].values
+
     edit(data / "manifest.csv", swap)
     return check_data(data)
 
@@ -344,8 +499,13 @@ def _(ws, d):
     data = ws.copy(d)
     for name in ("manifest.csv", "lesions.csv"):
         table = pd.read_csv(data / name, dtype=str, keep_default_na=False)
-        table = table.apply(lambda column: column.str.replace(".", ",", regex=False)
-                            if column.name in ("x1", "y1", "x2", "y2") else column)
+        table = table.apply(
+            lambda column: (
+                column.str.replace(".", ",", regex=False)
+                if column.name in ("x1", "y1", "x2", "y2")
+                else column
+            )
+        )
         table.to_csv(data / name, sep=";", index=False)
     return check_data(data)
 
@@ -412,6 +572,7 @@ def _(ws, d):
 @case("check-data", "a truncated DICOM", "row", "truncated")
 def _(ws, d):
     from dicom_factory import truncate
+
     data = ws.copy(d)
     truncate(image_of(data, ws.pair("0")[0], "ffdm"), 0.5)
     return check_data(data)
@@ -434,6 +595,7 @@ def _(ws, d):
 @case("check-data", "a tomosynthesis volume (multi-frame)", "row", "frames")
 def _(ws, d):
     from dicom_factory import make_multiframe
+
     data = ws.copy(d)
     make_multiframe(image_of(data, ws.pair("0")[0], "sm"), 3)
     return check_data(data)
@@ -442,25 +604,36 @@ def _(ws, d):
 @case("check-data", "a colour (RGB) image", "row", "colour")
 def _(ws, d):
     from dicom_factory import make_colour
+
     data = ws.copy(d)
     make_colour(image_of(data, ws.pair("0")[0], "sm"))
     return check_data(data)
 
 
-@case("check-data", "a tomosynthesis slice (ImageType TOMOSYNTHESIS) as the SM", "sm_path",
-      "tomosynthesis")
+@case(
+    "check-data",
+    "a tomosynthesis slice (ImageType TOMOSYNTHESIS) as the SM",
+    "sm_path",
+    "tomosynthesis",
+)
 def _(ws, d):
     data = ws.copy(d)
-    retag(image_of(data, ws.pair("0")[0], "sm"), ImageType=["DERIVED", "PRIMARY", "TOMOSYNTHESIS"],
-          SeriesDescription="L CC Tomo")
+    retag(
+        image_of(data, ws.pair("0")[0], "sm"),
+        ImageType=["DERIVED", "PRIMARY", "TOMOSYNTHESIS"],
+        SeriesDescription="L CC Tomo",
+    )
     return check_data(data)
 
 
 @case("check-data", "an FFDM (ORIGINAL\\PRIMARY) as the SM", "sm_path", "FFDM")
 def _(ws, d):
     data = ws.copy(d)
-    retag(image_of(data, ws.pair("0")[0], "sm"), ImageType=["ORIGINAL", "PRIMARY"],
-          SeriesDescription="L CC")
+    retag(
+        image_of(data, ws.pair("0")[0], "sm"),
+        ImageType=["ORIGINAL", "PRIMARY"],
+        SeriesDescription="L CC",
+    )
     return check_data(data)
 
 
@@ -491,6 +664,7 @@ def _(ws, d):
 @case("check-data", "SM and FFDM of different studies", "row", "StudyInstanceUID")
 def _(ws, d):
     from pydicom.uid import generate_uid
+
     data = ws.copy(d)
     retag(image_of(data, ws.pair("0")[0], "ffdm"), StudyInstanceUID=generate_uid())
     return check_data(data)
@@ -556,20 +730,30 @@ def _(ws, d):
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("1")
-    edit(data / "lesions.csv", lambda t: t.drop(
-        t.index[(t["pair_id"] == pair) & (t["modality"] == "ffdm")]))
+    edit(
+        data / "lesions.csv",
+        lambda t: t.drop(t.index[(t["pair_id"] == pair) & (t["modality"] == "ffdm")]),
+    )
     return check_data(data)
 
 
-@case("check-data", "pathology_classes dropping every box of a label-1 pair", "row",
-      "not a class of pathology_classes")
+@case(
+    "check-data",
+    "pathology_classes dropping every box of a label-1 pair",
+    "row",
+    "not a class of pathology_classes",
+)
 def _(ws, d):
     config = ws.write_data_yaml(d / "data.yaml", ws.phantom, pathology_classes={"benign": 0})
     return ["check-data", "--config", str(config), "--workers", "0", "--no-progress"]
 
 
-@case("check-data", "pathology_classes with a pathology the table cannot have",
-      "pathology_classes", "cancer")
+@case(
+    "check-data",
+    "pathology_classes with a pathology the table cannot have",
+    "pathology_classes",
+    "cancer",
+)
 def _(ws, d):
     config = ws.write_data_yaml(d / "data.yaml", ws.phantom, pathology_classes={"cancer": 0})
     return ["check-data", "--config", str(config), "--workers", "0", "--no-progress"]
@@ -587,8 +771,12 @@ def _(ws, d):
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("0")
-    edit(data / "manifest.csv", lambda t: t.__setitem__(
-        "ffdm_path", t["ffdm_path"].where(t["pair_id"] != pair, t["sm_path"])))
+    edit(
+        data / "manifest.csv",
+        lambda t: t.__setitem__(
+            "ffdm_path", t["ffdm_path"].where(t["pair_id"] != pair, t["sm_path"])
+        ),
+    )
     return check_data(data)
 
 
@@ -601,6 +789,7 @@ def _(ws, d):
         patient = table["patient_id"].iloc[0]
         first = table.index[table["patient_id"] == patient]
         table.loc[first[-1], "split"] = "test"
+
     edit(data / "manifest.csv", split)
     return check_data(data)
 
@@ -654,28 +843,35 @@ def _(ws, d):
     return check_data(data)
 
 
-@case("check-data", "a lesion of a pair not in the manifest", "lesions.csv row",
-      "not in the manifest")
+@case(
+    "check-data", "a lesion of a pair not in the manifest", "lesions.csv row", "not in the manifest"
+)
 def _(ws, d):
     data = ws.copy(d)
-    edit(data / "lesions.csv", lambda t: t.__setitem__(
-        "pair_id", t["pair_id"].where(t.index != 0, "NOPE-1")))
+    edit(
+        data / "lesions.csv",
+        lambda t: t.__setitem__("pair_id", t["pair_id"].where(t.index != 0, "NOPE-1")),
+    )
     return check_data(data)
 
 
 @case("check-data", "an unknown lesion modality", "lesions.csv row", "is not one of")
 def _(ws, d):
     data = ws.copy(d)
-    edit(data / "lesions.csv", lambda t: t.__setitem__(
-        "modality", t["modality"].where(t.index != 0, "dbt")))
+    edit(
+        data / "lesions.csv",
+        lambda t: t.__setitem__("modality", t["modality"].where(t.index != 0, "dbt")),
+    )
     return check_data(data)
 
 
 @case("check-data", "an unknown pathology", "lesions.csv row", "is not one of")
 def _(ws, d):
     data = ws.copy(d)
-    edit(data / "lesions.csv", lambda t: t.__setitem__(
-        "pathology", t["pathology"].where(t.index != 0, "cancer")))
+    edit(
+        data / "lesions.csv",
+        lambda t: t.__setitem__("pathology", t["pathology"].where(t.index != 0, "cancer")),
+    )
     return check_data(data)
 
 
@@ -713,19 +909,26 @@ def _(ws, d):
 @case("check-data", "an image far smaller than the input", "row", "far smaller")
 def _(ws, d):
     from dicom_factory import breast_image, write_mammogram
+
     data = ws.copy(d)
     pair, _ = ws.pair("0")
     path = image_of(data, pair, "sm")
     old = pydicom.dcmread(path, stop_before_pixels=True)
-    write_mammogram(path, breast_image(16, 12), laterality=old.ImageLaterality,
-                    view=old.ViewPosition, patient_id=old.PatientID,
-                    study_uid=old.StudyInstanceUID)
+    write_mammogram(
+        path,
+        breast_image(16, 12),
+        laterality=old.ImageLaterality,
+        view=old.ViewPosition,
+        patient_id=old.PatientID,
+        study_uid=old.StudyInstanceUID,
+    )
     return check_data(data)
 
 
 @case("check-data", "NaN pixels (float pixel data)", "row", "not finite")
 def _(ws, d):
     from dicom_factory import make_float_pixels
+
     data = ws.copy(d)
     make_float_pixels(image_of(data, ws.pair("0")[0], "ffdm"), (5, 5, 40, 40))
     return check_data(data)
@@ -741,13 +944,20 @@ def _(ws, d):
 @case("check-data", "a bad pixel stream (RLE that does not decode)", "row", "RLE")
 def _(ws, d):
     from dicom_factory import breast_image, corrupt_compressed, write_mammogram
+
     data = ws.copy(d)
     pair, _ = ws.pair("0")
     path = image_of(data, pair, "sm")
     old = pydicom.dcmread(path, stop_before_pixels=True)
-    write_mammogram(path, breast_image(int(old.Rows), int(old.Columns), old.ImageLaterality),
-                    laterality=old.ImageLaterality, view=old.ViewPosition, compression="rle",
-                    patient_id=old.PatientID, study_uid=old.StudyInstanceUID)
+    write_mammogram(
+        path,
+        breast_image(int(old.Rows), int(old.Columns), old.ImageLaterality),
+        laterality=old.ImageLaterality,
+        view=old.ViewPosition,
+        compression="rle",
+        patient_id=old.PatientID,
+        study_uid=old.StudyInstanceUID,
+    )
     corrupt_compressed(path)
     return check_data(data)
 
@@ -755,10 +965,12 @@ def _(ws, d):
 @case("check-data", "a truncated cache entry", "row", "cache entry")
 def _(ws, d):
     from dicom_factory import truncate
+
     data = ws.copy(d)
     cache = d / "cache"
     shutil.copytree(ws.cache, cache)
     from datamodules.cache import ImageCache
+
     truncate(ImageCache(cache, SIZE).path(ws.pair("0")[0], "sm"), 0.5)
     return check_data(data, "--cache-dir", str(cache))
 
@@ -775,6 +987,7 @@ def _(ws, d):
     cache = d / "cache"
     shutil.copytree(ws.cache, cache)
     from datamodules.cache import ImageCache
+
     entries = ImageCache(cache, SIZE)
     a, b = ws.pair("0", index=0)[0], ws.pair("0", index=1)[0]
     shutil.copy(entries.path(a, "sm"), entries.path(b, "sm"))
@@ -828,8 +1041,9 @@ def _(ws, d):
     return ["check-data", "--config", str(config), "--workers", "0", "--no-progress"]
 
 
-@case("check-data", "a breast crop keeping little of a large image", "sm_path", "keeps",
-      mode="warn")
+@case(
+    "check-data", "a breast crop keeping little of a large image", "sm_path", "keeps", mode="warn"
+)
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("0")
@@ -838,7 +1052,7 @@ def _(ws, d):
     big = np.zeros((values.shape[0] * 5, values.shape[1] * 5), dtype=np.uint16)
     side = "R" in pair.split("-")[1][:1]
     x0 = big.shape[1] - values.shape[1] if side else 0
-    big[:values.shape[0], x0:x0 + values.shape[1]] = values
+    big[: values.shape[0], x0 : x0 + values.shape[1]] = values
     pixels(path, big)
     edit(data / "lesions.csv", lambda t: t.drop(t.index[t["pair_id"] == pair]))
     return check_data(data)
@@ -846,8 +1060,20 @@ def _(ws, d):
 
 # == prepare =====================================================================================
 def prepare(data: Path, d: Path, *extra: str) -> list[str]:
-    return ["prepare", "--manifest", str(data), "--out", str(d / "cache"), "--image-size", "128",
-            "128", "--workers", "0", "--no-progress", *extra]
+    return [
+        "prepare",
+        "--manifest",
+        str(data),
+        "--out",
+        str(d / "cache"),
+        "--image-size",
+        "128",
+        "128",
+        "--workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @case("prepare", "a NaN rescale slope (cached as zeros before)", "row", "not finite", named=True)
@@ -875,6 +1101,7 @@ def _(ws, d):
 @case("prepare", "a tiny image", "row", "far smaller", named=True)
 def _(ws, d):
     from dicom_factory import breast_image, write_mammogram
+
     data = ws.copy(d)
     path = image_of(data, ws.pair("0")[0], "sm")
     write_mammogram(path, breast_image(16, 12))
@@ -883,27 +1110,65 @@ def _(ws, d):
 
 @case("prepare", "--image-size 127 129", "image-size", "divisible", named=True)
 def _(ws, d):
-    return ["prepare", "--manifest", str(ws.phantom), "--out", str(d / "cache"),
-            "--image-size", "127", "129"]
+    return [
+        "prepare",
+        "--manifest",
+        str(ws.phantom),
+        "--out",
+        str(d / "cache"),
+        "--image-size",
+        "127",
+        "129",
+    ]
 
 
-@case("prepare", "--image-size 320 256 for a d0 stage config (stride 128)", "image-size",
-      "divisible by 128")
+@case(
+    "prepare",
+    "--image-size 320 256 for a d0 stage config (stride 128)",
+    "image-size",
+    "divisible by 128",
+)
 def _(ws, d):
-    return ["prepare", "--manifest", str(ws.phantom), "--out", str(d / "cache"),
-            "--image-size", "320", "256", "--config", str(ROOT / "configs" / "stage1_sm.yaml")]
+    return [
+        "prepare",
+        "--manifest",
+        str(ws.phantom),
+        "--out",
+        str(d / "cache"),
+        "--image-size",
+        "320",
+        "256",
+        "--config",
+        str(ROOT / "configs" / "stage1_sm.yaml"),
+    ]
 
 
 @case("prepare", "--image-size 0 0", "image-size", "at least")
 def _(ws, d):
-    return ["prepare", "--manifest", str(ws.phantom), "--out", str(d / "cache"),
-            "--image-size", "0", "0"]
+    return [
+        "prepare",
+        "--manifest",
+        str(ws.phantom),
+        "--out",
+        str(d / "cache"),
+        "--image-size",
+        "0",
+        "0",
+    ]
 
 
 @case("prepare", "--image-size -64 64", "image-size", "at least")
 def _(ws, d):
-    return ["prepare", "--manifest", str(ws.phantom), "--out", str(d / "cache"),
-            "--image-size", "-64", "64"]
+    return [
+        "prepare",
+        "--manifest",
+        str(ws.phantom),
+        "--out",
+        str(d / "cache"),
+        "--image-size",
+        "-64",
+        "64",
+    ]
 
 
 @case("prepare", "--margin 0.9", "margin", "0.9")
@@ -929,6 +1194,7 @@ def _(ws, d):
 @case("prepare", "a truncated DICOM", "row", "truncated")
 def _(ws, d):
     from dicom_factory import truncate
+
     data = ws.copy(d)
     truncate(image_of(data, ws.pair("0")[0], "sm"), 0.5)
     return prepare(data, d)
@@ -944,6 +1210,7 @@ def _(ws, d):
 @case("prepare", "a multi-frame image", "row", "frames")
 def _(ws, d):
     from dicom_factory import make_multiframe
+
     data = ws.copy(d)
     make_multiframe(image_of(data, ws.pair("0")[0], "sm"), 3)
     return prepare(data, d)
@@ -961,8 +1228,19 @@ def _(ws, d):
 
 @case("prepare", "an output folder that is a cache of another size", "cache", "image size")
 def _(ws, d):
-    return ["prepare", "--manifest", str(ws.phantom), "--out", str(ws.cache), "--image-size",
-            "256", "256", "--workers", "0", "--no-progress"]
+    return [
+        "prepare",
+        "--manifest",
+        str(ws.phantom),
+        "--out",
+        str(ws.cache),
+        "--image-size",
+        "256",
+        "256",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
 
 
 @case("prepare", "a semicolon-separated manifest", mode="accept")
@@ -993,53 +1271,110 @@ def _(ws, d):
 
 
 # == fit / validate / test / predict ============================================================
-@case("lightning", "validate a Stage III config with a Stage I checkpoint", "ckpt_path",
-      "TeacherDetector", "FusedDetector", named=True)
+@case(
+    "lightning",
+    "validate a Stage III config with a Stage I checkpoint",
+    "ckpt_path",
+    "TeacherDetector",
+    "FusedDetector",
+    named=True,
+)
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("stage2"),
-               "--ckpt_path", ws.checkpoint("sm"), command="validate")
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+        "--ckpt_path",
+        ws.checkpoint("sm"),
+        command="validate",
+    )
 
 
-@case("lightning", "test an SM config with the FFDM model's checkpoint", "ckpt_path", "modality",
-      "ffdm")
+@case(
+    "lightning",
+    "test an SM config with the FFDM model's checkpoint",
+    "ckpt_path",
+    "modality",
+    "ffdm",
+)
 def _(ws, d):
-    return fit(ws, d, "demo/stage1_sm.yaml", None, "--ckpt_path", ws.checkpoint("ffdm"),
-               command="test")
+    return fit(
+        ws, d, "demo/stage1_sm.yaml", None, "--ckpt_path", ws.checkpoint("ffdm"), command="test"
+    )
 
 
-@case("lightning", "assess a BASE_UB config with the fused model's checkpoint", "ckpt_path",
-      "variant")
+@case(
+    "lightning", "assess a BASE_UB config with the fused model's checkpoint", "ckpt_path", "variant"
+)
 def _(ws, d):
-    return fit(ws, d, "demo/upper_bound.yaml", None, "--model.init_args.sm_teacher",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("ffdm"),
-               "--ckpt_path", ws.checkpoint("stage3"), command="assess")
+    return fit(
+        ws,
+        d,
+        "demo/upper_bound.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("ffdm"),
+        "--ckpt_path",
+        ws.checkpoint("stage3"),
+        command="assess",
+    )
 
 
 @case("lightning", "validate with a checkpoint of another input size", "ckpt_path", "image_size")
 def _(ws, d):
-    return fit(ws, d, "demo/stage1_sm.yaml", None, "--data.init_args.image_size", "[256, 256]",
-               "--ckpt_path", ws.checkpoint("sm"), command="validate")
+    return fit(
+        ws,
+        d,
+        "demo/stage1_sm.yaml",
+        None,
+        "--data.init_args.image_size",
+        "[256, 256]",
+        "--ckpt_path",
+        ws.checkpoint("sm"),
+        command="validate",
+    )
 
 
-@case("lightning", "validate with a Stage I artifact on a Stage III config", "ckpt_path",
-      "stage-1")
+@case("lightning", "validate with a Stage I artifact on a Stage III config", "ckpt_path", "stage-1")
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("stage2"),
-               "--ckpt_path", ws.artifact("sm"), command="validate")
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+        "--ckpt_path",
+        ws.artifact("sm"),
+        command="validate",
+    )
 
 
 @case("lightning", "test an SM config with the FFDM artifact", "ckpt_path", "ffdm")
 def _(ws, d):
-    return fit(ws, d, "demo/stage1_sm.yaml", None, "--ckpt_path", ws.artifact("ffdm"),
-               command="test")
+    return fit(
+        ws, d, "demo/stage1_sm.yaml", None, "--ckpt_path", ws.artifact("ffdm"), command="test"
+    )
 
 
-@case("lightning", "a torch file that is not one of our checkpoints", "ckpt_path",
-      "not a checkpoint of a mammofuse")
+@case(
+    "lightning",
+    "a torch file that is not one of our checkpoints",
+    "ckpt_path",
+    "not a checkpoint of a mammofuse",
+)
 def _(ws, d):
     import torch
+
     torch.save({"state_dict": {"w": torch.zeros(2)}}, d / "other.ckpt")
     return fit(ws, d, command="validate") + ["--ckpt_path", str(d / "other.ckpt")]
 
@@ -1055,11 +1390,21 @@ def _(ws, d):
     return fit(ws, d, command="test") + ["--ckpt_path", str(d / "none.ckpt")]
 
 
-@case("lightning", "a Stage II artifact as --ckpt_path of a Stage II config", "ckpt_path",
-      "artifact")
+@case(
+    "lightning", "a Stage II artifact as --ckpt_path of a Stage II config", "ckpt_path", "artifact"
+)
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--ckpt_path", ws.artifact("stage2"), command="validate")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--ckpt_path",
+        ws.artifact("stage2"),
+        command="validate",
+    )
 
 
 def sm_folder(d: Path) -> Path:
@@ -1068,14 +1413,36 @@ def sm_folder(d: Path) -> Path:
     return folder
 
 
-def predict(ws: Workspace, d: Path, folder: Path, *extra: str,
-            config: str = "demo/stage1_sm.yaml", ckpt: str | None = None) -> list[str]:
-    return ["predict", "--config", str(ROOT / "configs" / config), "--data",
-            str(ROOT / "configs" / "data" / "sm_folder.yaml"), "--data.init_args.sm_dir",
-            str(folder), "--data.init_args.image_size", "[128, 128]",
-            "--data.init_args.num_workers", "0", "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
-            str(d / "run"), "--ckpt_path", ckpt or ws.artifact("sm"), *extra]
+def predict(
+    ws: Workspace,
+    d: Path,
+    folder: Path,
+    *extra: str,
+    config: str = "demo/stage1_sm.yaml",
+    ckpt: str | None = None,
+) -> list[str]:
+    return [
+        "predict",
+        "--config",
+        str(ROOT / "configs" / config),
+        "--data",
+        str(ROOT / "configs" / "data" / "sm_folder.yaml"),
+        "--data.init_args.sm_dir",
+        str(folder),
+        "--data.init_args.image_size",
+        "[128, 128]",
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(d / "run"),
+        "--ckpt_path",
+        ckpt or ws.artifact("sm"),
+        *extra,
+    ]
 
 
 def phantom_files(ws: Workspace, modality: str, count: int = 3) -> list[Path]:
@@ -1083,8 +1450,9 @@ def phantom_files(ws: Workspace, modality: str, count: int = 3) -> list[Path]:
     return [ws.phantom / path for path in table[f"{modality}_path"][:count]]
 
 
-@case("lightning", "predict with an SM model on FFDM images", "FFDM", "not an SM", ".dcm",
-      named=True)
+@case(
+    "lightning", "predict with an SM model on FFDM images", "FFDM", "not an SM", ".dcm", named=True
+)
 def _(ws, d):
     folder = sm_folder(d)
     for path in phantom_files(ws, "ffdm"):
@@ -1100,8 +1468,13 @@ def _(ws, d):
     return predict(ws, d, folder)
 
 
-@case("lightning", "predict on FFDMs with --allow-modality-mismatch (the way out)",
-      "allow_modality_mismatch", "FFDM", mode="warn")
+@case(
+    "lightning",
+    "predict on FFDMs with --allow-modality-mismatch (the way out)",
+    "allow_modality_mismatch",
+    "FFDM",
+    mode="warn",
+)
 def _(ws, d):
     folder = sm_folder(d)
     for path in phantom_files(ws, "ffdm", 2):
@@ -1109,8 +1482,13 @@ def _(ws, d):
     return predict(ws, d, folder, "--allow-modality-mismatch")
 
 
-@case("lightning", "predict on a folder where 2 of 5 DICOMs have no .dcm name",
-      "5 DICOM file(s) to read", named=True, mode="warn")
+@case(
+    "lightning",
+    "predict on a folder where 2 of 5 DICOMs have no .dcm name",
+    "5 DICOM file(s) to read",
+    named=True,
+    mode="warn",
+)
 def _(ws, d):
     folder = sm_folder(d)
     for index, path in enumerate(phantom_files(ws, "sm", 5)):
@@ -1134,6 +1512,7 @@ def _(ws, d):
 @case("lightning", "predict on a truncated DICOM", "truncated", ".dcm")
 def _(ws, d):
     from dicom_factory import truncate
+
     folder = sm_folder(d)
     for path in phantom_files(ws, "sm", 2):
         truncate(shutil.copy(path, folder / path.name), 0.5)
@@ -1143,6 +1522,7 @@ def _(ws, d):
 @case("lightning", "predict on a tomosynthesis volume", "frames", ".dcm")
 def _(ws, d):
     from dicom_factory import make_multiframe
+
     folder = sm_folder(d)
     for path in phantom_files(ws, "sm", 1):
         make_multiframe(shutil.copy(path, folder / path.name), 3)
@@ -1154,9 +1534,17 @@ def _(ws, d):
     folder = sm_folder(d)
     for path in phantom_files(ws, "sm", 1):
         shutil.copy(path, folder / path.name)
-    return predict(ws, d, folder, "--model.init_args.sm_teacher", ws.artifact("sm"),
-                   "--model.init_args.partner", ws.artifact("ffdm"),
-                   config="demo/upper_bound.yaml", ckpt=ws.artifact("ub"))
+    return predict(
+        ws,
+        d,
+        folder,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("ffdm"),
+        config="demo/upper_bound.yaml",
+        ckpt=ws.artifact("ub"),
+    )
 
 
 @case("lightning", "predict on a blank SM", "blank", ".dcm")
@@ -1167,11 +1555,24 @@ def _(ws, d):
     return predict(ws, d, folder)
 
 
-@case("lightning", "fit with a pathology_classes key that no lesion has", "pathology_classes",
-      "unknown", named=True)
+@case(
+    "lightning",
+    "fit with a pathology_classes key that no lesion has",
+    "pathology_classes",
+    "unknown",
+    named=True,
+)
 def _(ws, d):
-    return fit(ws, d, "demo/stage1_sm.yaml", None, "--data.init_args.pathology_classes",
-               '{"malignant": 0, "unknown": 1}', "--model.init_args.num_classes", "2")
+    return fit(
+        ws,
+        d,
+        "demo/stage1_sm.yaml",
+        None,
+        "--data.init_args.pathology_classes",
+        '{"malignant": 0, "unknown": 1}',
+        "--model.init_args.num_classes",
+        "2",
+    )
 
 
 @case("lightning", "fit with a constant training image", "row", "blank", named=True)
@@ -1185,15 +1586,19 @@ def _(ws, d):
 @case("lightning", "test with a NaN image in the test split", "row", "not finite", named=True)
 def _(ws, d):
     from dicom_factory import make_float_pixels
+
     data = ws.copy(d)
     make_float_pixels(image_of(data, ws.pair("0", "test")[0], "sm"), (5, 5, 40, 40))
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data), command="test") + [
-        "--ckpt_path", ws.checkpoint("sm")]
+        "--ckpt_path",
+        ws.checkpoint("sm"),
+    ]
 
 
 @case("lightning", "fit with a truncated test-split file", "row", "truncated", named=True)
 def _(ws, d):
     from dicom_factory import truncate
+
     data = ws.copy(d)
     truncate(image_of(data, ws.pair("0", "test")[0], "sm"), 0.5)
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data))
@@ -1202,19 +1607,25 @@ def _(ws, d):
 @case("lightning", "fit with a bad pixel stream in a training pair", "row", "RLE", named=True)
 def _(ws, d):
     from dicom_factory import breast_image, corrupt_compressed, write_mammogram
+
     data = ws.copy(d)
     pair, _ = ws.pair("0", "train")
     path = image_of(data, pair, "sm")
     old = pydicom.dcmread(path, stop_before_pixels=True)
-    write_mammogram(path, breast_image(int(old.Rows), int(old.Columns), old.ImageLaterality),
-                    laterality=old.ImageLaterality, view=old.ViewPosition, compression="rle",
-                    patient_id=old.PatientID, study_uid=old.StudyInstanceUID)
+    write_mammogram(
+        path,
+        breast_image(int(old.Rows), int(old.Columns), old.ImageLaterality),
+        laterality=old.ImageLaterality,
+        view=old.ViewPosition,
+        compression="rle",
+        patient_id=old.PatientID,
+        study_uid=old.StudyInstanceUID,
+    )
     corrupt_compressed(path)
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data))
 
 
-@case("lightning", "fit Stage II with SM and FFDM swapped in a pair", "row", "swapped",
-      named=True)
+@case("lightning", "fit Stage II with SM and FFDM swapped in a pair", "row", "swapped", named=True)
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("0", "train")
@@ -1222,13 +1633,25 @@ def _(ws, d):
     def swap(table):
         rows = table["pair_id"] == pair
         table.loc[rows, ["sm_path", "ffdm_path"]] = table.loc[rows, ["ffdm_path", "sm_path"]].values
+
     edit(data / "manifest.csv", swap)
-    return fit(ws, d, "demo/stage2_distill.yaml", ws.write_data_yaml(d / "data.yaml", data),
-               "--model.init_args.ffdm_teacher", ws.artifact("ffdm"))
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        ws.write_data_yaml(d / "data.yaml", data),
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+    )
 
 
-@case("lightning", "fit with boxes in the background outside the breast", "lesions.csv",
-      "outside the breast crop", mode="warn")
+@case(
+    "lightning",
+    "fit with boxes in the background outside the breast",
+    "lesions.csv",
+    "outside the breast crop",
+    mode="warn",
+)
 def _(ws, d):
     data = ws.copy(d)
     pair, _ = ws.pair("1", "train")
@@ -1241,6 +1664,7 @@ def _(ws, d):
         x = 2 if flip else width - 8
         extra[["x1", "y1", "x2", "y2"]] = [str(x), "2", str(x + 6), "8"]
         table.loc[len(table)] = extra
+
     edit(data / "lesions.csv", move)
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data))
 
@@ -1255,6 +1679,7 @@ def _(ws, d):
             width = int(pydicom.dcmread(path, stop_before_pixels=True).Columns)
             x1, x2 = float(table.loc[index, "x1"]), float(table.loc[index, "x2"])
             table.loc[index, ["x1", "x2"]] = [str(width - x2), str(width - x1)]
+
     edit(data / "lesions.csv", mirror)
     return fit(ws, d, data=ws.write_data_yaml(d / "data.yaml", data))
 
@@ -1322,8 +1747,7 @@ def _(ws, d):
     return fit(ws, d) + ["--model.init_args.num_classes", "0"]
 
 
-@case("lightning", "a class index >= num_classes", "pathology_classes", "num_classes",
-      named=True)
+@case("lightning", "a class index >= num_classes", "pathology_classes", "num_classes", named=True)
 def _(ws, d):
     return fit(ws, d) + ["--data.init_args.pathology_classes", '{"malignant": 1}']
 
@@ -1345,18 +1769,36 @@ def _(ws, d):
 
 @case("lightning", "Stage II with SM-only data", "modalities", "ffdm")
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--data.init_args.modalities", "[sm]")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--data.init_args.modalities",
+        "[sm]",
+    )
 
 
 @case("lightning", "no data config at all", "data", "data config", named=True)
 def _(ws, d):
-    return ["fit", "--config", str(ROOT / "configs" / "demo" / "stage1_sm.yaml"), *TINY,
-            "--trainer.default_root_dir", str(d / "run")]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "demo" / "stage1_sm.yaml"),
+        *TINY,
+        "--trainer.default_root_dir",
+        str(d / "run"),
+    ]
 
 
-@case("lightning", "pathology_classes with a pathology the table cannot have",
-      "pathology_classes", "cancer")
+@case(
+    "lightning",
+    "pathology_classes with a pathology the table cannot have",
+    "pathology_classes",
+    "cancer",
+)
 def _(ws, d):
     return fit(ws, d) + ["--data.init_args.pathology_classes", '{"cancer": 0}']
 
@@ -1372,39 +1814,64 @@ def _wrong_artifact(config: str, **inputs):
         for key, name in inputs.items():
             extra += [f"--model.init_args.{key}", ws.artifact(name)]
         return fit(ws, d, config, None, *extra)
+
     return build
 
 
 for _config, _inputs, _words in [
     ("demo/stage2_distill.yaml", {"ffdm_teacher": "sm"}, ("ffdm_teacher", "on sm")),
     ("demo/stage2_distill.yaml", {"ffdm_teacher": "stage2"}, ("ffdm_teacher", "stage-2")),
-    ("demo/stage2_distill.yaml", {"ffdm_teacher": "ffdm", "init_from": "stage2"},
-     ("init_from", "stage-2")),
-    ("demo/stage3_fused.yaml", {"sm_teacher": "ffdm", "partner": "stage2"},
-     ("sm_teacher", "on ffdm")),
+    (
+        "demo/stage2_distill.yaml",
+        {"ffdm_teacher": "ffdm", "init_from": "stage2"},
+        ("init_from", "stage-2"),
+    ),
+    (
+        "demo/stage3_fused.yaml",
+        {"sm_teacher": "ffdm", "partner": "stage2"},
+        ("sm_teacher", "on ffdm"),
+    ),
     ("demo/stage3_fused.yaml", {"sm_teacher": "sm", "partner": "sm"}, ("partner", "on sm")),
-    ("demo/stage3_fused.yaml", {"sm_teacher": "sm", "partner": "stage3"},
-     ("partner", "stage-3")),
+    ("demo/stage3_fused.yaml", {"sm_teacher": "sm", "partner": "stage3"}, ("partner", "stage-3")),
 ]:
-    case("lightning", f"wrong artifact kind: {', '.join(f'{k}={v}' for k, v in _inputs.items())}",
-         *_words, named=True)(_wrong_artifact(_config, **_inputs))
+    case(
+        "lightning",
+        f"wrong artifact kind: {', '.join(f'{k}={v}' for k, v in _inputs.items())}",
+        *_words,
+        named=True,
+    )(_wrong_artifact(_config, **_inputs))
 
 
 @case("lightning", "pretrained of a fused config: a Stage I artifact", "pretrained", "stage-1")
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.pretrained",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("stage2"))
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.pretrained",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+    )
 
 
-@case("lightning", "a corrupt weights.safetensors", "weights.safetensors", "corrupt",
-      named=True)
+@case("lightning", "a corrupt weights.safetensors", "weights.safetensors", "corrupt", named=True)
 def _(ws, d):
     artifact = d / "artifact"
     shutil.copytree(ws.artifact("sm"), artifact)
     weights = artifact / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               str(artifact), "--model.init_args.partner", ws.artifact("stage2"))
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        str(artifact),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+    )
 
 
 @case("lightning", "a CSV as pretrained", "pretrained", "lesions.csv", "not weights", named=True)
@@ -1417,10 +1884,10 @@ def _(ws, d):
     return fit(ws, d) + ["--model.init_args.pretrained", str(ws.phantom)]
 
 
-@case("lightning", "a pickled non-weights torch file as pretrained", "pretrained",
-      "weights alone")
+@case("lightning", "a pickled non-weights torch file as pretrained", "pretrained", "weights alone")
 def _(ws, d):
     import torch
+
     torch.save({"model": Path("x")}, d / "model.pth")
     return fit(ws, d) + ["--model.init_args.pretrained", str(d / "model.pth")]
 
@@ -1552,53 +2019,114 @@ def _(ws, d):
 
 @case("lightning", "a cache made for another size", "cache", "image size")
 def _(ws, d):
-    return fit(ws, d) + ["--data.init_args.cache_dir", str(ws.cache),
-                         "--data.init_args.image_size", "[256, 256]"]
+    return fit(ws, d) + [
+        "--data.init_args.cache_dir",
+        str(ws.cache),
+        "--data.init_args.image_size",
+        "[256, 256]",
+    ]
 
 
 @case("lightning", "projection conv5x5 (Stage II)", "projection", "conv5x5")
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--model.init_args.projection", "conv5x5")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--model.init_args.projection",
+        "conv5x5",
+    )
 
 
 @case("lightning", "levels [9] (Stage II)", "levels", "9")
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--model.init_args.levels", "[9]")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--model.init_args.levels",
+        "[9]",
+    )
 
 
 @case("lightning", "level_weights [-1, 1, 1] (Stage II)", "level_weights", "non-negative")
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--model.init_args.level_weights", "[-1, 1, 1]")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--model.init_args.level_weights",
+        "[-1, 1, 1]",
+    )
 
 
 @case("lightning", "eps 0 (Stage II)", "eps", "> 0")
 def _(ws, d):
-    return fit(ws, d, "demo/stage2_distill.yaml", None, "--model.init_args.ffdm_teacher",
-               ws.artifact("ffdm"), "--model.init_args.eps", "0")
+    return fit(
+        ws,
+        d,
+        "demo/stage2_distill.yaml",
+        None,
+        "--model.init_args.ffdm_teacher",
+        ws.artifact("ffdm"),
+        "--model.init_args.eps",
+        "0",
+    )
 
 
 @case("lightning", "partner_features both (Stage III)", "partner_features", "both")
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("stage2"),
-               "--model.init_args.partner_features", "both")
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+        "--model.init_args.partner_features",
+        "both",
+    )
 
 
 @case("lightning", "head_init zeros (Stage III)", "head_init", "zeros")
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               ws.artifact("sm"), "--model.init_args.partner", ws.artifact("stage2"),
-               "--model.init_args.head_init", "zeros")
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        ws.artifact("sm"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+        "--model.init_args.head_init",
+        "zeros",
+    )
 
 
-@case("lightning", "an sm_teacher that does not exist (Stage III)", "sm_teacher",
-      "does not exist")
+@case("lightning", "an sm_teacher that does not exist (Stage III)", "sm_teacher", "does not exist")
 def _(ws, d):
-    return fit(ws, d, "demo/stage3_fused.yaml", None, "--model.init_args.sm_teacher",
-               str(d / "nowhere"), "--model.init_args.partner", ws.artifact("stage2"))
+    return fit(
+        ws,
+        d,
+        "demo/stage3_fused.yaml",
+        None,
+        "--model.init_args.sm_teacher",
+        str(d / "nowhere"),
+        "--model.init_args.partner",
+        ws.artifact("stage2"),
+    )
 
 
 @case("lightning", "freeze_extractor without pretrained", "freeze_extractor", "pretrained")
@@ -1606,8 +2134,7 @@ def _(ws, d):
     return fit(ws, d) + ["--model.init_args.freeze_extractor", "true"]
 
 
-@case("lightning", "a Stage III artifact as pretrained of a Stage I model", "pretrained",
-      "head")
+@case("lightning", "a Stage III artifact as pretrained of a Stage I model", "pretrained", "head")
 def _(ws, d):
     return fit(ws, d) + ["--model.init_args.pretrained", ws.artifact("stage3")]
 
@@ -1624,8 +2151,12 @@ def _(ws, d):
 
 @case("lightning", "a test split with no pairs (test)", "test", "no pairs")
 def _(ws, d):
-    return fit(ws, d, command="test") + ["--ckpt_path", ws.checkpoint("sm"),
-                                         "--data.init_args.split_fractions", "[0.9, 0.1, 0.0]"]
+    return fit(ws, d, command="test") + [
+        "--ckpt_path",
+        ws.checkpoint("sm"),
+        "--data.init_args.split_fractions",
+        "[0.9, 0.1, 0.0]",
+    ]
 
 
 # == evaluate ====================================================================================
@@ -1633,10 +2164,24 @@ def eval_files(ws: Workspace, d: Path) -> dict[str, Path]:
     """A copy of a real run's test predictions, ground truth and images."""
     source = ws.runs / "sm" / "predictions"
     if not (source / "test_predictions.parquet").is_file():
-        run(["test", "--config", str(ws.data_yaml), "--config",
-             str(ROOT / "configs" / "demo" / "stage1_sm.yaml"), "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
-             str(ws.runs / "sm"), "--ckpt_path", ws.checkpoint("sm")], check=True)
+        run(
+            [
+                "test",
+                "--config",
+                str(ws.data_yaml),
+                "--config",
+                str(ROOT / "configs" / "demo" / "stage1_sm.yaml"),
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.default_root_dir",
+                str(ws.runs / "sm"),
+                "--ckpt_path",
+                ws.checkpoint("sm"),
+            ],
+            check=True,
+        )
     if not (source / "test_predictions.csv").is_file():  # the tables as a user exports them
         run(["evaluate", "--export-csv", str(source)], check=True)
     files = {}
@@ -1646,9 +2191,18 @@ def eval_files(ws: Workspace, d: Path) -> dict[str, Path]:
 
 
 def evaluate(files: dict[str, Path], *extra: str) -> list[str]:
-    return ["evaluate", "--predictions", str(files["predictions"]), "--ground-truth",
-            str(files["ground_truth"]), "--images", str(files["images"]), "--n-boot", "20",
-            *extra]
+    return [
+        "evaluate",
+        "--predictions",
+        str(files["predictions"]),
+        "--ground-truth",
+        str(files["ground_truth"]),
+        "--images",
+        str(files["images"]),
+        "--n-boot",
+        "20",
+        *extra,
+    ]
 
 
 def _eval_case(name, change, *expect, named=False, extra=()):
@@ -1656,6 +2210,7 @@ def _eval_case(name, change, *expect, named=False, extra=()):
         files = eval_files(ws, d)
         change(files)
         return evaluate(files, *extra)
+
     case("evaluate", name, *expect, named=named)(build)
 
 
@@ -1663,29 +2218,72 @@ def _rows(name, transform):
     def change(files):
         table = pd.read_csv(files[name], dtype={"image_id": str})
         transform(table).to_csv(files[name], index=False)
+
     return change
 
 
-_eval_case("duplicate prediction rows", _rows("predictions", lambda t: pd.concat([t, t.head(20)])),
-           "predictions.csv", "duplicate", named=True)
-_eval_case("duplicate ground-truth rows", _rows("ground_truth", lambda t: pd.concat([t, t])),
-           "ground_truth.csv", "duplicate", named=True)
-_eval_case("a predictions file with only a header", _rows("predictions", lambda t: t.head(0)),
-           "predictions.csv", "no", named=True)
-_eval_case("scores above 1", _rows("predictions", lambda t: t.assign(score=t["score"] + 1)),
-           "predictions.csv", "score", named=True)
-_eval_case("negative coordinates", _rows("predictions", lambda t: t.assign(x1=t["x1"] - 1000)),
-           "predictions.csv", "x1", named=True)
-_eval_case("NaN scores", _rows("predictions", lambda t: t.assign(
-    score=t["score"].where(t.index != 0, np.nan))), "predictions.csv", "score")
-_eval_case("prediction ids that match no image", _rows("predictions", lambda t: t.assign(
-    image_id="X" + t["image_id"])), "predictions.csv", "image_id")
-_eval_case("a missing score column", _rows("predictions", lambda t: t.drop(columns=["score"])),
-           "predictions.csv", "score")
+_eval_case(
+    "duplicate prediction rows",
+    _rows("predictions", lambda t: pd.concat([t, t.head(20)])),
+    "predictions.csv",
+    "duplicate",
+    named=True,
+)
+_eval_case(
+    "duplicate ground-truth rows",
+    _rows("ground_truth", lambda t: pd.concat([t, t])),
+    "ground_truth.csv",
+    "duplicate",
+    named=True,
+)
+_eval_case(
+    "a predictions file with only a header",
+    _rows("predictions", lambda t: t.head(0)),
+    "predictions.csv",
+    "no",
+    named=True,
+)
+_eval_case(
+    "scores above 1",
+    _rows("predictions", lambda t: t.assign(score=t["score"] + 1)),
+    "predictions.csv",
+    "score",
+    named=True,
+)
+_eval_case(
+    "negative coordinates",
+    _rows("predictions", lambda t: t.assign(x1=t["x1"] - 1000)),
+    "predictions.csv",
+    "x1",
+    named=True,
+)
+_eval_case(
+    "NaN scores",
+    _rows("predictions", lambda t: t.assign(score=t["score"].where(t.index != 0, np.nan))),
+    "predictions.csv",
+    "score",
+)
+_eval_case(
+    "prediction ids that match no image",
+    _rows("predictions", lambda t: t.assign(image_id="X" + t["image_id"])),
+    "predictions.csv",
+    "image_id",
+)
+_eval_case(
+    "a missing score column",
+    _rows("predictions", lambda t: t.drop(columns=["score"])),
+    "predictions.csv",
+    "score",
+)
 _eval_case("an empty images file", _rows("images", lambda t: t.head(0)), "images.csv", "no")
-_eval_case("a semicolon-separated predictions file", lambda files: pd.read_csv(
-    files["predictions"]).to_csv(files["predictions"], sep=";", index=False),
-    "predictions.csv", "column")
+_eval_case(
+    "a semicolon-separated predictions file",
+    lambda files: pd.read_csv(files["predictions"]).to_csv(
+        files["predictions"], sep=";", index=False
+    ),
+    "predictions.csv",
+    "column",
+)
 
 
 @case("evaluate", "a predictions file that does not exist", "nowhere.csv")
@@ -1875,16 +2473,19 @@ def _(ws, d):
 
 @case("pipeline", "an override that sets a bad value", "focal_alpha", "[0, 1]")
 def _(ws, d):
-    return pipeline(pipeline_config(ws, d, overrides={"model.init_args.focal_alpha": 3}), d,
-                    "--only", "stage1_sm")
+    return pipeline(
+        pipeline_config(ws, d, overrides={"model.init_args.focal_alpha": 3}),
+        d,
+        "--only",
+        "stage1_sm",
+    )
 
 
 @case("pipeline", "a stage name that is not a string", "stages", "1")
 def _(ws, d):
     config = yaml.safe_load(pipeline_config(ws, d).read_text())
     config["stages"] = {1: config["stages"]["stage1_sm"]}
-    return pipeline(pipeline_config(ws, d, stages=config["stages"], report={},
-                                    comparisons=None), d)
+    return pipeline(pipeline_config(ws, d, stages=config["stages"], report={}, comparisons=None), d)
 
 
 @case("pipeline", "a run folder that is a file", "run")
@@ -1896,10 +2497,13 @@ def _(ws, d):
 # -- running and judging -------------------------------------------------------------------------
 def message_lines(text: str, count: int = 3) -> list[str]:
     lines = [line.rstrip() for line in text.splitlines() if not NOISE.match(line)]
-    key = [i for i, line in enumerate(lines)
-           if re.search(r"error|problem|warning|refus|Traceback|predict: \d+ file", line, re.I)]
+    key = [
+        i
+        for i, line in enumerate(lines)
+        if re.search(r"error|problem|warning|refus|Traceback|predict: \d+ file", line, re.I)
+    ]
     start = key[0] if key else max(0, len(lines) - count)
-    return lines[start:start + count]
+    return lines[start : start + count]
 
 
 def judge(item: Case, code: int, text: str) -> str:
@@ -1927,8 +2531,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the cases and stop")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # the commands run in their case's folder
-    chosen = [item for item in CASES
-              if not args.only or args.only.lower() in f"{item.surface} {item.name}".lower()]
+    chosen = [
+        item
+        for item in CASES
+        if not args.only or args.only.lower() in f"{item.surface} {item.name}".lower()
+    ]
     if args.list:
         for item in chosen:
             print(f"{item.surface:10} {'*' if item.named else ' '} {item.name}")
@@ -1952,32 +2559,58 @@ def main(argv: list[str] | None = None) -> int:
             code, text = -2, f"the probe could not build this case: {error!r}"
         (folder / "output.txt").write_text(text)
         verdict = judge(item, code, text)
-        item.result = {"surface": item.surface, "case": item.name, "named": item.named,
-                       "mode": item.mode, "command": "python cli.py " + " ".join(item.argv),
-                       "exit": code, "message": message_lines(text), "verdict": verdict,
-                       "expect": list(item.expect), "seconds": round(time.monotonic() - started, 1)}
+        item.result = {
+            "surface": item.surface,
+            "case": item.name,
+            "named": item.named,
+            "mode": item.mode,
+            "command": "python cli.py " + " ".join(item.argv),
+            "exit": code,
+            "message": message_lines(text),
+            "verdict": verdict,
+            "expect": list(item.expect),
+            "seconds": round(time.monotonic() - started, 1),
+        }
         results.append(item.result)
-        print(f"[{number}/{len(chosen)}] {verdict:8} {item.surface:10} {item.name} "
-              f"(exit {code}): {' | '.join(item.result['message'])[:160]}", flush=True)
+        print(
+            f"[{number}/{len(chosen)}] {verdict:8} {item.surface:10} {item.name} "
+            f"(exit {code}): {' | '.join(item.result['message'])[:160]}",
+            flush=True,
+        )
     counts = Counter(result["verdict"] for result in results)
     named = Counter(result["verdict"] for result in results if result["named"])
-    per_surface = {surface: dict(Counter(r["verdict"] for r in results if r["surface"] == surface))
-                   for surface in dict.fromkeys(r["surface"] for r in results)}
-    summary = {"cases": len(results), "counts": dict(counts), "named": dict(named),
-               "per_surface": per_surface, "results": results}
+    per_surface = {
+        surface: dict(Counter(r["verdict"] for r in results if r["surface"] == surface))
+        for surface in dict.fromkeys(r["surface"] for r in results)
+    }
+    summary = {
+        "cases": len(results),
+        "counts": dict(counts),
+        "named": dict(named),
+        "per_surface": per_surface,
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probe.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| surface | case | named | command | message (first lines) | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| surface | case | named | command | message (first lines) | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         message = "<br>".join(line.replace("|", "\\|")[:200] for line in result["message"])
         command = result["command"].replace(str(args.out), "OUT").replace("|", "/")
         mark = "yes" if result["named"] else ""
-        lines.append(f"| {result['surface']} | {result['case']} | {mark} | `{command}` | "
-                     f"{message} | {result['verdict']} |")
+        lines.append(
+            f"| {result['surface']} | {result['case']} | {mark} | `{command}` | "
+            f"{message} | {result['verdict']} |"
+        )
     (args.out / "probe.md").write_text("\n".join(lines) + "\n")
-    print(f"{len(results)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-          + "; named in the issue: " + ", ".join(f"{k} {v}" for k, v in sorted(named.items())))
+    print(
+        f"{len(results)} cases: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        + "; named in the issue: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(named.items()))
+    )
     for surface, verdicts in per_surface.items():
         print(f"  {surface}: {verdicts}")
     return 0

@@ -24,8 +24,17 @@ def machine() -> dict[str, Any]:
     import importlib.metadata as metadata
 
     versions = {}
-    for package in ("torch", "pytorch-lightning", "effdet", "timm", "numpy", "pydicom",
-                    "opencv-python-headless", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg"):
+    for package in (
+        "torch",
+        "pytorch-lightning",
+        "effdet",
+        "timm",
+        "numpy",
+        "pydicom",
+        "opencv-python-headless",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-libjpeg",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -38,8 +47,13 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "versions": versions}
+    info = {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
     try:
         import torch
 
@@ -54,17 +68,26 @@ def summary(values: list[float]) -> dict[str, float]:
     """Median, quartiles, min and max of repeated measurements."""
     values = sorted(float(value) for value in values)
     quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return {"median": statistics.median(values), "q1": quartiles[0], "q3": quartiles[2],
-            "min": values[0], "max": values[-1], "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "q1": quartiles[0],
+        "q3": quartiles[2],
+        "min": values[0],
+        "max": values[-1],
+        "n": len(values),
+    }
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """``bench/results/{name}.json`` with the machine and the time it was written."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    document = {"benchmark": name,
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "machine": machine(), **result}
+    document = {
+        "benchmark": name,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **result,
+    }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 

@@ -58,8 +58,10 @@ def config_hash(config: dict[str, Any], inputs: dict[str, dict[str, str]]) -> st
     init_args = (config.get("model") or {}).get("init_args") or {}
     for key in INPUT_ARGS:
         init_args.pop(key, None)
-    payload = {"config": config,
-               "inputs": {role: reference["sha256"] for role, reference in sorted(inputs.items())}}
+    payload = {
+        "config": config,
+        "inputs": {role: reference["sha256"] for role, reference in sorted(inputs.items())},
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -74,8 +76,9 @@ class StageHandoff(pl.Callback):
         enabled: set False to write no artifact.
     """
 
-    def __init__(self, out_dir: str | None = None, config_hash: str | None = None,
-                 enabled: bool = True):
+    def __init__(
+        self, out_dir: str | None = None, config_hash: str | None = None, enabled: bool = True
+    ):
         super().__init__()
         self.out_dir = out_dir
         self.config_hash = config_hash
@@ -87,8 +90,12 @@ class StageHandoff(pl.Callback):
 
     def journal(self, trainer: pl.Trainer, event: str, **fields: Any) -> None:
         """Append one event of this rank to the run's hand-off journal."""
-        record = {"event": event, "rank": int(trainer.global_rank),
-                  "world_size": int(trainer.world_size), **fields}
+        record = {
+            "event": event,
+            "rank": int(trainer.global_rank),
+            "world_size": int(trainer.world_size),
+            **fields,
+        }
         path = Path(trainer.default_root_dir) / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
         # One write of one line with O_APPEND: lines of several ranks never interleave.
@@ -101,8 +108,9 @@ class StageHandoff(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled and isinstance(pl_module, StageModule):
             hyperparameters = json.loads(json.dumps(dict(pl_module.hparams), default=str))
-            self.journal(trainer, "inputs", inputs=pl_module.inputs,
-                         hyperparameters=hyperparameters)
+            self.journal(
+                trainer, "inputs", inputs=pl_module.inputs, hyperparameters=hyperparameters
+            )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not isinstance(pl_module, StageModule):
@@ -112,9 +120,13 @@ class StageHandoff(pl.Callback):
         parts = {}
         for key, value in state.items():
             parts.setdefault(key.split(".", 1)[0], {})[key] = value
-        self.journal(trainer, "final_weights", digest=state_digest(state),
-                     parts={name: state_digest(part) for name, part in sorted(parts.items())},
-                     trained_steps=int(pl_module.trained_steps))
+        self.journal(
+            trainer,
+            "final_weights",
+            digest=state_digest(state),
+            parts={name: state_digest(part) for name, part in sorted(parts.items())},
+            trained_steps=int(pl_module.trained_steps),
+        )
         # Rank 0's view of the file system decides for every rank (another rank's view of a
         # shared file system may lag): which checkpoint, then the artifact written from it.
         best = self._best_checkpoint(trainer) if trainer.is_global_zero else None
@@ -126,12 +138,21 @@ class StageHandoff(pl.Callback):
         if trainer.is_global_zero:
             try:
                 digest_hash = self.config_hash or self._default_hash(trainer, pl_module)
-                out, written = export_checkpoint(checkpoint, self.directory(trainer),
-                                                 config_hash=digest_hash, monitor=monitor,
-                                                 monitor_value=value)
+                out, written = export_checkpoint(
+                    checkpoint,
+                    self.directory(trainer),
+                    config_hash=digest_hash,
+                    monitor=monitor,
+                    monitor_value=value,
+                )
                 sha256 = read_artifact(out).meta["weights_sha256"]
-                self.journal(trainer, "wrote" if written else "unchanged", path=str(out),
-                             checkpoint=str(checkpoint), sha256=sha256)
+                self.journal(
+                    trainer,
+                    "wrote" if written else "unchanged",
+                    path=str(out),
+                    checkpoint=str(checkpoint),
+                    sha256=sha256,
+                )
                 outcome = (str(out), sha256, None)
             except Exception as error:  # noqa: BLE001 - raised below, once every rank knows
                 failure, outcome = error, (None, None, f"{type(error).__name__}: {error}")
@@ -161,8 +182,12 @@ class StageHandoff(pl.Callback):
         if saved.is_file():
             config = yaml.safe_load(saved.read_text()) or {}
         else:
-            config = {"model": {"class_path": type(pl_module).__name__,
-                                "init_args": dict(pl_module.hparams)}}
+            config = {
+                "model": {
+                    "class_path": type(pl_module).__name__,
+                    "init_args": dict(pl_module.hparams),
+                }
+            }
         return config_hash(config, pl_module.inputs)
 
 

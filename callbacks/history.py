@@ -34,8 +34,11 @@ class MetricsHistory(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
             return
-        values = {name: float(value) for name, value in trainer.callback_metrics.items()
-                  if name.startswith("val_") and getattr(value, "numel", lambda: 1)() == 1}
+        values = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith("val_") and getattr(value, "numel", lambda: 1)() == 1
+        }
         if not values:
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **values}

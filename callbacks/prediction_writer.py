@@ -51,13 +51,21 @@ _IMAGE = "_image"  # a row's image: its running index on the rank that read it
 _BOX = [("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32())]
 SCHEMAS = {
     # the decoder's float32 values as they are: float64 readers see the same numbers
-    "predictions": pa.schema([("image_id", pa.string()), *_BOX, ("score", pa.float32()),
-                              ("label", pa.int32())]),
-    "images": pa.schema([("image_id", pa.string()), ("height", pa.int32()),
-                         ("width", pa.int32()), ("detections", pa.int32()),
-                         ("dropped_score", pa.float32())]),
-    "ground_truth": pa.schema([("image_id", pa.string()),
-                               *[(name, pa.float64()) for name, _ in _BOX]]),
+    "predictions": pa.schema(
+        [("image_id", pa.string()), *_BOX, ("score", pa.float32()), ("label", pa.int32())]
+    ),
+    "images": pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("detections", pa.int32()),
+            ("dropped_score", pa.float32()),
+        ]
+    ),
+    "ground_truth": pa.schema(
+        [("image_id", pa.string()), *[(name, pa.float64()) for name, _ in _BOX]]
+    ),
 }
 _FLUSH_ROWS = 1 << 18  # rows buffered per table before they become a row group
 
@@ -73,9 +81,14 @@ class PredictionWriter(pl.Callback):
         max_detections: the most detections kept per image, the highest-scoring.
     """
 
-    def __init__(self, output_dir: str | None = None, during_fit: bool = False,
-                 overlays: bool = False, overlay_min_score: float = 0.3,
-                 max_detections: int = MAX_DETECTIONS):
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        during_fit: bool = False,
+        overlays: bool = False,
+        overlay_min_score: float = 0.3,
+        max_detections: int = MAX_DETECTIONS,
+    ):
         super().__init__()
         if max_detections < 1:
             raise ValueError(f"max_detections must be at least 1, got {max_detections}")
@@ -127,8 +140,9 @@ class PredictionWriter(pl.Callback):
     # -- writing ----------------------------------------------------------------------------
     def _open(self, trainer: pl.Trainer, split: str) -> None:
         self._trainer = trainer
-        self._parts = RankParts(self.directory(trainer), split, trainer.global_rank,
-                                self.max_detections)
+        self._parts = RankParts(
+            self.directory(trainer), split, trainer.global_rank, self.max_detections
+        )
 
     def _write(self, outputs: Any, batch: dict[str, Any], pl_module) -> None:
         if self._parts is None or not outputs:
@@ -145,11 +159,14 @@ class PredictionWriter(pl.Callback):
             image_id = str(batch[PAIR_ID][index])
             if self.overlays and self._parts.split == "predict":
                 self._overlay(image_id, detection, batch, index, modality)
-            self._parts.add(image_id, geometries[index].original_size,
-                            _numpy(detection["boxes_original"], np.float32).reshape(-1, 4),
-                            _numpy(detection["scores"], np.float32),
-                            _numpy(detection["labels"], np.int32),
-                            None if lesions is None else _numpy(lesions[index], np.float64))
+            self._parts.add(
+                image_id,
+                geometries[index].original_size,
+                _numpy(detection["boxes_original"], np.float32).reshape(-1, 4),
+                _numpy(detection["scores"], np.float32),
+                _numpy(detection["labels"], np.int32),
+                None if lesions is None else _numpy(lesions[index], np.float64),
+            )
 
     def _close(self, trainer: pl.Trainer, split: str) -> None:
         if self._parts is None or self._parts.split != split:
@@ -180,8 +197,9 @@ class PredictionWriter(pl.Callback):
             path.write_text(json.dumps(info, indent=2) + "\n")
         trainer.strategy.barrier("prediction_writer_merged")
 
-    def _overlay(self, image_id: str, detection: dict, batch: dict, index: int,
-                 modality: str) -> None:
+    def _overlay(
+        self, image_id: str, detection: dict, batch: dict, index: int, modality: str
+    ) -> None:
         """The DICOM as stored (windowed for display), detections >= the minimum score in
         green with their scores, as ``overlays/<image id>.png``."""
         from PIL import Image, ImageDraw
@@ -193,7 +211,8 @@ class PredictionWriter(pl.Callback):
             raise ValueError(f"overlays need the batches' '{modality}_path' (the DICOM files)")
         pixels, dataset = read_dicom(paths[index])
         image = Image.fromarray((to_unit_range(pixels, dataset) * 255).astype("uint8")).convert(
-            "RGB")
+            "RGB"
+        )
         draw = ImageDraw.Draw(image)
         width = max(2, round(max(image.size) / 400))
         boxes = _numpy(detection["boxes_original"], np.float64).reshape(-1, 4).tolist()
@@ -210,8 +229,9 @@ class RankParts:
     """One rank's part files of one split: every image it reads, in order, with its kept
     detections and its lesions, buffered as columns and written a row group at a time."""
 
-    def __init__(self, directory: Path, split: str, rank: int,
-                 max_detections: int = MAX_DETECTIONS):
+    def __init__(
+        self, directory: Path, split: str, rank: int, max_detections: int = MAX_DETECTIONS
+    ):
         self.directory, self.split, self.rank = Path(directory), split, rank
         self.max_detections = max_detections
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -223,8 +243,15 @@ class RankParts:
         for table in SCHEMAS:  # a rank that reads nothing still leaves (empty) parts
             part_path(self.directory, split, table, rank).unlink(missing_ok=True)
 
-    def add(self, image_id: str, original_size, boxes: np.ndarray, scores: np.ndarray,
-            labels: np.ndarray, lesions: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        image_id: str,
+        original_size,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        lesions: np.ndarray | None = None,
+    ) -> None:
         """One image read: its detections (``[n, 4]`` boxes, scores, labels) and, where the
         batch has them, its lesion boxes ``[m, 4]``."""
         image = self._count
@@ -237,23 +264,51 @@ class RankParts:
             keep = np.sort(order[: self.max_detections])  # the highest, in the model's order
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         height, width = (int(side) for side in original_size)
-        self._append("images", image, 1, {"height": np.array([height], np.int32),
-                                          "width": np.array([width], np.int32),
-                                          "detections": np.array([n], np.int32),
-                                          "dropped_score": np.array([dropped], np.float32)},
-                     image_id)
-        self._append("predictions", image, scores.size, {
-            "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3],
-            "score": scores, "label": labels}, image_id)
+        self._append(
+            "images",
+            image,
+            1,
+            {
+                "height": np.array([height], np.int32),
+                "width": np.array([width], np.int32),
+                "detections": np.array([n], np.int32),
+                "dropped_score": np.array([dropped], np.float32),
+            },
+            image_id,
+        )
+        self._append(
+            "predictions",
+            image,
+            scores.size,
+            {
+                "x1": boxes[:, 0],
+                "y1": boxes[:, 1],
+                "x2": boxes[:, 2],
+                "y2": boxes[:, 3],
+                "score": scores,
+                "label": labels,
+            },
+            image_id,
+        )
         if lesions is not None:
             self.has_lesions = True
             lesions = lesions.reshape(-1, 4)
-            self._append("ground_truth", image, lesions.shape[0], {
-                "x1": lesions[:, 0], "y1": lesions[:, 1], "x2": lesions[:, 2],
-                "y2": lesions[:, 3]}, image_id)
+            self._append(
+                "ground_truth",
+                image,
+                lesions.shape[0],
+                {
+                    "x1": lesions[:, 0],
+                    "y1": lesions[:, 1],
+                    "x2": lesions[:, 2],
+                    "y2": lesions[:, 3],
+                },
+                image_id,
+            )
 
-    def _append(self, table: str, image: int, rows: int, columns: dict[str, np.ndarray],
-                image_id: str) -> None:
+    def _append(
+        self, table: str, image: int, rows: int, columns: dict[str, np.ndarray], image_id: str
+    ) -> None:
         if not rows:
             return
         columns[_IMAGE] = np.full(rows, image, np.int64)
@@ -276,11 +331,13 @@ class RankParts:
         for field in list(schema)[1:]:
             values = np.concatenate([chunk[field.name] for chunk in buffered])
             # a nan dropped_score is "none dropped": stored as missing
-            arrays.append(pa.array(values, type=field.type,
-                                   from_pandas=field.name == "dropped_score"))
+            arrays.append(
+                pa.array(values, type=field.type, from_pandas=field.name == "dropped_score")
+            )
         if table not in self._writers:
             self._writers[table] = pq.ParquetWriter(
-                part_path(self.directory, self.split, table, self.rank), schema)
+                part_path(self.directory, self.split, table, self.rank), schema
+            )
         self._writers[table].write_table(pa.Table.from_arrays(arrays, schema=schema))
         self._buffers[table], self._rows[table] = [], 0
 
@@ -290,8 +347,10 @@ class RankParts:
             if table in self._writers:
                 self._writers[table].close()
             elif table != "ground_truth" or self.has_lesions:  # an empty part, no rows
-                pq.write_table(part_schema(table).empty_table(),
-                               part_path(self.directory, self.split, table, self.rank))
+                pq.write_table(
+                    part_schema(table).empty_table(),
+                    part_path(self.directory, self.split, table, self.rank),
+                )
         self._writers = {}
 
 
@@ -315,32 +374,38 @@ def merge_parts(directory: Path, split: str, world_size: int) -> tuple[int, int]
     padding added are dropped with their rows. Returns (images, images whose detections the
     cap cut). No ground-truth table when no rank read lesions."""
     directory = Path(directory)
-    parts = {table: [part_path(directory, split, table, rank) for rank in range(world_size)]
-             for table in SCHEMAS}
-    read = [pq.read_table(part, columns=["image_id", "dropped_score"])
-            for part in parts["images"]]
-    ids = pa.chunked_array([chunk for part in read for chunk in part.column("image_id").chunks],
-                           type=pa.string()).to_numpy(zero_copy_only=False)
+    parts = {
+        table: [part_path(directory, split, table, rank) for rank in range(world_size)]
+        for table in SCHEMAS
+    }
+    read = [pq.read_table(part, columns=["image_id", "dropped_score"]) for part in parts["images"]]
+    ids = pa.chunked_array(
+        [chunk for part in read for chunk in part.column("image_id").chunks], type=pa.string()
+    ).to_numpy(zero_copy_only=False)
     kept = ~pd.Index(ids).duplicated(keep="first")
     starts = np.cumsum([0, *(part.num_rows for part in read)])
-    keep = [kept[starts[rank]: starts[rank + 1]] for rank in range(world_size)]
-    dropped = pa.chunked_array([chunk for part in read for chunk in part.column(
-        "dropped_score").chunks], type=pa.float32()).to_numpy(zero_copy_only=False)
+    keep = [kept[starts[rank] : starts[rank + 1]] for rank in range(world_size)]
+    dropped = pa.chunked_array(
+        [chunk for part in read for chunk in part.column("dropped_score").chunks], type=pa.float32()
+    ).to_numpy(zero_copy_only=False)
     capped = int(np.count_nonzero(~np.isnan(dropped[kept])))
     # a rank whose batches carried lesions wrote a ground-truth part, if only an empty one
     has_lesions = any(part.is_file() for part in parts["ground_truth"])
     for table, paths in parts.items():
         if table != "ground_truth" or has_lesions:
             # rank zero alone writes it: a fixed temporary name, made by ParquetWriter (umask mode)
-            with (atomic_path(directory / file_name(split, table), unique=False) as temporary,
-                  pq.ParquetWriter(temporary, SCHEMAS[table]) as writer):
+            with (
+                atomic_path(directory / file_name(split, table), unique=False) as temporary,
+                pq.ParquetWriter(temporary, SCHEMAS[table]) as writer,
+            ):
                 for rank, path in enumerate(paths):
                     if not path.is_file():  # a rank whose batches had no lesions
                         continue
                     for batch in pq.ParquetFile(path).iter_batches(batch_size=_FLUSH_ROWS):
                         rows = keep[rank][batch.column(_IMAGE).to_numpy()]
-                        writer.write_batch(batch.filter(pa.array(rows)).select(
-                            SCHEMAS[table].names))
+                        writer.write_batch(
+                            batch.filter(pa.array(rows)).select(SCHEMAS[table].names)
+                        )
         for path in paths:
             path.unlink(missing_ok=True)
     return int(kept.sum()), capped

@@ -52,14 +52,23 @@ class Requeue(ModelCheckpoint):
             one number under DDP). Keep that many batches well inside the signal's grace time.
     """
 
-    def __init__(self, dirpath: str | None = None,
-                 train_time_interval: timedelta | None = timedelta(minutes=30),
-                 check_every_n_steps: int = 10):
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        train_time_interval: timedelta | None = timedelta(minutes=30),
+        check_every_n_steps: int = 10,
+    ):
         if int(check_every_n_steps) < 1:
             raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
         # save_top_k=0 and no epoch trigger: this callback writes last.ckpt on its timer only
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=0,
-                         train_time_interval=train_time_interval, enable_version_counter=False)
+        super().__init__(
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_epochs=0,
+            train_time_interval=train_time_interval,
+            enable_version_counter=False,
+        )
         self.check_every_n_steps = int(check_every_n_steps)
         self._signum: int | None = None  # the signal we handle, once installed
         self._signalled = False
@@ -72,8 +81,12 @@ class Requeue(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         self._batches = 0
         environment = getattr(trainer._accelerator_connector, "cluster_environment", None)
-        if (isinstance(environment, SLURMEnvironment) and environment.auto_requeue
-                and environment.requeue_signal is not None and self._signum is None):
+        if (
+            isinstance(environment, SLURMEnvironment)
+            and environment.auto_requeue
+            and environment.requeue_signal is not None
+            and self._signum is None
+        ):
             # Installed before Lightning registers its signal handlers (after the callbacks'
             # setup), so Lightning, finding a handler, does not install its own; before the
             # loader workers fork, which inherit it (the signal reaches them too); and kept
@@ -82,8 +95,9 @@ class Requeue(ModelCheckpoint):
             signal.signal(self._signum, self._note)
 
     def _note(self, signum: int, frame: Any) -> None:
-        logger.warning("received signal %d: saving and requeueing at the next step boundary",
-                       signum)
+        logger.warning(
+            "received signal %d: saving and requeueing at the next step boundary", signum
+        )
         self._signalled = True
 
     def _agreed(self, trainer: pl.Trainer) -> bool:
@@ -101,12 +115,16 @@ class Requeue(ModelCheckpoint):
     # Both saves happen as a batch starts: the previous batch is then complete, with its
     # validation, its checkpoints and every hook (the module counts the batch in its own
     # on_train_batch_end, which runs after the callbacks'), and a resumed fit starts there.
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         super().on_train_batch_end(trainer, pl_module, None, batch, batch_idx)  # the timer
         self._batches += 1
-        if (self._signum is not None and self._batches % self.check_every_n_steps == 0
-                and self._agreed(trainer)):
+        if (
+            self._signum is not None
+            and self._batches % self.check_every_n_steps == 0
+            and self._agreed(trainer)
+        ):
             self._save_and_requeue(trainer)
 
     def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
@@ -125,16 +143,19 @@ class Requeue(ModelCheckpoint):
         self._requeue(trainer)
 
     # -- validate, test, predict -------------------------------------------------------------
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._evaluation_batch_end(trainer)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                          dataloader_idx=0) -> None:
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._evaluation_batch_end(trainer)
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                             dataloader_idx=0) -> None:
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._evaluation_batch_end(trainer)
 
     def _evaluation_batch_end(self, trainer: pl.Trainer) -> None:
@@ -152,13 +173,19 @@ class Requeue(ModelCheckpoint):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if trainer.is_global_zero:
             array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-            job = (f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job
-                   else os.environ["SLURM_JOB_ID"])
+            job = (
+                f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+                if array_job
+                else os.environ["SLURM_JOB_ID"]
+            )
             done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
             if done.returncode == 0:
                 logger.warning("requeued SLURM job %s; it resumes when it runs again", job)
             else:
-                logger.error("`scontrol requeue %s` failed (%s): submit the job again; it "
-                             "resumes from %s", job, done.stderr.strip(),
-                             trainer.default_root_dir)
+                logger.error(
+                    "`scontrol requeue %s` failed (%s): submit the job again; it resumes from %s",
+                    job,
+                    done.stderr.strip(),
+                    trainer.default_root_dir,
+                )
         raise SystemExit(EXIT_REQUEUED)

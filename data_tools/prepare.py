@@ -98,8 +98,13 @@ def _prepare_one(task: _Task) -> tuple[str, str, int, str | None, str | None]:
     try:
         refused = refusals(task.dicom_path, cache.image_size)
         if not refused:
-            image, geometry = load_image(task.dicom_path, cache.image_size,
-                                         task.laterality or None, cache.window, cache.margin)
+            image, geometry = load_image(
+                task.dicom_path,
+                cache.image_size,
+                task.laterality or None,
+                cache.window,
+                cache.margin,
+            )
             refused = refusals(task.dicom_path, cache.image_size, geometry)
         if refused:  # in load_image's words, which name the file
             error = f"cannot read {task.dicom_path}: {'; '.join(refused)}"
@@ -139,9 +144,17 @@ def prepare_cache(
             tasks.append(_Task(row.pair_id, modality, path, row.laterality, done))
     initargs = (str(cache.folder), cache.image_size, window, cache.margin)
     for pair_id, modality, pid, error, rewritten in run_parallel(
-        _prepare_one, tasks, workers=workers, initializer=_init_worker, initargs=initargs,
-        serial_setup=partial(_init_worker, *initargs), ordered=False, max_chunksize=64,
-        desc="prepare", unit="image", progress=progress,
+        _prepare_one,
+        tasks,
+        workers=workers,
+        initializer=_init_worker,
+        initargs=initargs,
+        serial_setup=partial(_init_worker, *initargs),
+        ordered=False,
+        max_chunksize=64,
+        desc="prepare",
+        unit="image",
+        progress=progress,
     ):
         result.worker_pids.add(pid)
         if rewritten:
@@ -176,8 +189,10 @@ def image_size_problem(size: Sequence[int], configs: Sequence[str]) -> str | Non
     architecture, overrides = _architecture_of(configs)
     if architecture is None:
         wrong = divisible(size, SMALLEST_STRIDE, "any EfficientDet")
-        return wrong and (f"{wrong}; give the stage config (--config STAGE.yaml) to check it "
-                          "against its model's own stride")
+        return wrong and (
+            f"{wrong}; give the stage config (--config STAGE.yaml) to check it "
+            "against its model's own stride"
+        )
     return divisible(size, model_stride(architecture, overrides), architecture)
 
 
@@ -206,16 +221,23 @@ def main(argv: list[str]) -> int:
         prog="cli.py prepare",
         description="Convert every image of a manifest once to the model's input size.",
     )
-    parser.add_argument("--config", action="append", default=[],
-                        help="data and stage configs (as given to fit): their image_size, "
-                             "window, margin and the model whose stride the size must fit")
-    parser.add_argument("--manifest", help="manifest file, or its folder (default: the "
-                                           "config's)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="data and stage configs (as given to fit): their image_size, "
+        "window, margin and the model whose stride the size must fit",
+    )
+    parser.add_argument("--manifest", help="manifest file, or its folder (default: the config's)")
     parser.add_argument("--lesions", help="lesion table (default: lesions.csv beside manifest)")
     parser.add_argument("--out", required=True, help="cache folder")
-    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
-                        help="the model's input (default: the config's, else "
-                             f"{IMAGE_SIZE[0]} {IMAGE_SIZE[1]})")
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help=f"the model's input (default: the config's, else {IMAGE_SIZE[0]} {IMAGE_SIZE[1]})",
+    )
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (0: none)"
     )
@@ -237,10 +259,10 @@ def main(argv: list[str]) -> int:
     lesions_path = args.lesions or values.get("lesions")
     if not manifest_path:
         parser.error("give --manifest, or a --config whose data.init_args name a manifest")
-    for name, value in (("--image-size", size), ("--margin", margin),
-                        ("--workers", args.workers)):
-        wrong = RULES[{"--image-size": "image_size", "--margin": "margin",
-                       "--workers": "num_workers"}[name]](value)
+    for name, value in (("--image-size", size), ("--margin", margin), ("--workers", args.workers)):
+        wrong = RULES[
+            {"--image-size": "image_size", "--margin": "margin", "--workers": "num_workers"}[name]
+        ](value)
         if name == "--image-size" and not wrong:
             try:
                 wrong = image_size_problem(size, args.config)
@@ -310,9 +332,16 @@ def _problems(manifest, manifest_file: str, outcomes, kind: str) -> list[Problem
         path = entry[0] if entry else paths[modality].get(pair_id)
         # load_image's message starts with "cannot read <path>:"; the path is shown apart
         prefix = f"cannot read {path}: "
-        reason = reason[len(prefix):] if path and reason.startswith(prefix) else reason
+        reason = reason[len(prefix) :] if path and reason.startswith(prefix) else reason
         problems.append(
-            Problem(manifest_file, int(rows[pair_id]) if pair_id in rows else None,
-                    f"{modality}_path", reason, kind, pair_id, path)
+            Problem(
+                manifest_file,
+                int(rows[pair_id]) if pair_id in rows else None,
+                f"{modality}_path",
+                reason,
+                kind,
+                pair_id,
+                path,
+            )
         )
     return problems

@@ -84,8 +84,7 @@ def validate_batch(batch: dict[str, Any], modalities: Sequence[str], targets: bo
         raise ValueError(f"batch has no {PAIR_ID!r} key (keys: {sorted(batch)})")
     size = len(batch[PAIR_ID])
     for modality in modalities:
-        required = (modality, boxes_key(modality), labels_key(modality)) if targets else (
-            modality,)
+        required = (modality, boxes_key(modality), labels_key(modality)) if targets else (modality,)
         for key in required:
             if key not in batch:
                 raise ValueError(f"batch has no {key!r} key (keys: {sorted(batch)})")

@@ -158,8 +158,10 @@ class ImageCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         stored = np.rint(np.clip(image, 0.0, 1.0) * 65535).astype(np.uint16)
         # the temporary entry starts with "." (which `existing` passes over) and ends in .npz
-        with (atomic_path(path, prefix=f".{path.stem}.", suffix=".npz") as temporary,
-              open(temporary, "wb") as stream):
+        with (
+            atomic_path(path, prefix=f".{path.stem}.", suffix=".npz") as temporary,
+            open(temporary, "wb") as stream,
+        ):
             np.savez_compressed(
                 stream, image=stored, geometry=np.array(json.dumps(geometry.to_dict()))
             )

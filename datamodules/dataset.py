@@ -140,7 +140,7 @@ class PairedMammoDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         """Pair ``item``; or ``(index, seed)``, as the training sampler gives them, where
         ``seed`` fixes this draw's augmentation (see ``BalancedDistributedSampler``)."""
-        index, seed = (item if isinstance(item, tuple) else (item, None))
+        index, seed = item if isinstance(item, tuple) else (item, None)
         index = int(index)
         if self.on_bad_sample == "error":
             return self._sample(index, self._read_pair(index), seed)
@@ -171,8 +171,9 @@ class PairedMammoDataset(Dataset):
     def _read_pair(self, index: int) -> dict[str, tuple[np.ndarray, Geometry]]:
         return {modality: self.read(index, modality) for modality in self.modalities}
 
-    def _sample(self, index: int, read: dict[str, tuple[np.ndarray, Geometry]],
-                seed: int | None = None) -> dict[str, Any]:
+    def _sample(
+        self, index: int, read: dict[str, tuple[np.ndarray, Geometry]], seed: int | None = None
+    ) -> dict[str, Any]:
         images, geometries, boxes, labels, originals = {}, {}, {}, {}, {}
         for modality in self.modalities:
             images[modality], geometries[modality] = read[modality]

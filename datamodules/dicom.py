@@ -221,8 +221,9 @@ def _refuse_non_finite(values: np.ndarray, where: str) -> None:
     finite = np.isfinite(values)
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))
-        raise ImageContentError(NON_FINITE, f"{bad} of {finite.size} pixels are not finite "
-                                            f"(NaN or infinite) {where}")
+        raise ImageContentError(
+            NON_FINITE, f"{bad} of {finite.size} pixels are not finite (NaN or infinite) {where}"
+        )
 
 
 def refuse_constant(low: float, high: float, dataset: pydicom.Dataset, integer: bool) -> None:
@@ -237,9 +238,12 @@ def refuse_constant(low: float, high: float, dataset: pydicom.Dataset, integer: 
     else:
         scale = max(abs(float(low)), abs(float(high)))
     if span <= CONSTANT_SHARE * scale:
-        what = (f"every pixel has the same value ({float(low):g})" if span == 0 else
-                f"the pixel values span only {span:g} (from {float(low):g} to {float(high):g}), "
-                f"within {CONSTANT_SHARE:.1%} of the {scale:g} their format holds")
+        what = (
+            f"every pixel has the same value ({float(low):g})"
+            if span == 0
+            else f"the pixel values span only {span:g} (from {float(low):g} to {float(high):g}), "
+            f"within {CONSTANT_SHARE:.1%} of the {scale:g} their format holds"
+        )
         raise ImageContentError(CONSTANT, f"{what}: a blank image")
 
 
@@ -291,8 +295,13 @@ class ValueTable:
     table: np.ndarray  # float32
 
     @classmethod
-    def of(cls, pixels: np.ndarray, dataset: pydicom.Dataset, window: str,
-           value_range: tuple | None = None) -> ValueTable | None:
+    def of(
+        cls,
+        pixels: np.ndarray,
+        dataset: pydicom.Dataset,
+        window: str,
+        value_range: tuple | None = None,
+    ) -> ValueTable | None:
         """The table of a large integer image with at most LOOKUP_MAX_VALUES values, else None;
         ``value_range`` is the image's (min, max) when known."""
         if pixels.dtype.kind not in "iu" or pixels.size <= LOOKUP_MIN_PIXELS:
@@ -327,8 +336,12 @@ class ValueTable:
         return np.take(above, self._offsets(pixels))
 
 
-def _unit_range(pixels: np.ndarray, dataset: pydicom.Dataset, window: str,
-                pixel_range: tuple[float, float] | None = None) -> np.ndarray:
+def _unit_range(
+    pixels: np.ndarray,
+    dataset: pydicom.Dataset,
+    window: str,
+    pixel_range: tuple[float, float] | None = None,
+) -> np.ndarray:
     """``to_unit_range`` value by value; ``pixel_range`` is the image's (min, max) when
     ``pixels`` holds each of its values once rather than the image itself."""
     output_range = _voi_output_range(dataset) if window == "dicom" else None
@@ -368,8 +381,15 @@ def dicom_laterality(dataset: pydicom.Dataset) -> str | None:
 # image (an SM) with GENERATED_2D in ImageType; systems written before that term (or that put
 # it elsewhere) name their synthesized 2D in the series description: Hologic "C-View", GE
 # "V-Preview", Siemens "Insight 2D", Fujifilm "S-View", or the words synthesized/synthetic.
-SM_DESCRIPTIONS = ("CVIEW", "VPREVIEW", "INSIGHT2D", "SVIEW", "SYNTHESIZED", "SYNTHESISED",
-                   "SYNTHETIC")
+SM_DESCRIPTIONS = (
+    "CVIEW",
+    "VPREVIEW",
+    "INSIGHT2D",
+    "SVIEW",
+    "SYNTHESIZED",
+    "SYNTHESISED",
+    "SYNTHETIC",
+)
 TOMOSYNTHESIS_TYPES = ("TOMO", "TOMOSYNTHESIS", "TOMO_PROJ", "TOMO_SCOUT", "VOLUME")
 
 

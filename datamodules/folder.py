@@ -45,8 +45,14 @@ class SMFolderDataset(Dataset):
     """One item per DICOM file: ``pair_id`` (the relative path), ``sm`` [1, H, W], ``sm_geometry``
     and ``sm_path`` (the file, for overlays)."""
 
-    def __init__(self, root: str | os.PathLike, files: list[Path], image_size: tuple[int, int],
-                 window: str = "dicom", margin: float = DEFAULT_MARGIN):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        files: list[Path],
+        image_size: tuple[int, int],
+        window: str = "dicom",
+        margin: float = DEFAULT_MARGIN,
+    ):
         self.root = Path(root)
         self.files = [str(file) for file in files]
         self.image_size = image_size
@@ -57,8 +63,7 @@ class SMFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index]
-        image, geometry = load_image(path, self.image_size, window=self.window,
-                                     margin=self.margin)
+        image, geometry = load_image(path, self.image_size, window=self.window, margin=self.margin)
         return {
             PAIR_ID: Path(path).relative_to(self.root).as_posix(),
             "sm": torch.from_numpy(image.copy())[None],
@@ -86,17 +91,27 @@ class SMFolderDataModule(pl.LightningDataModule):
             anyway, each with a warning, instead of refusing them.
     """
 
-    def __init__(self, sm_dir: str, pattern: str = "**/*",
-                 image_size: tuple[int, int] = IMAGE_SIZE, batch_size: int = 8,
-                 num_workers: int = 4, window: Literal["dicom", "minmax"] = "dicom",
-                 margin: float = DEFAULT_MARGIN, hit_min_distance: float = HIT_MIN_DISTANCE,
-                 modalities: Sequence[str] = ("sm",), samples_per_epoch: int | None = None,
-                 allow_modality_mismatch: bool = False):
+    def __init__(
+        self,
+        sm_dir: str,
+        pattern: str = "**/*",
+        image_size: tuple[int, int] = IMAGE_SIZE,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        window: Literal["dicom", "minmax"] = "dicom",
+        margin: float = DEFAULT_MARGIN,
+        hit_min_distance: float = HIT_MIN_DISTANCE,
+        modalities: Sequence[str] = ("sm",),
+        samples_per_epoch: int | None = None,
+        allow_modality_mismatch: bool = False,
+    ):
         super().__init__()
         if list(modalities) != ["sm"]:
-            raise ValueError(f"an SM folder holds SM images only, and this stage reads "
-                             f"{list(modalities)}: BASE_UB needs each SM's paired FFDM (use a "
-                             f"manifest and PairedMammoDataModule)")
+            raise ValueError(
+                f"an SM folder holds SM images only, and this stage reads "
+                f"{list(modalities)}: BASE_UB needs each SM's paired FFDM (use a "
+                f"manifest and PairedMammoDataModule)"
+            )
         self.save_hyperparameters()
         self.sm_dir = Path(sm_dir)
         self.pattern = pattern
@@ -110,28 +125,33 @@ class SMFolderDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage not in (None, "predict"):
-            raise ValueError(f"SMFolderDataModule holds no labels: it serves `predict` only, "
-                             f"not {stage!r}")
+            raise ValueError(
+                f"SMFolderDataModule holds no labels: it serves `predict` only, not {stage!r}"
+            )
         if self._dataset is None:
             if not self.sm_dir.is_dir():
                 raise FileNotFoundError(f"sm_dir {self.sm_dir} is not a folder")
             files = sorted(path for path in self.sm_dir.glob(self.pattern) if path.is_file())
             found = {path: _is_dicom(path) for path in files}
             dicoms = [path for path in files if found[path]]
-            skipped = [path.relative_to(self.sm_dir).as_posix() for path in files
-                       if not found[path]]
+            skipped = [
+                path.relative_to(self.sm_dir).as_posix() for path in files if not found[path]
+            ]
             self.skipped = skipped
             shown = ", ".join(skipped[:SHOWN]) + (", ..." if len(skipped) > SHOWN else "")
-            report = (f"predict: {len(files)} file(s) match {self.pattern!r} under "
-                      f"{self.sm_dir}: {len(dicoms)} DICOM file(s) to read, {len(skipped)} "
-                      f"skipped (no 'DICM' mark at byte 128: not DICOM)"
-                      + (f": {shown}" if skipped else ""))
+            report = (
+                f"predict: {len(files)} file(s) match {self.pattern!r} under "
+                f"{self.sm_dir}: {len(dicoms)} DICOM file(s) to read, {len(skipped)} "
+                f"skipped (no 'DICM' mark at byte 128: not DICOM)"
+                + (f": {shown}" if skipped else "")
+            )
             rank_zero_info(report)
             if not dicoms:
                 raise FileNotFoundError(f"no DICOM file under {self.sm_dir} ({report})")
             self._refuse(dicoms)
-            self._dataset = SMFolderDataset(self.sm_dir, dicoms, self.image_size, self.window,
-                                            self.margin)
+            self._dataset = SMFolderDataset(
+                self.sm_dir, dicoms, self.image_size, self.window, self.margin
+            )
 
     def _refuse(self, files: list[Path]) -> None:
         """Refuse, naming each, the files the model cannot read (see the module's docstring);
@@ -150,35 +170,59 @@ class SMFolderDataModule(pl.LightningDataModule):
             except ImageProblem as problem:
                 refused.append(Problem(str(path), None, None, problem.reason, problem.kind))
                 continue
-            refused += [Problem(str(path), None, None, reason, kind)
-                        for kind, reason in structure_problems(dataset)]
+            refused += [
+                Problem(str(path), None, None, reason, kind)
+                for kind, reason in structure_problems(dataset)
+            ]
             mismatch = []
             modality = str(dataset.get("Modality", "") or "").strip().upper()
             if modality and modality != EXPECTED_MODALITY:
-                mismatch.append(f"its Modality is {modality}, not {EXPECTED_MODALITY} "
-                                "(mammography)")
+                mismatch.append(
+                    f"its Modality is {modality}, not {EXPECTED_MODALITY} (mammography)"
+                )
             kind, why = image_kind(dataset)
             if kind not in (None, "sm"):
                 shown = "an FFDM" if kind == "ffdm" else f"a {kind} image"
                 mismatch.append(f"its tags say it is {shown} ({why}), not an SM")
             if mismatch:
-                problem = Problem(str(path), None, None, "; ".join(mismatch) + ": this model "
-                                  "reads synthesized 2D mammograms (SM)", "not an SM")
+                problem = Problem(
+                    str(path),
+                    None,
+                    None,
+                    "; ".join(mismatch) + ": this model reads synthesized 2D mammograms (SM)",
+                    "not an SM",
+                )
                 (allowed if self.allow_modality_mismatch else refused).append(problem)
         for problem in allowed:
-            logger.warning("allow_modality_mismatch: predicting %s although %s", problem.file,
-                           problem.reason)
+            logger.warning(
+                "allow_modality_mismatch: predicting %s although %s", problem.file, problem.reason
+            )
         if refused:
-            hint = ("" if self.allow_modality_mismatch else "\nRemove them, or predict them "
-                    "anyway with --allow-modality-mismatch (other modalities only)")
-            raise ValueError(format_problems(refused, f"the SM folder {self.sm_dir}: files "
-                                             "this model cannot read", rows_note=False) + hint)
+            hint = (
+                ""
+                if self.allow_modality_mismatch
+                else "\nRemove them, or predict them "
+                "anyway with --allow-modality-mismatch (other modalities only)"
+            )
+            raise ValueError(
+                format_problems(
+                    refused,
+                    f"the SM folder {self.sm_dir}: files this model cannot read",
+                    rows_note=False,
+                )
+                + hint
+            )
 
     def predict_dataloader(self) -> DataLoader:
         self.setup("predict")
-        return DataLoader(self._dataset, batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=collate_pairs,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self._dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_pairs,
+            persistent_workers=self.num_workers > 0,
+        )
 
 
 def _is_dicom(path: Path) -> bool:

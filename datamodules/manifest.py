@@ -148,8 +148,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if not text.strip():
             raise ValueError(f"{path}: empty file (no header line)")
         header = text.split("\n", 1)[0]
-        separator = max(SEPARATORS, key=lambda candidate: (header.count(candidate),
-                                                           candidate == ","))
+        separator = max(
+            SEPARATORS, key=lambda candidate: (header.count(candidate), candidate == ",")
+        )
         try:
             return pd.read_csv(
                 io.StringIO(text),
@@ -160,8 +161,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
                 na_values=[""],
             )
         except pd.errors.ParserError as error:
-            raise ValueError(f"{path}: cannot be read as a table separated by "
-                             f"{separator!r} ({error})") from None
+            raise ValueError(
+                f"{path}: cannot be read as a table separated by {separator!r} ({error})"
+            ) from None
     if name.endswith((".parquet", ".pq")):
         try:
             table = pd.read_parquet(path)
@@ -172,8 +174,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
                 values = table[column]
                 table[column] = values.where(values.isna(), values.astype(str))
         return table
-    raise ValueError(f"{path}: unknown table format; use .csv, .tsv, .txt (gzipped or not), "
-                     ".parquet or .pq")
+    raise ValueError(
+        f"{path}: unknown table format; use .csv, .tsv, .txt (gzipped or not), .parquet or .pq"
+    )
 
 
 def _decoded(path: Path) -> str:
@@ -181,8 +184,11 @@ def _decoded(path: Path) -> str:
     import codecs
     import gzip
 
-    data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else \
-        path.read_bytes()
+    data = (
+        gzip.decompress(path.read_bytes())
+        if path.name.lower().endswith(".gz")
+        else path.read_bytes()
+    )
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
     else:
@@ -195,7 +201,8 @@ def _decoded(path: Path) -> str:
         raise ValueError(
             f"{path}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text: byte "
             f"0x{data[error.start]:02x} at line {line}, column {column} cannot be decoded (saved "
-            "as Latin-1 or Windows-1252? save the table as UTF-8)") from None
+            "as Latin-1 or Windows-1252? save the table as UTF-8)"
+        ) from None
 
 
 def _parse_booleans(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -146,7 +146,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         """Read the tables (once), then check the files of the splits the stage reads."""
         if self._manifest is None:
             self._manifest, self._lesions, self.summary = load_tables(
-                self.manifest, self.lesions, seed=self.seed, fractions=self.split_fractions,
+                self.manifest,
+                self.lesions,
+                seed=self.seed,
+                fractions=self.split_fractions,
                 row_numbers=True,
             )
             logger.info("%s: %s", self.manifest, self.summary)
@@ -163,10 +166,17 @@ class PairedMammoDataModule(pl.LightningDataModule):
     def check_settings(self) -> CheckSettings:
         """How this data module reads its images and boxes, for `setup_check`."""
         return CheckSettings(
-            manifest=self.manifest, lesions=self.lesions, cache_dir=self.cache_dir,
-            image_size=self.image_size, window=self.window, margin=self.margin,
-            modalities=self.modalities, seed=self.seed, split_fractions=self.split_fractions,
-            pathology_classes=self.pathology_classes)
+            manifest=self.manifest,
+            lesions=self.lesions,
+            cache_dir=self.cache_dir,
+            image_size=self.image_size,
+            window=self.window,
+            margin=self.margin,
+            modalities=self.modalities,
+            seed=self.seed,
+            split_fractions=self.split_fractions,
+            pathology_classes=self.pathology_classes,
+        )
 
     def _check(self, splits) -> None:
         """The check's problems of the splits not checked yet (one `setup_check` of the whole
@@ -178,15 +188,22 @@ class PairedMammoDataModule(pl.LightningDataModule):
         manifest_file = resolve_table_paths(self.manifest, self.lesions)[0]
         report = self._check_report()
         pair_ids = set(self._manifest.loc[self._manifest["split"].isin(splits), "pair_id"])
-        problems, warned = ([problem for problem in found
-                             if problem.pair_id is None or problem.pair_id in pair_ids]
-                            for found in (report.problems, report.warnings))
+        problems, warned = (
+            [problem for problem in found if problem.pair_id is None or problem.pair_id in pair_ids]
+            for found in (report.problems, report.warnings)
+        )
         self._checked.update(splits)
         if warned and (self.trainer is None or self.trainer.is_global_zero):
-            logger.warning("%s", format_problems(
-                warned, f"the data of {manifest_file}: warnings (it trains, but not quite as "
-                "the tables say)", limit=10,
-                more="`python cli.py check-data --json FILE` lists them all"))
+            logger.warning(
+                "%s",
+                format_problems(
+                    warned,
+                    f"the data of {manifest_file}: warnings (it trains, but not quite as "
+                    "the tables say)",
+                    limit=10,
+                    more="`python cli.py check-data --json FILE` lists them all",
+                ),
+            )
         if not problems:
             return
         if self.on_bad_sample == "error":
@@ -234,8 +251,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         self._report = CheckReport(
             problems=[Problem(**problem) for problem in kept["problems"]],
             warnings=[Problem(**problem) for problem in kept["warnings"]],
-            pairs_checked=kept["pairs_checked"], images_checked=kept["images_checked"],
-            seconds=kept["seconds"])
+            pairs_checked=kept["pairs_checked"],
+            images_checked=kept["images_checked"],
+            seconds=kept["seconds"],
+        )
         return self._report
 
     def _run_check(self) -> dict:
@@ -250,15 +269,25 @@ class PairedMammoDataModule(pl.LightningDataModule):
             if path.is_file():
                 kept = json.loads(path.read_text())
                 if kept.get("key") == key:
-                    logger.info("data check of %s: the report kept in %s (%d problem(s), %d "
-                                "warning(s))", manifest_file, path, len(kept["problems"]),
-                                len(kept["warnings"]))
+                    logger.info(
+                        "data check of %s: the report kept in %s (%d problem(s), %d warning(s))",
+                        manifest_file,
+                        path,
+                        len(kept["problems"]),
+                        len(kept["warnings"]),
+                    )
                     return kept
-        report = setup_check(self._manifest, self._lesions, self.check_settings(),
-                             workers=self.workers())
-        logger.info("checked the %s images of %d pairs in %.1f s: %d problem(s), %d "
-                    "warning(s)", "/".join(self.modalities), report.pairs_checked,
-                    report.seconds, len(report.problems), len(report.warnings))
+        report = setup_check(
+            self._manifest, self._lesions, self.check_settings(), workers=self.workers()
+        )
+        logger.info(
+            "checked the %s images of %d pairs in %.1f s: %d problem(s), %d warning(s)",
+            "/".join(self.modalities),
+            report.pairs_checked,
+            report.seconds,
+            len(report.problems),
+            len(report.warnings),
+        )
         document = {"key": key, **report.to_dict()}
         # Kept unless it stops the run: after a fix, the next run checks again.
         if path is not None and (not report.problems or self.on_bad_sample == "skip"):
@@ -278,17 +307,25 @@ class PairedMammoDataModule(pl.LightningDataModule):
             for modality in self.modalities:
                 if (folder / modality).is_dir():
                     with os.scandir(folder / modality) as entries:
-                        folders[modality] = sorted((entry.name, entry.stat().st_mtime_ns)
-                                                   for entry in entries if entry.is_dir())
+                        folders[modality] = sorted(
+                            (entry.name, entry.stat().st_mtime_ns)
+                            for entry in entries
+                            if entry.is_dir()
+                        )
             state = {"info": info.read_text() if info.is_file() else None, "folders": folders}
             cache = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
         settings = json.loads(json.dumps(asdict(self.check_settings()), default=str))
-        return {"manifest": sha256_file(manifest_file),
-                "lesions": sha256_file(lesions_file) if lesions_file else None,
-                # every module of the check (the package holding setup_check), by name
-                "check": {path.name: sha256_file(path) for path in
-                          sorted(Path(inspect.getfile(setup_check)).parent.glob("*.py"))},
-                "cache": cache, "settings": settings}
+        return {
+            "manifest": sha256_file(manifest_file),
+            "lesions": sha256_file(lesions_file) if lesions_file else None,
+            # every module of the check (the package holding setup_check), by name
+            "check": {
+                path.name: sha256_file(path)
+                for path in sorted(Path(inspect.getfile(setup_check)).parent.glob("*.py"))
+            },
+            "cache": cache,
+            "settings": settings,
+        }
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Count the pairs the data set skipped in its workers (``on_bad_sample="skip"``),
@@ -302,8 +339,12 @@ class PairedMammoDataModule(pl.LightningDataModule):
 
     def teardown(self, stage: str) -> None:
         if self.summary is not None and self.summary.skipped:
-            logger.warning("%s: %d pair(s) skipped (on_bad_sample=skip): %s", self.manifest,
-                           self.summary.pairs_skipped, ", ".join(self.summary.skipped))
+            logger.warning(
+                "%s: %d pair(s) skipped (on_bad_sample=skip): %s",
+                self.manifest,
+                self.summary.pairs_skipped,
+                ", ".join(self.summary.skipped),
+            )
 
     def tables(self, split: str = "all") -> pd.DataFrame:
         """The manifest rows of one split ("train", "val", "test") or of all kept pairs, with
@@ -375,19 +416,24 @@ class PairedMammoDataModule(pl.LightningDataModule):
         # Each draw carries its augmentation seed: an epoch augments the same whatever the
         # number of workers or ranks, and a resumed run repeats it exactly.
         sampler = BalancedDistributedSampler(
-            dataset.labels, num_samples=self.samples_per_epoch, seed=self.train_seed,
+            dataset.labels,
+            num_samples=self.samples_per_epoch,
+            seed=self.train_seed,
             with_seeds=True,
         )
         if self._resume:
             # Set now: Lightning starts the loader's workers before it sets a resumed epoch.
             sampler.set_epoch(self._resume["train_epoch"])
-            sampler.resume(self._resume["train_epoch"],
-                           self._resume["train_batches"] * self.batch_size)
+            sampler.resume(
+                self._resume["train_epoch"], self._resume["train_batches"] * self.batch_size
+            )
             self._resume = None
             # Lightning warns that a plain DataLoader resumed mid-epoch repeats batches; this
             # one does not (the sampler skips them).
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that "
-                                    "ended before the epoch ended")
+            warnings.filterwarnings(
+                "ignore",
+                message="You're resuming from a checkpoint that ended before the epoch ended",
+            )
         return self._loader(dataset, self.batch_size, sampler)
 
     def state_dict(self) -> dict[str, int]:
@@ -402,8 +448,10 @@ class PairedMammoDataModule(pl.LightningDataModule):
         # batches of it already trained: none when the checkpoint is taken at an epoch's end.
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         within = epochs.processed < epochs.started
-        return {"train_epoch": int(epochs.processed), "train_batches": int(batches) if within
-                else 0}
+        return {
+            "train_epoch": int(epochs.processed),
+            "train_batches": int(batches) if within else 0,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume = dict(state_dict) if state_dict else None

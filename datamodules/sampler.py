@@ -137,8 +137,7 @@ class BalancedDistributedSampler(DistributedSampler):
         if self._resume is not None and self.epoch >= self._resume[0]:
             start = self._resume[1] if self.epoch == self._resume[0] else 0
             self._resume = None
-        positions = range(self.rank + start * self.num_replicas, self.total_size,
-                          self.num_replicas)
+        positions = range(self.rank + start * self.num_replicas, self.total_size, self.num_replicas)
         mine = indices[self.rank : self.total_size : self.num_replicas].tolist()[start:]
         if not self.with_seeds:
             return iter(mine)
@@ -146,7 +145,8 @@ class BalancedDistributedSampler(DistributedSampler):
         # the augmentation of each draw is then the same whatever the world size or workers,
         # and a resumed epoch repeats it.
         seeds = np.random.SeedSequence([int(self.seed), int(self.epoch), 0x5EED]).generate_state(
-            self.total_size, dtype=np.uint32)
+            self.total_size, dtype=np.uint32
+        )
         return iter((index, int(seeds[position])) for index, position in zip(mine, positions))
 
     def __len__(self) -> int:

@@ -33,8 +33,15 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def number(low: float | None = None, high: float | None = None, *, integer: bool = False,
-           above: bool = False, below: bool = False, optional: bool = False) -> Rule:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    integer: bool = False,
+    above: bool = False,
+    below: bool = False,
+    optional: bool = False,
+) -> Rule:
     """A finite number (an integer with ``integer``) in [low, high]; ``above``/``below`` make
     the bounds open; ``optional`` accepts None."""
 
@@ -51,8 +58,10 @@ def number(low: float | None = None, high: float | None = None, *, integer: bool
         if low_ok and high_ok:
             return None
         if low is not None and high is not None:
-            return (f"must lie in {'(' if above else '['}{low:g}, {high:g}{')' if below else ']'}"
-                    f", got {value!r}")
+            return (
+                f"must lie in {'(' if above else '['}{low:g}, {high:g}{')' if below else ']'}"
+                f", got {value!r}"
+            )
         if low is not None:
             return f"must be {'>' if above else '>='} {low:g}, got {value!r}"
         return f"must be {'<' if below else '<='} {high:g}, got {value!r}"
@@ -90,8 +99,9 @@ def divisible(size: Sequence[int], stride: int, model: str) -> str | None:
     """The model's stride rule: every side divisible by 2**max_level."""
     if any(int(side) % stride for side in size):
         nearest = [max(stride, round(int(side) / stride) * stride) for side in size]
-        return (f"{list(size)} must be divisible by {stride} on each side for {model} (e.g. "
-                f"{nearest})")
+        return (
+            f"{list(size)} must be divisible by {stride} on each side for {model} (e.g. {nearest})"
+        )
     return None
 
 
@@ -101,8 +111,7 @@ def model_stride(architecture: str, overrides: Mapping[str, Any] | None = None) 
     from lightning_modules.effdet_parts import check_architecture, get_efficientdet_config
 
     check_architecture(architecture)
-    max_level = (overrides or {}).get("max_level",
-                                      get_efficientdet_config(architecture).max_level)
+    max_level = (overrides or {}).get("max_level", get_efficientdet_config(architecture).max_level)
     return 2 ** int(max_level)
 
 
@@ -111,16 +120,22 @@ def modalities(value) -> str | None:
         return f"must be a non-empty list of {', '.join(MODALITIES)}, got {value!r}"
     unknown = [item for item in value if item not in MODALITIES]
     if unknown:
-        return f"{unknown} {'is' if len(unknown) == 1 else 'are'} not one of " \
-               f"{', '.join(MODALITIES)} (the images a pair holds)"
+        return (
+            f"{unknown} {'is' if len(unknown) == 1 else 'are'} not one of "
+            f"{', '.join(MODALITIES)} (the images a pair holds)"
+        )
     if len(set(value)) != len(value):
         return f"lists a modality twice: {list(value)}"
     return None
 
 
 def fractions(value) -> str | None:
-    if (isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 3
-            or not all(_is_number(item) for item in value)):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or len(value) != 3
+        or not all(_is_number(item) for item in value)
+    ):
         return f"must be three numbers (train, val, test), got {value!r}"
     if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
         return f"must be three non-negative numbers summing to 1, got {list(value)}"
@@ -132,13 +147,18 @@ def pathology_classes(value) -> str | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or not value:
-        return (f"must map pathologies ({', '.join(PATHOLOGIES)}) to class indices, e.g. "
-                f"{{malignant: 0}}; got {value!r}")
+        return (
+            f"must map pathologies ({', '.join(PATHOLOGIES)}) to class indices, e.g. "
+            f"{{malignant: 0}}; got {value!r}"
+        )
     unknown = [key for key in value if key not in PATHOLOGIES]
     if unknown:
         return f"{unknown}: not a pathology of the lesion table ({', '.join(PATHOLOGIES)})"
-    bad = {key: index for key, index in value.items()
-           if not _is_number(index) or float(index) != int(index) or int(index) < 0}
+    bad = {
+        key: index
+        for key, index in value.items()
+        if not _is_number(index) or float(index) != int(index) or int(index) < 0
+    }
     if bad:
         return f"class indices must be whole numbers >= 0, got {bad}"
     return None
@@ -147,8 +167,12 @@ def pathology_classes(value) -> str | None:
 def positive_weights(value) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value or not all(
-            _is_number(item) and math.isfinite(item) for item in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or not value
+        or not all(_is_number(item) and math.isfinite(item) for item in value)
+    ):
         return f"must be a list of numbers, got {value!r}"
     if min(value) < 0 or sum(value) <= 0:
         return f"must be non-negative and not all zero, got {list(value)}"
@@ -158,8 +182,12 @@ def positive_weights(value) -> str | None:
 def levels(value) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value or not all(
-            _is_number(item) and float(item) == int(item) for item in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or not value
+        or not all(_is_number(item) and float(item) == int(item) for item in value)
+    ):
         return f"must be a non-empty list of BiFPN level numbers (3 = P3, ...), got {value!r}"
     return None
 
@@ -182,8 +210,10 @@ def cache_dir(value) -> str | None:
     if value in (None, ""):
         return None
     if not os.path.isdir(value):
-        return (f"{value} is not a folder; make the cache with `python cli.py prepare` or set "
-                "cache_dir: null")
+        return (
+            f"{value} is not a folder; make the cache with `python cli.py prepare` or set "
+            "cache_dir: null"
+        )
     if not os.path.isfile(os.path.join(value, "cache.json")):
         return f"{value} is not an image cache (no cache.json); make it with `cli.py prepare`"
     return None

@@ -65,8 +65,12 @@ class Artifact:
 
     def describe(self) -> str:
         """'a stage-1 TeacherDetector on ffdm', 'a stage-2 DistillStudent', ..."""
-        return describe(self.meta.get("stage"), self.meta.get("module_class"),
-                        self.meta.get("modality"), self.meta.get("variant"))
+        return describe(
+            self.meta.get("stage"),
+            self.meta.get("module_class"),
+            self.meta.get("modality"),
+            self.meta.get("variant"),
+        )
 
     def state(self, prefix: str | None = None) -> dict[str, torch.Tensor]:
         """The weights (``prefix`` stripped from the keys that have it, others left out)."""
@@ -75,12 +79,12 @@ class Artifact:
         try:
             state = load_file(str(self.weights_path))
         except Exception as error:  # noqa: BLE001 - safetensors' errors have no common type
-            raise ValueError(f"{self.weights_path} cannot be read as safetensors ({error})") \
-                from None
+            raise ValueError(
+                f"{self.weights_path} cannot be read as safetensors ({error})"
+            ) from None
         if prefix is None:
             return state
-        return {key[len(prefix):]: value for key, value in state.items()
-                if key.startswith(prefix)}
+        return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
     def load_into(self, module: nn.Module, prefix: str, role: str) -> None:
         """Load every tensor of ``module`` from the artifact's ``prefix*`` keys, strictly."""
@@ -124,8 +128,11 @@ def read_artifact(path: str | os.PathLike, role: str = "artifact") -> Artifact:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{role}: cannot read {meta_path}: {error}") from error
-    missing = [key for key in ("stage", "module_class", "architecture", "image_size",
-                               "weights_sha256") if key not in meta]
+    missing = [
+        key
+        for key in ("stage", "module_class", "architecture", "image_size", "weights_sha256")
+        if key not in meta
+    ]
     if missing:
         raise ValueError(f"{role}: {meta_path} lacks {missing}; is it a stage artifact?")
     artifact = Artifact(path, meta)
@@ -152,9 +159,12 @@ def check_artifact(
     ``accepted``: the (stage, module class, modality or None for any) it may be.
     """
     meta = artifact.meta
-    if not any(meta["stage"] == stage and meta["module_class"] == module_class
-               and (modality is None or meta.get("modality") == modality)
-               for stage, module_class, modality in accepted):
+    if not any(
+        meta["stage"] == stage
+        and meta["module_class"] == module_class
+        and (modality is None or meta.get("modality") == modality)
+        for stage, module_class, modality in accepted
+    ):
         expected = " or ".join(describe(*kind) for kind in accepted)
         raise ValueError(f"{role} {artifact.path} is {artifact.describe()}; expected {expected}")
     if image_size is not None and list(meta["image_size"]) != [int(s) for s in image_size]:
@@ -166,8 +176,9 @@ def check_artifact(
         )
 
 
-def check_same_features(role: str, path, theirs: Mapping[str, Any], ours: Mapping[str, Any],
-                        ours_name: str) -> None:
+def check_same_features(
+    role: str, path, theirs: Mapping[str, Any], ours: Mapping[str, Any], ours_name: str
+) -> None:
     """Refuse features that cannot be compared or concatenated level by level."""
     for key in ("fpn_channels", "min_level", "max_level"):
         if int(theirs[key]) != int(ours[key]):
@@ -178,8 +189,9 @@ def check_same_features(role: str, path, theirs: Mapping[str, Any], ours: Mappin
             )
 
 
-def write_artifact(out: str | os.PathLike, state: Mapping[str, torch.Tensor],
-                   meta: Mapping[str, Any]) -> Path:
+def write_artifact(
+    out: str | os.PathLike, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> Path:
     """Write ``state`` and ``meta`` as an artifact folder at ``out``, atomically.
 
     Everything goes into a temporary folder beside ``out`` (files fsynced), which then
@@ -230,8 +242,10 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
     with ``weights_only=False``, which would run whatever code the file holds)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder, neither a weight file nor a stage "
-                         f"artifact (no {ARTIFACT_JSON} in it)")
+        raise ValueError(
+            f"{what} {path} is a folder, neither a weight file nor a stage "
+            f"artifact (no {ARTIFACT_JSON} in it)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found")
     try:
@@ -241,9 +255,11 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
             head = stream.read(512)
         if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch's zip format or a pickle
             detail = str(error).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
-            reason = ("a torch file that does not load as weights alone (it pickles other "
-                      f"objects: {detail[0] if detail else type(error).__name__}); save its "
-                      "state_dict, or export it to a stage artifact")
+            reason = (
+                "a torch file that does not load as weights alone (it pickles other "
+                f"objects: {detail[0] if detail else type(error).__name__}); save its "
+                "state_dict, or export it to a stage artifact"
+            )
         elif head and all(byte in b"\t\n\r" or 32 <= byte < 127 or byte >= 128 for byte in head):
             reason = "a text file (a table or a config?), not weights"
         else:
@@ -255,8 +271,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A Lightning checkpoint, read with ``weights_only=True``; errors name the path."""
     checkpoint = load_torch_file(path, "checkpoint")
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"cannot read checkpoint {path}: it holds a {type(checkpoint).__name__}, "
-                         "not a checkpoint")
+        raise ValueError(
+            f"cannot read checkpoint {path}: it holds a {type(checkpoint).__name__}, "
+            "not a checkpoint"
+        )
     return checkpoint
 
 
@@ -302,8 +320,11 @@ def export_checkpoint(
             existing = read_artifact(out)
         except (OSError, ValueError):
             existing = None
-        if (existing is not None and existing.meta.get("checkpoint_sha256") == checkpoint_sha
-                and existing.meta.get("config_hash") == config_hash):
+        if (
+            existing is not None
+            and existing.meta.get("checkpoint_sha256") == checkpoint_sha
+            and existing.meta.get("config_hash") == config_hash
+        ):
             return out, False
     state_dict = checkpoint["state_dict"]
     prefixes = tuple(spec["weights"])
@@ -328,8 +349,13 @@ def export_checkpoint(
     return write_artifact(out, state, meta), True
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source, name: str,
-                ignore_extra: bool = False) -> None:
+def load_strict(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source,
+    name: str,
+    ignore_extra: bool = False,
+) -> None:
     """Load every tensor ``module`` has from ``state``; missing or misshapen tensors (and,
     unless ``ignore_extra``, tensors the module lacks) are an error naming them."""
     own = module.state_dict()
@@ -337,7 +363,8 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source, na
     extra = [] if ignore_extra else sorted(set(state) - set(own))
     mismatched = sorted(
         f"{key}: file {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in own if key in state and state[key].shape != own[key].shape
+        for key in own
+        if key in state and state[key].shape != own[key].shape
     )
     if missing or mismatched or extra:
         details = []
@@ -348,7 +375,8 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source, na
         if extra:
             details.append(f"{len(extra)} the model lacks (first: {extra[:3]})")
         raise ValueError(
-            f"{source} does not fit this model's {name}: " + "; ".join(details)
+            f"{source} does not fit this model's {name}: "
+            + "; ".join(details)
             + ". Check that the architecture (and its overrides) match the file."
         )
     module.load_state_dict({key: state[key] for key in own})
@@ -360,11 +388,13 @@ def main(argv: list[str]) -> int:
         prog="cli.py export",
         description="Turn a Lightning checkpoint of a stage module into its stage artifact.",
     )
-    parser.add_argument("--ckpt", required=True, help="a .ckpt of TeacherDetector, "
-                        "DistillStudent or FusedDetector")
+    parser.add_argument(
+        "--ckpt", required=True, help="a .ckpt of TeacherDetector, DistillStudent or FusedDetector"
+    )
     parser.add_argument("--out", required=True, help="the artifact folder to write")
-    parser.add_argument("--config-hash", default=None,
-                        help="recorded in the artifact (the pipeline's skip key)")
+    parser.add_argument(
+        "--config-hash", default=None, help="recorded in the artifact (the pipeline's skip key)"
+    )
     args = parser.parse_args(argv)
     try:
         out, written = export_checkpoint(args.ckpt, args.out, config_hash=args.config_hash)
@@ -373,6 +403,7 @@ def main(argv: list[str]) -> int:
         return 1
     artifact = read_artifact(out)
     state = "written" if written else "unchanged (already the artifact of this checkpoint)"
-    print(f"{out}: {artifact.describe()}, {state}; weights sha256 "
-          f"{artifact.meta['weights_sha256']}")
+    print(
+        f"{out}: {artifact.describe()}, {state}; weights sha256 {artifact.meta['weights_sha256']}"
+    )
     return 0

@@ -51,10 +51,15 @@ class DetectorModule(StageModule):
         reference_batch_size: int | None = None,
         channels_last: bool = False,
     ):
-        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-                         global_batch_size=global_batch_size,
-                         reference_batch_size=reference_batch_size, channels_last=channels_last)
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            lr_schedule=lr_schedule,
+            global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size,
+            channels_last=channels_last,
+        )
         self.hit_min_distance = float(hit_min_distance)
         self.fauc_max_fp = fauc_max_fp
         self.fauc_n_boot = fauc_n_boot
@@ -104,8 +109,13 @@ class DetectorModule(StageModule):
         on_step = split == "train"
         for name, value in losses.items():
             self.log(
-                f"{split}_{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss",
-                batch_size=batch_size, sync_dist=not on_step,
+                f"{split}_{name}",
+                value,
+                on_step=on_step,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=not on_step,
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -131,10 +141,14 @@ class DetectorModule(StageModule):
         lesions = batch.get(original_boxes_key(self.modality))
         if metric is not None and lesions is not None and "boxes_original" in detections[0]:
             metric.update(
-                [{"boxes": d["boxes_original"], "scores": d["scores"], "image_id": d["pair_id"]}
-                 for d in detections],
-                [{"boxes": boxes, "image_id": d["pair_id"]}
-                 for d, boxes in zip(detections, lesions)],
+                [
+                    {"boxes": d["boxes_original"], "scores": d["scores"], "image_id": d["pair_id"]}
+                    for d in detections
+                ],
+                [
+                    {"boxes": boxes, "image_id": d["pair_id"]}
+                    for d, boxes in zip(detections, lesions)
+                ],
             )
         return detections
 

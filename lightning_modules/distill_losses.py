@@ -49,16 +49,22 @@ BOX_SOURCES = (*MODALITIES, "both")
 # Settings each kind takes besides kind, weight, levels and level_weights, with defaults.
 SETTINGS: dict[str, dict[str, Any]] = {
     "cosine": {"eps": 1e-8},
-    "masked_cosine": {"eps": 1e-8, "fg_weight": 1.0, "bg_weight": 1.0, "dilation": 0,
-                      "boxes": "both"},
+    "masked_cosine": {
+        "eps": 1e-8,
+        "fg_weight": 1.0,
+        "bg_weight": 1.0,
+        "dilation": 0,
+        "boxes": "both",
+    },
     "roi_cosine": {"eps": 1e-8, "output_size": 3, "dilation": 0, "boxes": "both"},
     "cwd": {"tau": 1.0},
     "pkd": {"eps": 1e-6},
 }
 
 
-def cell_ranges(boxes: torch.Tensor, stride: int, height: int, width: int,
-                dilation: int = 0) -> torch.Tensor:
+def cell_ranges(
+    boxes: torch.Tensor, stride: int, height: int, width: int, dilation: int = 0
+) -> torch.Tensor:
     """The cells a level's feature map gives each box: ``[n, 4]`` int64 (row0, col0, row1,
     col1), inclusive. A cell (i, j) covers input pixels [j*stride, (j+1)*stride) x
     [i*stride, (i+1)*stride); a box gets every cell it overlaps, at least the cell of its
@@ -75,18 +81,20 @@ def cell_ranges(boxes: torch.Tensor, stride: int, height: int, width: int,
     return torch.minimum(cells.clamp_min(0), limits.to(cells)).long()
 
 
-def foreground_weights(boxes: Sequence[torch.Tensor], stride: int, height: int, width: int,
-                       dilation: int = 0) -> torch.Tensor:
+def foreground_weights(
+    boxes: Sequence[torch.Tensor], stride: int, height: int, width: int, dilation: int = 0
+) -> torch.Tensor:
     """``[B, H, W]``: at each cell the largest 1/(h*w) of the boxes covering it (0 outside
     every box), h x w being each box's size in cells (``cell_ranges``)."""
     weights = torch.zeros(len(boxes), height, width)
     for index, image_boxes in enumerate(boxes):
         if len(image_boxes) == 0:
             continue
-        for row0, col0, row1, col1 in cell_ranges(image_boxes.detach().float().cpu(), stride,
-                                                  height, width, dilation).tolist():
+        for row0, col0, row1, col1 in cell_ranges(
+            image_boxes.detach().float().cpu(), stride, height, width, dilation
+        ).tolist():
             area = (row1 - row0 + 1) * (col1 - col0 + 1)
-            region = weights[index, row0:row1 + 1, col0:col1 + 1]
+            region = weights[index, row0 : row1 + 1, col0 : col1 + 1]
             region.clamp_(min=1.0 / area)
     return weights
 
@@ -99,14 +107,19 @@ def lesion_boxes(batch: Mapping[str, Any], source: str) -> list[torch.Tensor]:
     modalities = MODALITIES if source == "both" else (source,)
     present = [f"{m}_boxes" for m in modalities if f"{m}_boxes" in batch]
     if not present:
-        raise ValueError(f"a lesion-aware Stage II term reads the batch's {source} boxes; the "
-                         f"batch has none of {[f'{m}_boxes' for m in modalities]}")
-    return [torch.cat([batch[key][index].reshape(-1, 4) for key in present])
-            for index in range(len(batch[present[0]]))]
+        raise ValueError(
+            f"a lesion-aware Stage II term reads the batch's {source} boxes; the "
+            f"batch has none of {[f'{m}_boxes' for m in modalities]}"
+        )
+    return [
+        torch.cat([batch[key][index].reshape(-1, 4) for key in present])
+        for index in range(len(batch[present[0]]))
+    ]
 
 
-def _one_minus_cosine_masked(z: torch.Tensor, h: torch.Tensor, weights: torch.Tensor,
-                             eps: float) -> torch.Tensor:
+def _one_minus_cosine_masked(
+    z: torch.Tensor, h: torch.Tensor, weights: torch.Tensor, eps: float
+) -> torch.Tensor:
     """sum(w * (1 - cos)) / sum(w) over the batch's positions; 0 where every weight is 0."""
     total = weights.sum()
     if total <= 0:
@@ -131,30 +144,42 @@ class LossTerm:
         self.levels = list(level_numbers if levels is None else levels)
         unknown = [level for level in self.levels if level not in level_numbers]
         if unknown or not self.levels:
-            raise ValueError(f"{where}.levels {self.levels}: this model's BiFPN levels are "
-                             f"{list(level_numbers)}")
+            raise ValueError(
+                f"{where}.levels {self.levels}: this model's BiFPN levels are {list(level_numbers)}"
+            )
         self.positions = [list(level_numbers).index(level) for level in self.levels]
         level_weights = spec.pop("level_weights", None)
         level_weights = [1.0] * len(self.levels) if level_weights is None else list(level_weights)
-        if (len(level_weights) != len(self.levels) or min(level_weights) < 0
-                or sum(level_weights) <= 0):
-            raise ValueError(f"{where}.level_weights {level_weights} must give one non-negative "
-                             f"weight per level in {self.levels}, not all zero")
+        if (
+            len(level_weights) != len(self.levels)
+            or min(level_weights) < 0
+            or sum(level_weights) <= 0
+        ):
+            raise ValueError(
+                f"{where}.level_weights {level_weights} must give one non-negative "
+                f"weight per level in {self.levels}, not all zero"
+            )
         self.level_weights = torch.tensor(level_weights)
         unexpected = sorted(set(spec) - set(SETTINGS[kind]))
         if unexpected:
-            raise ValueError(f"{where}: {kind} takes {sorted(SETTINGS[kind])} besides kind, "
-                             f"weight, levels and level_weights; unknown {unexpected}")
+            raise ValueError(
+                f"{where}: {kind} takes {sorted(SETTINGS[kind])} besides kind, "
+                f"weight, levels and level_weights; unknown {unexpected}"
+            )
         self.settings = {**SETTINGS[kind], **spec}
-        checks = {"tau": lambda v: v > 0, "fg_weight": lambda v: v >= 0,
-                  "bg_weight": lambda v: v >= 0, "dilation": lambda v: int(v) == v and v >= 0,
-                  "output_size": lambda v: int(v) == v and v >= 1, "eps": lambda v: v > 0,
-                  "boxes": lambda v: v in BOX_SOURCES}
+        checks = {
+            "tau": lambda v: v > 0,
+            "fg_weight": lambda v: v >= 0,
+            "bg_weight": lambda v: v >= 0,
+            "dilation": lambda v: int(v) == v and v >= 0,
+            "output_size": lambda v: int(v) == v and v >= 1,
+            "eps": lambda v: v > 0,
+            "boxes": lambda v: v in BOX_SOURCES,
+        }
         for key, value in self.settings.items():
             if not checks[key](value):
                 raise ValueError(f"{where}.{key}: {value!r} is not allowed")
-        if kind == "masked_cosine" and self.settings["fg_weight"] + self.settings[
-                "bg_weight"] <= 0:
+        if kind == "masked_cosine" and self.settings["fg_weight"] + self.settings["bg_weight"] <= 0:
             raise ValueError(f"{where}: fg_weight and bg_weight are both 0")
 
     @property
@@ -162,12 +187,22 @@ class LossTerm:
         return self.kind in ("masked_cosine", "roi_cosine")
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "weight": self.weight, "levels": list(self.levels),
-                "level_weights": self.level_weights.tolist(), **self.settings}
+        return {
+            "kind": self.kind,
+            "weight": self.weight,
+            "levels": list(self.levels),
+            "level_weights": self.level_weights.tolist(),
+            **self.settings,
+        }
 
-    def per_level(self, z: Sequence[torch.Tensor], h: Sequence[torch.Tensor],
-                  boxes: Sequence[torch.Tensor] | None, strides: Sequence[int],
-                  similarities: torch.Tensor) -> torch.Tensor:
+    def per_level(
+        self,
+        z: Sequence[torch.Tensor],
+        h: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor] | None,
+        strides: Sequence[int],
+        similarities: torch.Tensor,
+    ) -> torch.Tensor:
         """The term's value at each of its levels: ``[len(levels)]``. ``similarities`` are
         Eq. 2's mean similarities of every level, which ``cosine`` reads."""
         if self.kind == "cosine":
@@ -175,8 +210,12 @@ class LossTerm:
         # At least float32 with autocast off, as Eq. 2's similarity: softmaxes over positions
         # and standardisations in bfloat16 would keep 8 significant bits.
         with torch.autocast(z[0].device.type, enabled=False):
-            return torch.stack([self._level(_float32(z[p]), _float32(h[p]), boxes, strides[p])
-                                for p in self.positions])
+            return torch.stack(
+                [
+                    self._level(_float32(z[p]), _float32(h[p]), boxes, strides[p])
+                    for p in self.positions
+                ]
+            )
 
     def __call__(self, z, h, boxes, strides, similarities) -> torch.Tensor:
         """The term, its levels averaged with ``level_weights`` (not yet times ``weight``)."""
@@ -206,10 +245,12 @@ class LossTerm:
             margin = float(s["dilation"]) * stride
             rois = [r + torch.tensor([-margin, -margin, margin, margin]).to(z) for r in rois]
             size = int(s["output_size"])
-            pooled_z = roi_align(z, rois, size, spatial_scale=1.0 / stride, sampling_ratio=2,
-                                 aligned=True)
-            pooled_h = roi_align(h, rois, size, spatial_scale=1.0 / stride, sampling_ratio=2,
-                                 aligned=True)
+            pooled_z = roi_align(
+                z, rois, size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True
+            )
+            pooled_h = roi_align(
+                h, rois, size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True
+            )
             # Eq. 2 in each bin of each lesion; every lesion has the same bins, so the mean
             # over everything weighs the lesions equally.
             return (1 - cosine_similarity_map(pooled_z, pooled_h, s["eps"])).mean()
@@ -219,7 +260,7 @@ class LossTerm:
             student = (z / tau).flatten(2)
             teacher = (h / tau).flatten(2)
             p_teacher = F.softmax(teacher, dim=-1)
-            kl = (p_teacher * (F.log_softmax(teacher, dim=-1) - F.log_softmax(student, dim=-1)))
+            kl = p_teacher * (F.log_softmax(teacher, dim=-1) - F.log_softmax(student, dim=-1))
             return kl.sum() * tau**2 / (batch * channels)
         # pkd
         return F.mse_loss(_standardise(z, s["eps"]), _standardise(h, s["eps"])) / 2

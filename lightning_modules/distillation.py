@@ -33,10 +33,13 @@ class FeatureProjection(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != self.num_levels:
-            raise ValueError(f"got {len(features)} feature levels, the projection has "
-                             f"{self.num_levels}")
-        return [self.convs[0 if self.kind == "shared" else level](feature)
-                for level, feature in enumerate(features)]
+            raise ValueError(
+                f"got {len(features)} feature levels, the projection has {self.num_levels}"
+            )
+        return [
+            self.convs[0 if self.kind == "shared" else level](feature)
+            for level, feature in enumerate(features)
+        ]
 
 
 def cosine_similarity_map(z: torch.Tensor, h: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -56,8 +59,9 @@ def cosine_similarity_map(z: torch.Tensor, h: torch.Tensor, eps: float = 1e-8) -
         return dot / norms.clamp_min(eps)
 
 
-def level_similarities(z: Sequence[torch.Tensor], h: Sequence[torch.Tensor],
-                       eps: float = 1e-8) -> torch.Tensor:
+def level_similarities(
+    z: Sequence[torch.Tensor], h: Sequence[torch.Tensor], eps: float = 1e-8
+) -> torch.Tensor:
     """Mean Eq. 2 similarity over the positions of each level: a [levels] tensor."""
     if len(z) != len(h):
         raise ValueError(f"{len(z)} student levels vs {len(h)} teacher levels")

@@ -69,8 +69,10 @@ def build_config(
     config.backbone_args = dict(config.backbone_args or {})
     config.image_size = tuple(int(side) for side in image_size)
     config.num_classes = int(num_classes)
-    check_focal(config.alpha if focal_alpha is None else focal_alpha,
-                config.gamma if focal_gamma is None else focal_gamma)
+    check_focal(
+        config.alpha if focal_alpha is None else focal_alpha,
+        config.gamma if focal_gamma is None else focal_gamma,
+    )
     if focal_alpha is not None:
         config.alpha = float(focal_alpha)
     if focal_gamma is not None:
@@ -214,8 +216,11 @@ class DetectionHead(nn.Module):
 
     def reset_parameters(self, class_net_only: bool = False) -> None:
         """effdet's initialisation, including the class-prior bias of ``class_net.predict``."""
-        nets = {"class_net": self.class_net} if class_net_only else {
-            "class_net": self.class_net, "box_net": self.box_net}
+        nets = (
+            {"class_net": self.class_net}
+            if class_net_only
+            else {"class_net": self.class_net, "box_net": self.box_net}
+        )
         for prefix, net in nets.items():
             for name, module in net.named_modules(prefix=prefix):
                 _init_weight(module, name)
@@ -268,8 +273,9 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma:
     For a positive target: ``-alpha * (1 - p)**gamma * log(p)``; for a negative:
     ``-(1 - alpha) * p**gamma * log(1 - p)``, with ``p = sigmoid(logits)``.
     """
-    return new_focal_loss(logits, targets, alpha=alpha, gamma=gamma, normalizer=1.0,
-                          label_smoothing=0.0)
+    return new_focal_loss(
+        logits, targets, alpha=alpha, gamma=gamma, normalizer=1.0, label_smoothing=0.0
+    )
 
 
 class DetectionCriterion(nn.Module):
@@ -323,12 +329,22 @@ class DetectionCriterion(nn.Module):
         config = self.config
         with torch.autocast(class_out[0].device.type, enabled=False):
             class_top, box_top, indices, classes = _post_process(
-                _float(class_out), _float(box_out), num_levels=config.num_levels,
-                num_classes=config.num_classes, max_detection_points=config.max_detection_points,
+                _float(class_out),
+                _float(box_out),
+                num_levels=config.num_levels,
+                num_classes=config.num_classes,
+                max_detection_points=config.max_detection_points,
             )
             detections = _batch_detection(
-                class_out[0].shape[0], class_top, box_top, self.anchors.boxes.float(), indices,
-                classes, None, None, max_det_per_image=config.max_det_per_image,
+                class_out[0].shape[0],
+                class_top,
+                box_top,
+                self.anchors.boxes.float(),
+                indices,
+                classes,
+                None,
+                None,
+                max_det_per_image=config.max_det_per_image,
                 soft_nms=config.soft_nms,
             )
         results = []
@@ -336,11 +352,13 @@ class DetectionCriterion(nn.Module):
             # effdet pads to max_det_per_image with all-zero rows (class 0 = no detection).
             keep = image_detections[:, 5] > 0
             image_detections = image_detections[keep]
-            results.append({
-                "boxes": image_detections[:, :4].float(),
-                "scores": image_detections[:, 4].float(),
-                "labels": image_detections[:, 5].long() - 1,
-            })
+            results.append(
+                {
+                    "boxes": image_detections[:, :4].float(),
+                    "scores": image_detections[:, 4].float(),
+                    "labels": image_detections[:, 5].long() - 1,
+                }
+            )
         return results
 
 
@@ -362,8 +380,17 @@ def to_effdet_targets(
 
 # The keys of ``architecture_spec``, in its order: what a later stage copies out of an earlier
 # stage's artifact to rebuild that stage's part.
-ARCHITECTURE_SPEC_KEYS = ("architecture", "architecture_overrides", "image_size", "num_classes",
-                          "backbone_name", "fpn_channels", "min_level", "max_level", "num_levels")
+ARCHITECTURE_SPEC_KEYS = (
+    "architecture",
+    "architecture_overrides",
+    "image_size",
+    "num_classes",
+    "backbone_name",
+    "fpn_channels",
+    "min_level",
+    "max_level",
+    "num_levels",
+)
 
 
 def architecture_spec(architecture: str, overrides: Mapping[str, Any] | None, config) -> dict:
@@ -383,12 +410,20 @@ def architecture_spec(architecture: str, overrides: Mapping[str, Any] | None, co
     }
 
 
-def config_from_spec(spec: Mapping[str, Any], image_size: Sequence[int] | None = None,
-                     focal_alpha: float | None = None, focal_gamma: float | None = None):
+def config_from_spec(
+    spec: Mapping[str, Any],
+    image_size: Sequence[int] | None = None,
+    focal_alpha: float | None = None,
+    focal_gamma: float | None = None,
+):
     """The effdet config of a part recorded with ``architecture_spec``."""
     return build_config(
-        spec["architecture"], image_size or spec["image_size"], spec["num_classes"],
-        spec.get("architecture_overrides"), focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+        spec["architecture"],
+        image_size or spec["image_size"],
+        spec["num_classes"],
+        spec.get("architecture_overrides"),
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
     )
 
 
@@ -430,8 +465,9 @@ def widen_head(wide: DetectionHead, narrow: DetectionHead) -> None:
     for key, source in narrow_state.items():
         target = wide_state[key]
         if target.ndim != source.ndim or any(t < s for t, s in zip(target.shape, source.shape)):
-            raise ValueError(f"head tensor {key}: {tuple(source.shape)} does not fit "
-                             f"{tuple(target.shape)}")
+            raise ValueError(
+                f"head tensor {key}: {tuple(source.shape)} does not fit {tuple(target.shape)}"
+            )
         target[tuple(slice(0, side) for side in source.shape)] = source
         # Dense (not depthwise) weights: zero the other channels' way into the copied outputs.
         if target.ndim == 4 and target.shape[1] > channels and source.shape[1] == channels:
@@ -452,8 +488,13 @@ class TimmSyncBatchNorm(TorchSyncBatchNorm):
     def revert(self, model: nn.Module) -> nn.Module:
         if isinstance(model, nn.SyncBatchNorm):
             plain = BatchNormAct2d if isinstance(model, SyncBatchNormAct) else nn.BatchNorm2d
-            converted = plain(model.num_features, model.eps, model.momentum, model.affine,
-                              model.track_running_stats)
+            converted = plain(
+                model.num_features,
+                model.eps,
+                model.momentum,
+                model.affine,
+                model.track_running_stats,
+            )
             if isinstance(model, SyncBatchNormAct):
                 converted.act, converted.drop = model.act, model.drop
             if model.affine:

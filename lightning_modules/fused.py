@@ -82,50 +82,81 @@ class FusedDetector(DetectorModule):
         channels_last: bool = False,
     ):
         super().__init__(
-            learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance, global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size, channels_last=channels_last,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            lr_schedule=lr_schedule,
+            fauc_max_fp=fauc_max_fp,
+            fauc_n_boot=fauc_n_boot,
+            hit_min_distance=hit_min_distance,
+            global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size,
+            channels_last=channels_last,
         )
         self.save_hyperparameters()
         if partner_features not in PARTNER_FEATURES:
-            raise ValueError(f"partner_features must be one of {PARTNER_FEATURES}, got "
-                             f"{partner_features!r}")
+            raise ValueError(
+                f"partner_features must be one of {PARTNER_FEATURES}, got {partner_features!r}"
+            )
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.modality = "sm"
         self.head_init = head_init
 
         if pretrained:  # a Stage III artifact: the whole model, architecture and weights
-            fused = self.load_input(pretrained, "pretrained", [(3, "FusedDetector", None)],
-                                    image_size)
+            fused = self.load_input(
+                pretrained, "pretrained", [(3, "FusedDetector", None)], image_size
+            )
             meta = fused.meta
-            self._build(meta["variant"], {key: meta[key] for key in ARCHITECTURE_SPEC_KEYS},
-                        meta["partner"], meta["partner_features"],
-                        meta.get("partner_projection"), focal_alpha, focal_gamma)
+            self._build(
+                meta["variant"],
+                {key: meta[key] for key in ARCHITECTURE_SPEC_KEYS},
+                meta["partner"],
+                meta["partner_features"],
+                meta.get("partner_projection"),
+                focal_alpha,
+                focal_gamma,
+            )
             for name in ("extractor", "partner", "partner_projection", "head"):
                 if getattr(self, name) is not None:
                     fused.load_into(getattr(self, name), f"{name}.", "pretrained")
         else:
             if not sm_teacher or not partner:
-                raise ValueError("FusedDetector needs sm_teacher and partner (Stage I and II "
-                                 "artifacts), or pretrained (a Stage III artifact)")
-            teacher = self.load_input(sm_teacher, "sm_teacher", [(1, "TeacherDetector", "sm")],
-                                      image_size)
+                raise ValueError(
+                    "FusedDetector needs sm_teacher and partner (Stage I and II "
+                    "artifacts), or pretrained (a Stage III artifact)"
+                )
+            teacher = self.load_input(
+                sm_teacher, "sm_teacher", [(1, "TeacherDetector", "sm")], image_size
+            )
             other = self.load_input(
-                partner, "partner",
-                [(2, "DistillStudent", None), (1, "TeacherDetector", "ffdm")], image_size)
+                partner,
+                "partner",
+                [(2, "DistillStudent", None), (1, "TeacherDetector", "ffdm")],
+                image_size,
+            )
             variant = "fused" if other.meta["stage"] == 2 else "upper_bound"
             if variant == "upper_bound" and partner_features != "extractor":
-                raise ValueError("partner_features='projected' needs a Stage II partner; "
-                                 "BASE_UB concatenates the FFDM teacher's own features")
+                raise ValueError(
+                    "partner_features='projected' needs a Stage II partner; "
+                    "BASE_UB concatenates the FFDM teacher's own features"
+                )
             partner_spec = {key: other.meta[key] for key in ARCHITECTURE_SPEC_KEYS}
-            check_same_features("partner", other.path, partner_spec, teacher.meta,
-                                "the sm_teacher")
-            projection = other.meta.get("projection", "conv3x3") if (
-                partner_features == "projected") else None
-            self._build(variant, {key: teacher.meta[key] for key in ARCHITECTURE_SPEC_KEYS},
-                        partner_spec, partner_features, projection, focal_alpha, focal_gamma)
+            check_same_features("partner", other.path, partner_spec, teacher.meta, "the sm_teacher")
+            projection = (
+                other.meta.get("projection", "conv3x3")
+                if (partner_features == "projected")
+                else None
+            )
+            self._build(
+                variant,
+                {key: teacher.meta[key] for key in ARCHITECTURE_SPEC_KEYS},
+                partner_spec,
+                partner_features,
+                projection,
+                focal_alpha,
+                focal_gamma,
+            )
             teacher.load_into(self.extractor, "extractor.", "sm_teacher")
             other.load_into(self.partner, "extractor.", "partner")
             if self.partner_projection is not None:
@@ -139,8 +170,16 @@ class FusedDetector(DetectorModule):
             if self.partner_projection is not None:
                 self.freeze_part("partner_projection")
 
-    def _build(self, variant: str, sm_spec: dict, partner_spec: dict, partner_features: str,
-               projection: str | None, focal_alpha: float, focal_gamma: float) -> None:
+    def _build(
+        self,
+        variant: str,
+        sm_spec: dict,
+        partner_spec: dict,
+        partner_features: str,
+        projection: str | None,
+        focal_alpha: float,
+        focal_gamma: float,
+    ) -> None:
         """A's extractor, the partner's (and its projection), the 2x head and the criterion."""
         self.variant = variant
         self.partner_features = partner_features
@@ -151,7 +190,8 @@ class FusedDetector(DetectorModule):
         self.partner_projection = None
         if projection is not None:
             self.partner_projection = FeatureProjection(
-                self.partner.out_channels, int(self.partner.config.num_levels), projection)
+                self.partner.out_channels, int(self.partner.config.num_levels), projection
+            )
         self.head = DetectionHead(self.config, in_multiplier=2)
         self.criterion = DetectionCriterion(self.config)
 
@@ -194,8 +234,9 @@ class FusedDetector(DetectorModule):
             "input_modalities": list(self.input_modalities),
             "weights": prefixes,
             "partner_features": self.partner_features,
-            "partner_projection": None if self.partner_projection is None else (
-                self.partner_projection.kind),
+            "partner_projection": None
+            if self.partner_projection is None
+            else (self.partner_projection.kind),
             "partner": self.partner_spec,
             "focal_alpha": self.criterion.focal_alpha,
             "focal_gamma": self.criterion.focal_gamma,

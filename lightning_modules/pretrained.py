@@ -48,14 +48,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(path))
         except Exception as error:  # noqa: BLE001 - safetensors' errors have no common type
-            raise ValueError(f"cannot read weight file {path}: not a readable safetensors file "
-                             f"({error})") from None
+            raise ValueError(
+                f"cannot read weight file {path}: not a readable safetensors file ({error})"
+            ) from None
     else:
         state = load_torch_file(path, "weight file")
     own_checkpoint = isinstance(state, Mapping) and CHECKPOINT_SPEC_KEY in state
     for container in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, Mapping) and container in state and isinstance(
-            state[container], Mapping
+        if (
+            isinstance(state, Mapping)
+            and container in state
+            and isinstance(state[container], Mapping)
         ):
             state = state[container]
             break
@@ -65,10 +68,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         for prefix in ("module.", "model."):
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         cleaned[key] = value
-    if own_checkpoint or any(key.startswith(("extractor.backbone.", "head.class_net."))
-                             for key in cleaned):
+    if own_checkpoint or any(
+        key.startswith(("extractor.backbone.", "head.class_net.")) for key in cleaned
+    ):
         return _from_own_layout(cleaned)
     return cleaned
 
@@ -85,15 +89,16 @@ def _from_own_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     mapped = {}
     for key, value in state.items():
         for prefix, replacement in OWN_PREFIXES.items():
-            if key.startswith(prefix) and key[len(prefix):].startswith(EFFDET_PREFIXES):
-                mapped[replacement + key[len(prefix):]] = value
+            if key.startswith(prefix) and key[len(prefix) :].startswith(EFFDET_PREFIXES):
+                mapped[replacement + key[len(prefix) :]] = value
     if not mapped:
         raise ValueError("the file holds no extractor or head weights of a mammofuse module")
     return mapped
 
 
-def load_pretrained(path: str | os.PathLike, extractor: nn.Module,
-                    head: nn.Module | None = None) -> dict[str, list[str]]:
+def load_pretrained(
+    path: str | os.PathLike, extractor: nn.Module, head: nn.Module | None = None
+) -> dict[str, list[str]]:
     """Load local pretrained weights into a ``FeatureExtractor`` (and ``DetectionHead``).
 
     An effdet checkpoint (keys ``backbone.*``, ``fpn.*``, ``class_net.*``, ``box_net.*``),
@@ -110,8 +115,9 @@ def load_pretrained(path: str | os.PathLike, extractor: nn.Module,
         report["loaded"].append("backbone")
         return report
     for name in ("backbone", "fpn"):
-        load_strict(getattr(extractor, name), _strip(state, f"{name}."), path, name,
-                    ignore_extra=True)
+        load_strict(
+            getattr(extractor, name), _strip(state, f"{name}."), path, name, ignore_extra=True
+        )
         report["loaded"].append(name)
     if head is None:
         return report
@@ -144,4 +150,4 @@ def load_pretrained(path: str | os.PathLike, extractor: nn.Module,
 
 
 def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}

@@ -76,28 +76,40 @@ class StageModule(pl.LightningModule, ABC):
 
     stage: int
 
-    def __init__(self, learning_rate: float, weight_decay: float = 1e-4, warmup_steps: int = 0,
-                 lr_schedule: str = "cosine", global_batch_size: int | None = None,
-                 reference_batch_size: int | None = None, channels_last: bool = False):
+    def __init__(
+        self,
+        learning_rate: float,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 0,
+        lr_schedule: str = "cosine",
+        global_batch_size: int | None = None,
+        reference_batch_size: int | None = None,
+        channels_last: bool = False,
+    ):
         super().__init__()
         if not float(learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
-        for name, value in (("global_batch_size", global_batch_size),
-                            ("reference_batch_size", reference_batch_size)):
+        for name, value in (
+            ("global_batch_size", global_batch_size),
+            ("reference_batch_size", reference_batch_size),
+        ):
             if value is not None and int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if reference_batch_size is not None and global_batch_size is None:
-            raise ValueError("reference_batch_size scales the learning rate to the global batch: "
-                             "set global_batch_size too")
+            raise ValueError(
+                "reference_batch_size scales the learning rate to the global batch: "
+                "set global_batch_size too"
+            )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.lr_schedule = lr_schedule
         self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
-        self.reference_batch_size = (None if reference_batch_size is None
-                                     else int(reference_batch_size))
+        self.reference_batch_size = (
+            None if reference_batch_size is None else int(reference_batch_size)
+        )
         self.channels_last = bool(channels_last)
         self.schedule: dict[str, Any] | None = None  # set by configure_optimizers
         self.inputs: dict[str, dict[str, str]] = {}
@@ -140,8 +152,12 @@ class StageModule(pl.LightningModule, ABC):
         prefixes a later stage needs, and the architecture of the parts they hold."""
 
     def full_artifact_spec(self) -> dict[str, Any]:
-        spec = {"stage": self.stage, "module_class": type(self).__name__,
-                "inputs": dict(self.inputs), **self.artifact_spec()}
+        spec = {
+            "stage": self.stage,
+            "module_class": type(self).__name__,
+            "inputs": dict(self.inputs),
+            **self.artifact_spec(),
+        }
         if self.schedule is not None:
             spec["schedule"] = dict(self.schedule)
         return spec
@@ -164,8 +180,10 @@ class StageModule(pl.LightningModule, ABC):
         layer_sync = getattr(strategy, "_layer_sync", None)
         if layer_sync is not None:
             if stage == "fit" and strategy.root_device.type == "cpu":
-                raise ValueError("trainer.sync_batchnorm: torch's SyncBatchNorm trains on GPUs "
-                                 "only; set it false on CPU")
+                raise ValueError(
+                    "trainer.sync_batchnorm: torch's SyncBatchNorm trains on GPUs "
+                    "only; set it false on CPU"
+                )
             if type(layer_sync) is TorchSyncBatchNorm:
                 strategy._layer_sync = TimmSyncBatchNorm()
         if self.channels_last:
@@ -182,20 +200,24 @@ class StageModule(pl.LightningModule, ABC):
         trainer = self.trainer
         batch = self._per_device_batch()
         if batch is None:
-            raise ValueError("model.init_args.global_batch_size needs the per-device batch size: "
-                             "train with a data module that has a batch_size")
+            raise ValueError(
+                "model.init_args.global_batch_size needs the per-device batch size: "
+                "train with a data module that has a batch_size"
+            )
         share = batch * trainer.world_size
         accumulation, remainder = divmod(self.global_batch_size, share)
         if remainder or not accumulation:
             raise ValueError(
                 f"model.init_args.global_batch_size {self.global_batch_size} must be a multiple "
                 f"of data.init_args.batch_size {batch} x {trainer.num_devices} devices x "
-                f"{trainer.num_nodes} nodes = {share}")
+                f"{trainer.num_nodes} nodes = {share}"
+            )
         if trainer.accumulate_grad_batches not in (1, accumulation):
             raise ValueError(
                 f"trainer.accumulate_grad_batches {trainer.accumulate_grad_batches} contradicts "
                 f"model.init_args.global_batch_size {self.global_batch_size} ({accumulation} "
-                f"batches of {batch} on {trainer.world_size} processes): leave it unset")
+                f"batches of {batch} on {trainer.world_size} processes): leave it unset"
+            )
         return accumulation
 
     # -- non-finite losses ------------------------------------------------------------------
@@ -219,9 +241,13 @@ class StageModule(pl.LightningModule, ABC):
         """
         if self._trainer is None or self._bad_step is None:
             if not bool(torch.isfinite(loss.detach()).all()):
-                raise FloatingPointError(self._non_finite_message(
-                    float(loss.detach()), int(self.trained_steps) + 1,
-                    list(map(str, batch.get("pair_id", [])[:8]))))
+                raise FloatingPointError(
+                    self._non_finite_message(
+                        float(loss.detach()),
+                        int(self.trained_steps) + 1,
+                        list(map(str, batch.get("pair_id", [])[:8])),
+                    )
+                )
             return
         self._batches_checked += 1
         step = self._step_offset + self._batches_checked
@@ -253,18 +279,25 @@ class StageModule(pl.LightningModule, ABC):
             torch.distributed.all_gather_object(records, record)
         rank = min(range(len(records)), key=lambda index: records[index][0])
         step, value, pairs = records[rank]
-        raise FloatingPointError(self._non_finite_message(
-            value, step, pairs, rank if len(records) > 1 else None))
+        raise FloatingPointError(
+            self._non_finite_message(value, step, pairs, rank if len(records) > 1 else None)
+        )
 
-    def _non_finite_message(self, value: float, step: int, pairs: list[str],
-                            rank: int | None = None) -> str:
-        checkpoint = getattr(getattr(self._trainer, "checkpoint_callback", None),
-                             "last_model_path", "") if self._trainer else ""
+    def _non_finite_message(
+        self, value: float, step: int, pairs: list[str], rank: int | None = None
+    ) -> str:
+        checkpoint = (
+            getattr(getattr(self._trainer, "checkpoint_callback", None), "last_model_path", "")
+            if self._trainer
+            else ""
+        )
         where = "" if rank is None else f" on rank {rank}"
-        return (f"non-finite training loss ({value}) at training step {step} (pairs "
-                f"{', '.join(pairs)}{where}); training stopped. The last checkpoint "
-                f"({checkpoint or 'none written yet'}) is untouched: lower the learning rate or "
-                f"check these images, then resume from it")
+        return (
+            f"non-finite training loss ({value}) at training step {step} (pairs "
+            f"{', '.join(pairs)}{where}); training stopped. The last checkpoint "
+            f"({checkpoint or 'none written yet'}) is untouched: lower the learning rate or "
+            f"check these images, then resume from it"
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.trained_steps += 1
@@ -274,23 +307,29 @@ class StageModule(pl.LightningModule, ABC):
         trainer = self.trainer
         batch = self._per_device_batch()
         global_batch = self.global_batch_size or (
-            None if batch is None else batch * trainer.world_size * trainer.accumulate_grad_batches)
+            None if batch is None else batch * trainer.world_size * trainer.accumulate_grad_batches
+        )
         learning_rate, warmup = self.learning_rate, self.warmup_steps
         if self.reference_batch_size is not None:  # linear scaling; the same warm-up pairs
             learning_rate = self.learning_rate * self.global_batch_size / self.reference_batch_size
-            warmup = math.ceil(self.warmup_steps * self.reference_batch_size
-                               / self.global_batch_size)
+            warmup = math.ceil(
+                self.warmup_steps * self.reference_batch_size / self.global_batch_size
+            )
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=self.weight_decay)
         total_steps = max(int(trainer.estimated_stepping_batches), 1)
         warmup_steps = min(warmup, total_steps)
         schedule = self.lr_schedule
         self.schedule = {
-            "global_batch_size": global_batch, "batch_size": batch,
-            "devices": trainer.num_devices, "num_nodes": trainer.num_nodes,
+            "global_batch_size": global_batch,
+            "batch_size": batch,
+            "devices": trainer.num_devices,
+            "num_nodes": trainer.num_nodes,
             "accumulate_grad_batches": trainer.accumulate_grad_batches,
-            "optimizer_steps": total_steps, "warmup_steps": warmup_steps,
-            "learning_rate": learning_rate, "reference_batch_size": self.reference_batch_size,
+            "optimizer_steps": total_steps,
+            "warmup_steps": warmup_steps,
+            "learning_rate": learning_rate,
+            "reference_batch_size": self.reference_batch_size,
             "lr_schedule": schedule,
         }
 

@@ -97,20 +97,31 @@ class DistillStudent(StageModule):
         reference_batch_size: int | None = None,
         channels_last: bool = False,
     ):
-        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-                         global_batch_size=global_batch_size,
-                         reference_batch_size=reference_batch_size, channels_last=channels_last)
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            lr_schedule=lr_schedule,
+            global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size,
+            channels_last=channels_last,
+        )
         self.save_hyperparameters()
         self.modality = "sm"
         if (ffdm_teacher is None) == (sm_teacher is None):
-            raise ValueError("DistillStudent needs exactly one teacher: ffdm_teacher (a Stage I "
-                             "FFDM artifact, the paper's C) or sm_teacher (a Stage I SM "
-                             "artifact, the self-distillation control)")
+            raise ValueError(
+                "DistillStudent needs exactly one teacher: ffdm_teacher (a Stage I "
+                "FFDM artifact, the paper's C) or sm_teacher (a Stage I SM "
+                "artifact, the self-distillation control)"
+            )
         self.teacher_role = "ffdm_teacher" if ffdm_teacher else "sm_teacher"
         self.teacher_modality = "ffdm" if ffdm_teacher else "sm"
-        teacher = self.load_input(ffdm_teacher or sm_teacher, self.teacher_role,
-                                  [(1, "TeacherDetector", self.teacher_modality)], image_size)
+        teacher = self.load_input(
+            ffdm_teacher or sm_teacher,
+            self.teacher_role,
+            [(1, "TeacherDetector", self.teacher_modality)],
+            image_size,
+        )
         self.teacher_spec = {key: teacher.meta[key] for key in ARCHITECTURE_SPEC_KEYS}
         self.teacher = FeatureExtractor(config_from_spec(self.teacher_spec))
         teacher.load_into(self.teacher, "extractor.", self.teacher_role)
@@ -122,16 +133,23 @@ class DistillStudent(StageModule):
                 architecture_overrides = self.teacher_spec["architecture_overrides"]
         self.architecture = architecture
         self.architecture_overrides = architecture_overrides
-        self.config = build_config(architecture, image_size, self.teacher_spec["num_classes"],
-                                   architecture_overrides)
+        self.config = build_config(
+            architecture, image_size, self.teacher_spec["num_classes"], architecture_overrides
+        )
         own = architecture_spec(architecture, architecture_overrides, self.config)
-        check_same_features(self.teacher_role, teacher.path, self.teacher_spec, own,
-                            f"this student ({architecture})")
+        check_same_features(
+            self.teacher_role,
+            teacher.path,
+            self.teacher_spec,
+            own,
+            f"this student ({architecture})",
+        )
         self.extractor = FeatureExtractor(self.config)
         if init_from:
             if is_artifact(init_from):
-                source = self.load_input(init_from, "init_from",
-                                         [(1, "TeacherDetector", None)], image_size)
+                source = self.load_input(
+                    init_from, "init_from", [(1, "TeacherDetector", None)], image_size
+                )
                 source.load_into(self.extractor, "extractor.", "init_from")
             else:
                 load_pretrained(init_from, self.extractor)
@@ -142,20 +160,27 @@ class DistillStudent(StageModule):
         self.level_numbers = list(range(self.config.min_level, self.config.max_level + 1))
         self.strides = [2**level for level in self.level_numbers]
         if losses is None:  # the paper's Eq. 2
-            losses = [{"kind": "cosine", "levels": levels, "level_weights": level_weights,
-                       "eps": eps}]
+            losses = [
+                {"kind": "cosine", "levels": levels, "level_weights": level_weights, "eps": eps}
+            ]
         elif levels is not None or level_weights is not None:
-            raise ValueError("levels and level_weights shape Eq. 2's default loss; with "
-                             "`losses`, give them inside each term")
+            raise ValueError(
+                "levels and level_weights shape Eq. 2's default loss; with "
+                "`losses`, give them inside each term"
+            )
         self.terms = build_terms(losses, self.level_numbers)
         self.levels = sorted({level for term in self.terms for level in term.levels})
         self.eps = eps
         # Eq. 2's similarity at lesion and at background positions, per level, over a whole
         # validation or test epoch (each lesion weighing equally; synchronised under DDP).
-        self.diagnostics = nn.ModuleDict({
-            f"{split}_{where}_p{level}": MeanMetric()
-            for split in DIAGNOSTIC_SPLITS for where in ("lesion", "background")
-            for level in self.level_numbers})
+        self.diagnostics = nn.ModuleDict(
+            {
+                f"{split}_{where}_p{level}": MeanMetric()
+                for split in DIAGNOSTIC_SPLITS
+                for where in ("lesion", "background")
+                for level in self.level_numbers
+            }
+        )
 
     # -- features ----------------------------------------------------------------------------
     def student_features(self, sm: torch.Tensor) -> list[torch.Tensor]:
@@ -207,8 +232,10 @@ class DistillStudent(StageModule):
         """The negative of Eq. 2, weighted over the chosen levels (the default loss alone)."""
         term = self.terms[0]
         if len(self.terms) != 1 or term.kind != "cosine":
-            raise ValueError("loss(similarities) is Eq. 2's loss; this student's `losses` "
-                             "need the batch: use forward(batch)")
+            raise ValueError(
+                "loss(similarities) is Eq. 2's loss; this student's `losses` "
+                "need the batch: use forward(batch)"
+            )
         return term(None, None, None, self.strides, similarities)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -227,8 +254,13 @@ class DistillStudent(StageModule):
         self.check_finite(loss, batch)
         size = len(batch[PAIR_ID])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train_cosine", self._eq2(loss, similarities).detach(), on_step=True,
-                 on_epoch=True, batch_size=size)
+        self.log(
+            "train_cosine",
+            self._eq2(loss, similarities).detach(),
+            on_step=True,
+            on_epoch=True,
+            batch_size=size,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -258,8 +290,9 @@ class DistillStudent(StageModule):
             cosine = cosine_similarity_map(zl, hl, self.eps).detach()
             lesion = foreground_weights(boxes, stride, *zl.shape[-2:]).to(cosine)
             self.diagnostics[f"{split}_lesion_p{level}"].update(cosine, lesion)
-            self.diagnostics[f"{split}_background_p{level}"].update(cosine,
-                                                                    (lesion == 0).to(cosine))
+            self.diagnostics[f"{split}_background_p{level}"].update(
+                cosine, (lesion == 0).to(cosine)
+            )
 
     def _log_diagnostics(self, split: str) -> None:
         for where in ("lesion", "background"):

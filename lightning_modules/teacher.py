@@ -75,18 +75,28 @@ class TeacherDetector(DetectorModule):
         channels_last: bool = False,
     ):
         super().__init__(
-            learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule, fauc_max_fp=fauc_max_fp, fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance, global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size, channels_last=channels_last,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            lr_schedule=lr_schedule,
+            fauc_max_fp=fauc_max_fp,
+            fauc_n_boot=fauc_n_boot,
+            hit_min_distance=hit_min_distance,
+            global_batch_size=global_batch_size,
+            reference_batch_size=reference_batch_size,
+            channels_last=channels_last,
         )
         self.save_hyperparameters()
         self.modality = check_modality(modality)
         self.architecture = architecture
         self.architecture_overrides = architecture_overrides
         self.config = build_config(
-            architecture, image_size, num_classes, architecture_overrides,
-            focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+            architecture,
+            image_size,
+            num_classes,
+            architecture_overrides,
+            focal_alpha=focal_alpha,
+            focal_gamma=focal_gamma,
         )
         self.extractor = FeatureExtractor(self.config)
         self.head = DetectionHead(self.config)

@@ -109,11 +109,17 @@ class EvaluationTables:
             table = table.assign(image_index=position[table["image_index"].to_numpy()])
             tables.append(table.sort_values("image_index", kind="stable").reset_index(drop=True))
         dropped = None if self.dropped_score is None else self.dropped_score[order]
-        return replace(self, image_ids=self.image_ids[order], predictions=tables[0],
-                       ground_truth=tables[1], dropped_score=dropped)
+        return replace(
+            self,
+            image_ids=self.image_ids[order],
+            predictions=tables[0],
+            ground_truth=tables[1],
+            dropped_score=dropped,
+        )
 
-    def match(self, min_distance: float = HIT_MIN_DISTANCE,
-              inclusive: bool = False) -> MatchedDetections:
+    def match(
+        self, min_distance: float = HIT_MIN_DISTANCE, inclusive: bool = False
+    ) -> MatchedDetections:
         """Match the predictions to the lesions; lesion i is row i of ``ground_truth`` and
         detection j row j of ``predictions``."""
         return match_detections(
@@ -170,10 +176,16 @@ def read_evaluation_tables(
         repeated = ids.duplicated(keep="first")
         if repeated.any():
             first_row = pd.Series(np.arange(ids.size), index=ids).groupby(level=0).first()
-            image_problems.rows(str(images), np.flatnonzero(repeated), "image_id",
-                                lambda row: f"{ids[row]!r} is listed more than once (first at "
-                                            f"row {file_row(first_row[ids[row]])})",
-                                "duplicate image_id")
+            image_problems.rows(
+                str(images),
+                np.flatnonzero(repeated),
+                "image_id",
+                lambda row: (
+                    f"{ids[row]!r} is listed more than once (first at "
+                    f"row {file_row(first_row[ids[row]])})"
+                ),
+                "duplicate image_id",
+            )
         elif ids.empty:
             image_problems.whole(str(images), "no images listed", "no images")
         else:
@@ -187,17 +199,36 @@ def read_evaluation_tables(
         truth_problems.empty_ids(str(ground_truth), truth["image_id"])
         _index(truth, image_index, str(ground_truth), images, truth_problems)
         boxes = {column: _numbers(truth[column]) for column in BOX_COLUMNS}
-        _check_numbers(boxes, truth, str(ground_truth), truth_problems,
-                       size=_row_sizes(sizes, truth["image_index"].to_numpy()), lesions=True)
+        _check_numbers(
+            boxes,
+            truth,
+            str(ground_truth),
+            truth_problems,
+            size=_row_sizes(sizes, truth["image_index"].to_numpy()),
+            lesions=True,
+        )
         truth = truth.assign(**boxes)
         if len(truth):
-            _check_duplicates(truth, ["image_id", *BOX_COLUMNS], str(ground_truth),
-                              truth_problems, "the same image_id and box, a lesion counted twice")
+            _check_duplicates(
+                truth,
+                ["image_id", *BOX_COLUMNS],
+                str(ground_truth),
+                truth_problems,
+                "the same image_id and box, a lesion counted twice",
+            )
         if image_index is not None:
             has_lesion = np.zeros(image_index.size, dtype=bool)
             has_lesion[truth["image_index"].to_numpy()[truth["image_index"].to_numpy() >= 0]] = 1
-    read = _read_predictions(predictions, image_index, images, has_lesion, sizes, fp_per_image,
-                             min_score, prediction_problems)
+    read = _read_predictions(
+        predictions,
+        image_index,
+        images,
+        has_lesion,
+        sizes,
+        fp_per_image,
+        min_score,
+        prediction_problems,
+    )
     problems = [*image_problems.found(), *prediction_problems.found(), *truth_problems.found()]
     if problems:
         raise EvaluationInputError(problems)
@@ -228,8 +259,11 @@ class _Problems:
 
     def found(self) -> list[Problem]:
         return self.listed + [
-            Problem(file, None, column, f"{count} more rows like the {_LISTED} above ({kind})",
-                    kind) for (file, column, kind), count in self.unlisted.items()]
+            Problem(
+                file, None, column, f"{count} more rows like the {_LISTED} above ({kind})", kind
+            )
+            for (file, column, kind), count in self.unlisted.items()
+        ]
 
     def whole(self, file: str, reason: str, kind: str, column: str | None = None) -> None:
         self.listed.append(Problem(file, None, column, reason, kind))
@@ -249,12 +283,18 @@ class _Problems:
             self.unlisted[key] = self.unlisted.get(key, 0) + rows.size - room
 
     def empty_ids(self, file: str, ids: pd.Series) -> None:
-        self.rows(file, np.flatnonzero(ids.to_numpy(dtype=str) == ""), "image_id",
-                  "empty value", "empty value")
+        self.rows(
+            file,
+            np.flatnonzero(ids.to_numpy(dtype=str) == ""),
+            "image_id",
+            "empty value",
+            "empty value",
+        )
 
 
-def _read_frame(path: str | Path, required: tuple[str, ...],
-                problems: _Problems) -> pd.DataFrame | None:
+def _read_frame(
+    path: str | Path, required: tuple[str, ...], problems: _Problems
+) -> pd.DataFrame | None:
     """A whole table (CSV as text, Parquet as typed), ``image_id`` as text stripped as the
     manifest reader strips it; None, with its problem, when it cannot be read or lacks a
     required column."""
@@ -281,8 +321,9 @@ def _read_frame(path: str | Path, required: tuple[str, ...],
     return table
 
 
-def _has_columns(name: str, columns: list[str], required: tuple[str, ...],
-                 problems: _Problems) -> bool:
+def _has_columns(
+    name: str, columns: list[str], required: tuple[str, ...], problems: _Problems
+) -> bool:
     absent = [column for column in required if column not in columns]
     has = ", ".join(map(repr, columns))
     for column in absent:
@@ -306,26 +347,43 @@ def _is_parquet(path: str | Path) -> bool:
     return str(path).lower().endswith(PARQUET_SUFFIXES)
 
 
-def _index(table: pd.DataFrame, image_index: pd.Index | None, name: str, images,
-           problems: _Problems) -> None:
+def _index(
+    table: pd.DataFrame, image_index: pd.Index | None, name: str, images, problems: _Problems
+) -> None:
     """``image_index`` of each row (-1 when unknown), and the ids the images file lacks."""
     ids = table["image_id"]
     if image_index is None:
         table["image_index"] = -1
         return
     table["image_index"] = image_index.get_indexer(ids)
-    _unlisted(name, np.flatnonzero((table["image_index"] < 0).to_numpy() & (ids != "")),
-              lambda row: ids[row], images, problems)
+    _unlisted(
+        name,
+        np.flatnonzero((table["image_index"] < 0).to_numpy() & (ids != "")),
+        lambda row: ids[row],
+        images,
+        problems,
+    )
 
 
 def _unlisted(name, rows, id_of, images, problems: _Problems) -> None:
-    problems.rows(name, rows, "image_id", lambda row: f"{id_of(row)!r} is not listed in {images}",
-                  "image_id not listed")
+    problems.rows(
+        name,
+        rows,
+        "image_id",
+        lambda row: f"{id_of(row)!r} is not listed in {images}",
+        "image_id not listed",
+    )
 
 
-def _check_numbers(columns: dict[str, np.ndarray], text: pd.DataFrame | None, name: str,
-                   problems: _Problems, offset: int = 0, size: np.ndarray | None = None,
-                   lesions: bool = False) -> None:
+def _check_numbers(
+    columns: dict[str, np.ndarray],
+    text: pd.DataFrame | None,
+    name: str,
+    problems: _Problems,
+    offset: int = 0,
+    size: np.ndarray | None = None,
+    lesions: bool = False,
+) -> None:
     """Every value finite, scores in [0, 1], boxes with x2 > x1 and y2 > y1, in the image's
     pixels: a lesion inside its image, a detection's centre within half the image of it (a
     detector's box may reach past the border or lie just outside it; effdet's do).
@@ -334,47 +392,75 @@ def _check_numbers(columns: dict[str, np.ndarray], text: pd.DataFrame | None, na
     file's); ``offset``: the first row's position."""
 
     def shown(column):
-        return (lambda row: repr(text[column][row - offset])) if text is not None else \
-            (lambda row: repr(str(columns[column][row - offset])))
+        return (
+            (lambda row: repr(text[column][row - offset]))
+            if text is not None
+            else (lambda row: repr(str(columns[column][row - offset])))
+        )
 
     for column, values in columns.items():
         bad = ~np.isfinite(values)
-        problems.rows(name, np.flatnonzero(bad) + offset, column,
-                      lambda row, c=column: f"{shown(c)(row)} is not a finite number",
-                      "not a number")
+        problems.rows(
+            name,
+            np.flatnonzero(bad) + offset,
+            column,
+            lambda row, c=column: f"{shown(c)(row)} is not a finite number",
+            "not a number",
+        )
     if "score" in columns:
         score = columns["score"]
         outside = np.flatnonzero((score < 0) | (score > 1)) + offset
-        problems.rows(name, outside, "score",
-                      lambda row: f"{score[row - offset]:g} is not in [0, 1]",
-                      "score outside [0, 1]")
+        problems.rows(
+            name,
+            outside,
+            "score",
+            lambda row: f"{score[row - offset]:g} is not in [0, 1]",
+            "score outside [0, 1]",
+        )
     if "x1" not in columns:
         return
     x1, y1, x2, y2 = (columns[column] for column in BOX_COLUMNS)
     for (low, high), first, second in zip(BOX_AXES, (x1, y1), (x2, y2)):
         # rows whose numbers did not parse, or are infinite, are reported above
         wrong = np.flatnonzero(np.isfinite(first) & np.isfinite(second) & inverted(first, second))
-        problems.rows(name, wrong + offset, high,
-                      lambda row, a=first, b=second, lo=low, hi=high:
-                      inverted_reason(lo, hi, a[row - offset], b[row - offset]),
-                      inverted_kind(low, high))
+        problems.rows(
+            name,
+            wrong + offset,
+            high,
+            lambda row, a=first, b=second, lo=low, hi=high: inverted_reason(
+                lo, hi, a[row - offset], b[row - offset]
+            ),
+            inverted_kind(low, high),
+        )
     height, width = (np.full(x1.size, np.nan),) * 2 if size is None else size
     if lesions:
-        for column, values, limit, side in (("x1", x1, None, ""), ("y1", y1, None, ""),
-                                            ("x2", x2, width, "width"),
-                                            ("y2", y2, height, "height")):
+        for column, values, limit, side in (
+            ("x1", x1, None, ""),
+            ("y1", y1, None, ""),
+            ("x2", x2, width, "width"),
+            ("y2", y2, height, "height"),
+        ):
             if limit is None:
                 wrong = np.flatnonzero(values < 0)
                 why = "is negative (a lesion lies in its image's pixels, from 0)"
-                problems.rows(name, wrong + offset, column,
-                              lambda row, v=values, w=why: f"{v[row - offset]:g} {w}",
-                              "lesion outside its image")
+                problems.rows(
+                    name,
+                    wrong + offset,
+                    column,
+                    lambda row, v=values, w=why: f"{v[row - offset]:g} {w}",
+                    "lesion outside its image",
+                )
             else:
                 wrong = np.flatnonzero(values > limit)
-                problems.rows(name, wrong + offset, column,
-                              lambda row, v=values, m=limit, s=side:
-                              f"{v[row - offset]:g} lies past the image's {s}, {m[row - offset]:g}",
-                              "lesion outside its image")
+                problems.rows(
+                    name,
+                    wrong + offset,
+                    column,
+                    lambda row, v=values, m=limit, s=side: (
+                        f"{v[row - offset]:g} lies past the image's {s}, {m[row - offset]:g}"
+                    ),
+                    "lesion outside its image",
+                )
         return
     # A detector's box may reach past the border, or lie just outside it (the demo's BASE_UB:
     # x1 down to -5,943 px, centres up to 10.5% of the width outside; an FFDM model of the X1
@@ -382,16 +468,26 @@ def _check_numbers(columns: dict[str, np.ndarray], text: pd.DataFrame | None, na
     # are its false positives. A centre further out than half the image is not a detection in
     # this image's pixels (hits are judged at centres).
     centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-    far = ((centre_x < -width / 2) | (centre_x > 1.5 * width)
-           | (centre_y < -height / 2) | (centre_y > 1.5 * height))
-    problems.rows(name, np.flatnonzero(far) + offset, None,
-                  lambda row: f"the box ({x1[row - offset]:g}, {y1[row - offset]:g}, "
-                              f"{x2[row - offset]:g}, {y2[row - offset]:g}) has its centre "
-                              f"({centre_x[row - offset]:g}, {centre_y[row - offset]:g}) more "
-                              "than half the image outside it"
-                              + _size_text(height[row - offset], width[row - offset])
-                              + ": x1, y1, x2, y2 are not in this image's pixels",
-                  "detection outside its image")
+    far = (
+        (centre_x < -width / 2)
+        | (centre_x > 1.5 * width)
+        | (centre_y < -height / 2)
+        | (centre_y > 1.5 * height)
+    )
+    problems.rows(
+        name,
+        np.flatnonzero(far) + offset,
+        None,
+        lambda row: (
+            f"the box ({x1[row - offset]:g}, {y1[row - offset]:g}, "
+            f"{x2[row - offset]:g}, {y2[row - offset]:g}) has its centre "
+            f"({centre_x[row - offset]:g}, {centre_y[row - offset]:g}) more "
+            "than half the image outside it"
+            + _size_text(height[row - offset], width[row - offset])
+            + ": x1, y1, x2, y2 are not in this image's pixels"
+        ),
+        "detection outside its image",
+    )
 
 
 def _size_text(height: float, width: float) -> str:
@@ -413,8 +509,14 @@ def _row_sizes(sizes: np.ndarray | None, index: np.ndarray) -> np.ndarray | None
     return padded[:, np.where(index >= 0, index, sizes.shape[1])]
 
 
-def _check_duplicates(table: pd.DataFrame, columns: list[str], name: str,
-                      problems: _Problems, what: str, rows: np.ndarray | None = None) -> None:
+def _check_duplicates(
+    table: pd.DataFrame,
+    columns: list[str],
+    name: str,
+    problems: _Problems,
+    what: str,
+    rows: np.ndarray | None = None,
+) -> None:
     """Rows equal in ``columns`` to an earlier row; ``rows``: their positions in the file."""
     repeated = table.duplicated(columns, keep=False).to_numpy()
     if not repeated.any():
@@ -425,17 +527,32 @@ def _check_duplicates(table: pd.DataFrame, columns: list[str], name: str,
     first = pd.Series(where).groupby(groups).transform("min").to_numpy()
     later = where != first
     first_of = dict(zip(where[later], first[later]))
-    problems.rows(name, where[later], None,
-                  lambda row: f"repeats row {file_row(first_of[row])}: {what}", "duplicate row")
-def _read_predictions(path, image_index: pd.Index | None, images, has_lesion: np.ndarray | None,
-                      sizes: np.ndarray | None, fp_per_image: float | None, min_score: float,
-                      problems: _Problems):
+    problems.rows(
+        name,
+        where[later],
+        None,
+        lambda row: f"repeats row {file_row(first_of[row])}: {what}",
+        "duplicate row",
+    )
+
+
+def _read_predictions(
+    path,
+    image_index: pd.Index | None,
+    images,
+    has_lesion: np.ndarray | None,
+    sizes: np.ndarray | None,
+    fp_per_image: float | None,
+    min_score: float,
+    problems: _Problems,
+):
     """The predictions file checked row by row (as columns) and the rows evaluation reads:
     ``(frame, rows in the file, pruned_below)``; None when it cannot be read."""
     name = str(path)
     if _is_parquet(path):
-        return _read_parquet_predictions(path, image_index, images, has_lesion, sizes,
-                                         fp_per_image, min_score, problems)
+        return _read_parquet_predictions(
+            path, image_index, images, has_lesion, sizes, fp_per_image, min_score, problems
+        )
     frame = _read_frame(path, PREDICTION_COLUMNS, problems)
     if frame is None:
         return None
@@ -445,19 +562,27 @@ def _read_predictions(path, image_index: pd.Index | None, images, has_lesion: np
     problems.empty_ids(name, frame["image_id"])
     _index(frame, image_index, name, images, problems)
     numbers = {column: _numbers(frame[column]) for column in (*BOX_COLUMNS, "score")}
-    _check_numbers(numbers, frame, name, problems,
-                   size=_row_sizes(sizes, frame["image_index"].to_numpy()))
+    _check_numbers(
+        numbers, frame, name, problems, size=_row_sizes(sizes, frame["image_index"].to_numpy())
+    )
     frame = frame.assign(**numbers)
-    keep, pruned_below = _prune(frame["image_index"].to_numpy(), numbers["score"], has_lesion,
-                                fp_per_image, min_score, clean=len(problems) == before)
+    keep, pruned_below = _prune(
+        frame["image_index"].to_numpy(),
+        numbers["score"],
+        has_lesion,
+        fp_per_image,
+        min_score,
+        clean=len(problems) == before,
+    )
     rows = np.arange(len(frame)) if keep is None else np.flatnonzero(keep)
     kept = frame if keep is None else frame[keep].reset_index(drop=True)
     _check_prediction_duplicates(kept, rows, name, problems)
     return kept, len(frame), pruned_below
 
 
-def _read_parquet_predictions(path, image_index, images, has_lesion, sizes, fp_per_image,
-                              min_score, problems: _Problems):
+def _read_parquet_predictions(
+    path, image_index, images, has_lesion, sizes, fp_per_image, min_score, problems: _Problems
+):
     """The Parquet path of :func:`_read_predictions`: ids and scores first, as columns; the
     boxes a row group at a time, checked whole and kept where the pruning keeps them."""
     name = str(path)
@@ -483,20 +608,32 @@ def _read_parquet_predictions(path, image_index, images, has_lesion, sizes, fp_p
         index = np.full(n_rows, -1, dtype=np.int64)
     else:
         index = image_index.get_indexer(ids)[codes]
-        _unlisted(name, np.flatnonzero((index < 0) & ~empty[codes]), lambda row: ids[codes[row]],
-                  images, problems)
+        _unlisted(
+            name,
+            np.flatnonzero((index < 0) & ~empty[codes]),
+            lambda row: ids[codes[row]],
+            images,
+            problems,
+        )
     score = _parquet_numbers(parquet.read(columns=["score"]).column(0))
     _check_numbers({"score": score}, None, name, problems)
-    keep, pruned_below = _prune(index, score, has_lesion, fp_per_image, min_score,
-                                clean=len(problems) == before)
+    keep, pruned_below = _prune(
+        index, score, has_lesion, fp_per_image, min_score, clean=len(problems) == before
+    )
     extra = ["label"] if "label" in columns else []
     kept: dict[str, list[np.ndarray]] = {column: [] for column in (*BOX_COLUMNS, *extra)}
     offset = 0
     for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[*BOX_COLUMNS, *extra]):
         boxes = {column: _parquet_numbers(batch.column(column)) for column in BOX_COLUMNS}
-        _check_numbers(boxes, None, name, problems, offset,
-                       size=_row_sizes(sizes, index[offset: offset + batch.num_rows]))
-        chosen = slice(None) if keep is None else keep[offset: offset + batch.num_rows]
+        _check_numbers(
+            boxes,
+            None,
+            name,
+            problems,
+            offset,
+            size=_row_sizes(sizes, index[offset : offset + batch.num_rows]),
+        )
+        chosen = slice(None) if keep is None else keep[offset : offset + batch.num_rows]
         for column in BOX_COLUMNS:
             kept[column].append(boxes[column][chosen])
         for column in extra:
@@ -505,14 +642,19 @@ def _read_parquet_predictions(path, image_index, images, has_lesion, sizes, fp_p
     rows = np.arange(n_rows) if keep is None else np.flatnonzero(keep)
     if image_index is None:
         return None
-    frame = pd.DataFrame({
-        "image_id": pd.Categorical.from_codes(np.maximum(index[rows], 0),
-                                              categories=image_index),
-        **{column: np.concatenate(parts) if parts else np.zeros(0)
-           for column, parts in kept.items()},
-        "score": score[rows],
-        "image_index": index[rows],
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": pd.Categorical.from_codes(
+                np.maximum(index[rows], 0), categories=image_index
+            ),
+            **{
+                column: np.concatenate(parts) if parts else np.zeros(0)
+                for column, parts in kept.items()
+            },
+            "score": score[rows],
+            "image_index": index[rows],
+        }
+    )
     _check_prediction_duplicates(frame, rows, name, problems)
     return frame, n_rows, pruned_below
 
@@ -522,8 +664,11 @@ def _parquet_ids(path, parquet: pq.ParquetFile) -> tuple[np.ndarray, np.ndarray]
     without a Python string per row: Parquet keeps text columns dictionary-encoded."""
     field = parquet.schema_arrow.field("image_id")
     text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
-    column = pq.ParquetFile(path, read_dictionary=["image_id"] if text else None).read(
-        columns=["image_id"]).column(0)
+    column = (
+        pq.ParquetFile(path, read_dictionary=["image_id"] if text else None)
+        .read(columns=["image_id"])
+        .column(0)
+    )
     if not text:  # numbers as ids read as the manifest reader reads them: their text
         column = pc.cast(column, pa.string()).dictionary_encode()
     values, codes, offset = [], [], 0
@@ -545,8 +690,14 @@ def _parquet_numbers(column) -> np.ndarray:
     return _numbers(pd.Series(column.to_numpy(zero_copy_only=False)))
 
 
-def _prune(index: np.ndarray, score: np.ndarray, has_lesion: np.ndarray | None,
-           fp_per_image: float | None, min_score: float, clean: bool):
+def _prune(
+    index: np.ndarray,
+    score: np.ndarray,
+    has_lesion: np.ndarray | None,
+    fp_per_image: float | None,
+    min_score: float,
+    clean: bool,
+):
     """The rows evaluation reads (None: all) and the score they were cut at. A file with
     problems is not pruned: every row is checked and none is evaluated."""
     if fp_per_image is None or has_lesion is None or not clean:
@@ -555,16 +706,22 @@ def _prune(index: np.ndarray, score: np.ndarray, has_lesion: np.ndarray | None,
     return (None, -np.inf) if pruned_below == -np.inf else (keep, pruned_below)
 
 
-def _check_prediction_duplicates(frame: pd.DataFrame, rows: np.ndarray, name: str,
-                                 problems: _Problems) -> None:
+def _check_prediction_duplicates(
+    frame: pd.DataFrame, rows: np.ndarray, name: str, problems: _Problems
+) -> None:
     """Among the rows evaluation reads (a repeat below them changes no number)."""
     known = "image_index" in frame.columns and (frame["image_index"].to_numpy() >= 0).all()
-    columns = ["image_index" if known else "image_id", *BOX_COLUMNS, "score",
-               *(["label"] if "label" in frame.columns else [])]
+    columns = [
+        "image_index" if known else "image_id",
+        *BOX_COLUMNS,
+        "score",
+        *(["label"] if "label" in frame.columns else []),
+    ]
     what = "the same image_id, box, score" + (" and label" if "label" in columns else "")
     if len(frame):
-        _check_duplicates(frame, columns, name, problems, f"{what}, a detection counted twice",
-                          rows)
+        _check_duplicates(
+            frame, columns, name, problems, f"{what}, a detection counted twice", rows
+        )
 
 
 def evaluation_report(
@@ -657,9 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="write the FROC curve to this PNG")
     parser.add_argument(
-        "--export-csv", type=Path, nargs="+", default=None, metavar="PATH",
+        "--export-csv",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PATH",
         help="instead: write a CSV next to each Parquet table given (or in each folder given, "
-             "e.g. a run's predictions/) and exit",
+        "e.g. a run's predictions/) and exit",
     )
     return parser
 
@@ -674,11 +835,12 @@ def main(argv: list[str]) -> int:
         return 0
     if None in (args.predictions, args.ground_truth, args.images):
         parser.error("--predictions, --ground-truth and --images are required")
-    for flag, value, holds, rule in (("--max-fp", args.max_fp, args.max_fp > 0, "> 0"),
-                                     ("--target-fp", args.target_fp, args.target_fp >= 0, ">= 0"),
-                                     ("--n-boot", args.n_boot, args.n_boot >= 0, ">= 0"),
-                                     ("--min-distance", args.min_distance,
-                                      args.min_distance >= 0, ">= 0")):
+    for flag, value, holds, rule in (
+        ("--max-fp", args.max_fp, args.max_fp > 0, "> 0"),
+        ("--target-fp", args.target_fp, args.target_fp >= 0, ">= 0"),
+        ("--n-boot", args.n_boot, args.n_boot >= 0, ">= 0"),
+        ("--min-distance", args.min_distance, args.min_distance >= 0, ">= 0"),
+    ):
         if not holds:
             parser.error(f"{flag} must be {rule}, got {value:g}")
     # the deepest the numbers below read: FAUC-x, the threshold, the plot's axis (2x)
@@ -686,21 +848,36 @@ def main(argv: list[str]) -> int:
     floor = np.inf if args.threshold is None else args.threshold
     for fp_per_image in (reach, None):
         try:
-            tables = read_evaluation_tables(args.predictions, args.ground_truth, args.images,
-                                            fp_per_image=fp_per_image, min_score=floor)
+            tables = read_evaluation_tables(
+                args.predictions,
+                args.ground_truth,
+                args.images,
+                fp_per_image=fp_per_image,
+                min_score=floor,
+            )
         except EvaluationInputError as error:
             print(f"evaluate: bad input\n{error}", file=sys.stderr)
             return 2
         matched = tables.match(min_distance=args.min_distance, inclusive=args.inclusive)
         try:
-            report = evaluation_report(matched, max_fp=args.max_fp, target_fp=args.target_fp,
-                                       threshold=args.threshold, n_boot=args.n_boot,
-                                       seed=args.seed)
+            report = evaluation_report(
+                matched,
+                max_fp=args.max_fp,
+                target_fp=args.target_fp,
+                threshold=args.threshold,
+                n_boot=args.n_boot,
+                seed=args.seed,
+            )
             if args.plot is not None:
                 from metrics.plot import plot_froc
 
-                plot_froc({args.predictions.stem: matched}, args.plot, max_fp=args.max_fp,
-                          n_boot=args.n_boot, seed=args.seed)
+                plot_froc(
+                    {args.predictions.stem: matched},
+                    args.plot,
+                    max_fp=args.max_fp,
+                    n_boot=args.n_boot,
+                    seed=args.seed,
+                )
                 report["plot"] = str(args.plot)
             break
         except IncompleteDetections as error:
@@ -719,10 +896,12 @@ def main(argv: list[str]) -> int:
 
 def cap_message(images: int, max_fp: float, who: str = "evaluate") -> str:
     """The one line that says the writer's cap may have lowered FAUC-x."""
-    return (f"{who}: on {images} image(s) the prediction writer's cap (max_detections) left "
-            f"out a detection scoring at or above the lowest score FAUC-{max_fp:g} (or "
-            f"FAUC-{max_fp:g}+) reads: those numbers and their CIs may be lower than with every "
-            "detection; write the predictions again with a larger --predictions.max_detections")
+    return (
+        f"{who}: on {images} image(s) the prediction writer's cap (max_detections) left "
+        f"out a detection scoring at or above the lowest score FAUC-{max_fp:g} (or "
+        f"FAUC-{max_fp:g}+) reads: those numbers and their CIs may be lower than with every "
+        "detection; write the predictions again with a larger --predictions.max_detections"
+    )
 
 
 def export_csv(paths: list[Path]) -> list[Path]:
@@ -741,9 +920,16 @@ def export_csv(paths: list[Path]) -> list[Path]:
         if not _is_parquet(path) or not path.is_file():
             raise SystemExit(f"evaluate --export-csv: {path} is not a Parquet file")
         table = pq.read_table(path)
-        table = table.cast(pa.schema([
-            pa.field(field.name, pa.float64()) if pa.types.is_floating(field.type) else field
-            for field in table.schema]))
+        table = table.cast(
+            pa.schema(
+                [
+                    pa.field(field.name, pa.float64())
+                    if pa.types.is_floating(field.type)
+                    else field
+                    for field in table.schema
+                ]
+            )
+        )
         out = path.with_suffix(".csv")
         csv.write_csv(table, out)
         written.append(out)

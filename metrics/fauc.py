@@ -207,8 +207,9 @@ class FAUC(Metric):
         (torchmetrics gathered them), but only rank 0 matches and bootstraps: it broadcasts the
         results, so each rank returns the same tensors without doing the work."""
         group = self.process_group
-        if not (self.sync_on_compute and _distributed()
-                and torch.distributed.get_world_size(group) > 1):
+        if not (
+            self.sync_on_compute and _distributed() and torch.distributed.get_world_size(group) > 1
+        ):
             return self._compute_here()
         names = ["fauc", "fauc_pos", "threshold_at_target_fp", "sensitivity_at_target_fp"]
         if self.n_boot > 0:

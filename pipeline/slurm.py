@@ -56,8 +56,9 @@ def stage_resources(slurm: dict[str, Any], stage: str, command_line: dict[str, A
     return merged
 
 
-def emit_slurm(pipeline, out: str | Path, command_line: dict[str, Any] | None = None,
-               python: str | None = None) -> list[Path]:
+def emit_slurm(
+    pipeline, out: str | Path, command_line: dict[str, Any] | None = None, python: str | None = None
+) -> list[Path]:
     """Write ``<out>/<stage>.sbatch`` per stage, ``report.sbatch`` and ``submit.sh``; return
     the paths written."""
     out = Path(out).resolve()
@@ -68,11 +69,11 @@ def emit_slurm(pipeline, out: str | Path, command_line: dict[str, Any] | None = 
     written = []
     order = pipeline.order()
     for stage in [*order, "report"]:
-        resources = stage_resources(pipeline.slurm, stage if stage != "report" else "",
-                                    command_line or {})
+        resources = stage_resources(
+            pipeline.slurm, stage if stage != "report" else "", command_line or {}
+        )
         if stage == "report":  # a small job that finds every stage done and writes the report
-            resources.update(nodes=1, devices=1, gpus=False, accelerator="cpu",
-                             mem_per_gpu=None)
+            resources.update(nodes=1, devices=1, gpus=False, accelerator="cpu", mem_per_gpu=None)
         if resources["mem"] and resources["mem_per_gpu"]:
             raise ValueError(f"slurm ({stage}): give mem or mem_per_gpu, not both")
         lines = []
@@ -89,11 +90,16 @@ def emit_slurm(pipeline, out: str | Path, command_line: dict[str, Any] | None = 
         lines += [f"#SBATCH {option}" for option in resources["sbatch"]]
         text = template.format(
             stage=stage if stage != "report" else "report",
-            nodes=resources["nodes"], devices=resources["devices"],
-            cpus_per_task=resources["cpus_per_task"], time=resources["time"],
-            log=run / "slurm" / f"{stage}-%j.out", sbatch_lines="\n".join(lines),
-            repo=shlex.quote(str(ROOT)), python=shlex.quote(python),
-            pipeline=shlex.quote(str(pipeline.path.resolve())), run=shlex.quote(str(run)),
+            nodes=resources["nodes"],
+            devices=resources["devices"],
+            cpus_per_task=resources["cpus_per_task"],
+            time=resources["time"],
+            log=run / "slurm" / f"{stage}-%j.out",
+            sbatch_lines="\n".join(lines),
+            repo=shlex.quote(str(ROOT)),
+            python=shlex.quote(python),
+            pipeline=shlex.quote(str(pipeline.path.resolve())),
+            run=shlex.quote(str(run)),
             accelerator=resources["accelerator"],
         )
         if stage == "report":  # every stage, skipped when done, then the report

@@ -63,8 +63,9 @@ def parameter_values(run_config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: entry["value"] for name, entry in run_config.items()}
 
 
-def expand_command(command: list[str], values: dict[str, Any], program: str | None,
-                   data: str | None = None) -> list[str]:
+def expand_command(
+    command: list[str], values: dict[str, Any], program: str | None, data: str | None = None
+) -> list[str]:
     """The run's argv, expanded as W&B's agent expands a sweep's ``command``."""
     args = [f"--{name}={_text(value)}" for name, value in values.items()]
     expanded: list[str] = []
@@ -87,8 +88,9 @@ def expand_command(command: list[str], values: dict[str, Any], program: str | No
         try:
             position = expanded.index("--config") + 1
         except ValueError as error:
-            raise ValueError("--data replaces the command's first --config, and it has "
-                             "none") from error
+            raise ValueError(
+                "--data replaces the command's first --config, and it has none"
+            ) from error
         expanded[position] = str(data)
     return expanded
 
@@ -107,9 +109,14 @@ def _metric(run_folder: Path, name: str) -> float | None:
     return float(frame[name].dropna().iloc[-1])
 
 
-def run_sweep(sweep_file: str | os.PathLike, out: str | os.PathLike, data: str | None = None,
-              max_runs: int | None = None, extra: list[str] | None = None,
-              log=print) -> pd.DataFrame:
+def run_sweep(
+    sweep_file: str | os.PathLike,
+    out: str | os.PathLike,
+    data: str | None = None,
+    max_runs: int | None = None,
+    extra: list[str] | None = None,
+    log=print,
+) -> pd.DataFrame:
     """Draw runs from the engine until it has none left (a grid) or ``max_runs``; run each;
     write ``sweep_results.csv`` and the heat map; return the table."""
     sweeps = _engine()
@@ -129,17 +136,33 @@ def run_sweep(sweep_file: str | os.PathLike, out: str | os.PathLike, data: str |
         folder = out / name
         argv = expand_command(config["command"], values, config.get("program"), data)
         argv += [f"--trainer.default_root_dir={folder}", *(extra or [])]
-        log(f"[sweep] {name}: " + ", ".join(f"{key.rsplit('.', 1)[-1]}={value}"
-                                             for key, value in values.items()))
+        log(
+            f"[sweep] {name}: "
+            + ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items())
+        )
         started = time.time()
-        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "WANDB_MODE": os.environ.get(
-            "WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1"})
+        done = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+                "HF_HUB_OFFLINE": "1",
+            },
+        )
         value = _metric(folder, metric) if done.returncode == 0 else None
         run.state = sweeps.RunState.finished if value is not None else sweeps.RunState.failed
         run.summary_metrics = {metric: value} if value is not None else {}
         finished.append(run)
-        rows.append({"run": name, **values, metric: value, "exit_code": done.returncode,
-                     "seconds": round(time.time() - started, 1)})
+        rows.append(
+            {
+                "run": name,
+                **values,
+                metric: value,
+                "exit_code": done.returncode,
+                "seconds": round(time.time() - started, 1),
+            }
+        )
         log(f"[sweep] {name}: {metric} = {value}")
     table = pd.DataFrame(rows)
     table.to_csv(out / RESULTS, index=False)
@@ -148,8 +171,9 @@ def run_sweep(sweep_file: str | os.PathLike, out: str | os.PathLike, data: str |
         plot_heatmap(table, parameters[0], parameters[1], metric, out / HEATMAP)
     scored = table.dropna(subset=[metric])
     if not scored.empty:
-        best = scored.loc[scored[metric].idxmax() if goal == "maximize" else
-                          scored[metric].idxmin()]
+        best = scored.loc[
+            scored[metric].idxmax() if goal == "maximize" else scored[metric].idxmin()
+        ]
         point = ", ".join(f"{name} = {best[name]}" for name in parameters)
         log(f"[sweep] best {metric} {best[metric]:.4f} at {point} ({best['run']})")
     return table
@@ -161,8 +185,7 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, path: Path) -
     from matplotlib.figure import Figure
 
     grid = table.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
-    figure = Figure(figsize=(1.3 * len(grid.columns) + 2.5, 1.0 * len(grid.index) + 1.8),
-                    dpi=130)
+    figure = Figure(figsize=(1.3 * len(grid.columns) + 2.5, 1.0 * len(grid.index) + 1.8), dpi=130)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     values = grid.to_numpy(dtype=float)
@@ -177,11 +200,17 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, path: Path) -
             value = grid.loc[y_value, x_value]
             if not math.isnan(value):
                 bright = high > low and (value - low) / (high - low) > 0.6
-                axes.text(column, row, f"{value:.3f}", ha="center", va="center", fontsize=8,
-                          color="black" if bright else "white")
+                axes.text(
+                    column,
+                    row,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if bright else "white",
+                )
     figure.colorbar(image, ax=axes, label=metric)
-    axes.set_title(f"{metric} over {x.rsplit('.', 1)[-1]} x {y.rsplit('.', 1)[-1]}",
-                   fontsize=10)
+    axes.set_title(f"{metric} over {x.rsplit('.', 1)[-1]} x {y.rsplit('.', 1)[-1]}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     return path
@@ -191,7 +220,7 @@ def main(argv: list[str]) -> int:
     extra: list[str] = []
     if "--" in argv:
         position = argv.index("--")
-        argv, extra = argv[:position], argv[position + 1:]
+        argv, extra = argv[:position], argv[position + 1 :]
     parser = argparse.ArgumentParser(prog="cli.py sweep", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_file", help="a W&B sweep YAML (configs/sweeps/)")
     parser.add_argument("--data", help="a data config replacing the command's first --config")

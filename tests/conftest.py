@@ -18,8 +18,10 @@ torch.set_num_threads(max(1, min(2, _CPUS or 1)))
 
 @pytest.fixture
 def tiny_architecture() -> dict:
-    return {key: (dict(value) if isinstance(value, dict) else value)
-            for key, value in TINY_ARCHITECTURE.items()}
+    return {
+        key: (dict(value) if isinstance(value, dict) else value)
+        for key, value in TINY_ARCHITECTURE.items()
+    }
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +39,28 @@ def tiny_artifacts(tiny_phantom, tmp_path_factory):
     """Stage I SM and FFDM and Stage II, a few steps each at 128x128, with their artifacts:
     {"sm": run folder, "ffdm": ..., "stage2": ...}."""
     base = tmp_path_factory.mktemp("stages")
-    short = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "2",
-             "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"]
+    short = [
+        "--trainer.max_steps",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.logger",
+        "false",
+    ]
     for modality in ("sm", "ffdm"):
         run_stage(f"demo/stage1_{modality}.yaml", tiny_phantom, base / modality, *short)
-    run_stage("demo/stage2_distill.yaml", tiny_phantom, base / "stage2", *short,
-              "--model.init_args.ffdm_teacher", str(base / "ffdm" / "artifact"),
-              "--model.init_args.init_from", str(base / "sm" / "artifact"))
+    run_stage(
+        "demo/stage2_distill.yaml",
+        tiny_phantom,
+        base / "stage2",
+        *short,
+        "--model.init_args.ffdm_teacher",
+        str(base / "ffdm" / "artifact"),
+        "--model.init_args.init_from",
+        str(base / "sm" / "artifact"),
+    )
     return {name: base / name for name in ("sm", "ffdm", "stage2")}
 
 

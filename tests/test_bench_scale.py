@@ -12,8 +12,14 @@ from repo_paths import REPO_ROOT
 
 def test_the_quick_rehearsal_writes_every_figure_with_its_basis(tmp_path):
     out = tmp_path / "scale.json"
-    done = subprocess.run([sys.executable, "bench/bench_scale.py", "--quick", "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "bench/bench_scale.py", "--quick", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     evaluation = result["evaluation"]
@@ -26,6 +32,7 @@ def test_the_quick_rehearsal_writes_every_figure_with_its_basis(tmp_path):
     assert result["data_path"]["prepare_exit"] == 0 and result["data_path"]["check_data_exit"] == 0
     bases = {row["basis"].split(" ")[0] for row in result["projection"]}
     assert bases == {"paper", "assumed", "measured", "projected", "extrapolated"}
-    assert any("GPU" in row["what"] and row["basis"].startswith("assumed")
-               for row in result["projection"])
+    assert any(
+        "GPU" in row["what"] and row["basis"].startswith("assumed") for row in result["projection"]
+    )
     assert "| What | Figure | Basis |" in done.stdout

@@ -20,8 +20,11 @@ import cli
 # (test_cluster) and data/sm_folder.yaml (a --data file, tested by test_predict).
 PREDICT_DATA = CONFIGS / "data" / "sm_folder.yaml"
 OTHER_FOLDERS = ("pipeline", "sweeps", "cluster")
-ALL_YAMLS = sorted(path for path in CONFIGS.rglob("*.yaml")
-                   if path.parent.name not in OTHER_FOLDERS and path != PREDICT_DATA)
+ALL_YAMLS = sorted(
+    path
+    for path in CONFIGS.rglob("*.yaml")
+    if path.parent.name not in OTHER_FOLDERS and path != PREDICT_DATA
+)
 DATA_CONFIGS = sorted(path for path in (CONFIGS / "data").glob("*.yaml") if path != PREDICT_DATA)
 STAGE_CONFIGS = [path for path in ALL_YAMLS if path not in DATA_CONFIGS]
 TINY_STAGE = CONFIGS / "demo" / "stage1_sm.yaml"
@@ -47,40 +50,69 @@ def _inputs(config: Path, artifacts: dict[str, Path]) -> list[str]:
         source = "stage2" if "stage2" in pretrained else "sm"
         return ["--model.init_args.pretrained", art[source]]
     if model == "DistillStudent":
-        return ["--model.init_args.ffdm_teacher", art["ffdm"],
-                "--model.init_args.init_from", art["sm"]]
+        return [
+            "--model.init_args.ffdm_teacher",
+            art["ffdm"],
+            "--model.init_args.init_from",
+            art["sm"],
+        ]
     if model == "FusedDetector":
         upper_bound = "ffdm" in loaded["data"]["init_args"]["modalities"]
-        return ["--model.init_args.sm_teacher", art["sm"],
-                "--model.init_args.partner", art["ffdm" if upper_bound else "stage2"]]
+        return [
+            "--model.init_args.sm_teacher",
+            art["sm"],
+            "--model.init_args.partner",
+            art["ffdm" if upper_bound else "stage2"],
+        ]
     return []
 
 
 def _tiny_overrides(phantom: Path, root: Path) -> list[str]:
     return [
-        "--data.init_args.manifest", str(phantom),
-        "--data.init_args.lesions", str(phantom / "lesions.csv"),
-        "--data.init_args.cache_dir", "null",
-        "--data.init_args.image_size", "[128, 128]",
-        "--data.init_args.batch_size", "2",
-        "--model.init_args.global_batch_size", "2",  # the real configs' 64 would accumulate 32
-        "--data.init_args.num_workers", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.max_steps", "1",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
+        "--data.init_args.manifest",
+        str(phantom),
+        "--data.init_args.lesions",
+        str(phantom / "lesions.csv"),
+        "--data.init_args.cache_dir",
+        "null",
+        "--data.init_args.image_size",
+        "[128, 128]",
+        "--data.init_args.batch_size",
+        "2",
+        "--model.init_args.global_batch_size",
+        "2",  # the real configs' 64 would accumulate 32
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.max_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
     ]
 
 
 def test_every_yaml_is_covered():
     assert {path.name for path in DATA_CONFIGS} >= {"phantom.yaml", "embed.yaml"}
-    stages = {"stage1_sm.yaml", "stage1_ffdm.yaml", "stage2_distill.yaml", "stage3_fused.yaml",
-              "upper_bound.yaml"}
+    stages = {
+        "stage1_sm.yaml",
+        "stage1_ffdm.yaml",
+        "stage2_distill.yaml",
+        "stage3_fused.yaml",
+        "upper_bound.yaml",
+    }
     assert {path.relative_to(CONFIGS).as_posix() for path in STAGE_CONFIGS} >= {
-        *stages, *(f"demo/{name}" for name in stages)}
+        *stages,
+        *(f"demo/{name}" for name in stages),
+    }
     for path in ALL_YAMLS:
         assert yaml.safe_load(path.read_text()), f"{path} is empty"
 
@@ -89,8 +121,14 @@ def test_every_yaml_is_covered():
 def test_config_trains_one_step(config, tiny_phantom, tiny_artifacts, tmp_path):
     root = tmp_path / "run"
     try:
-        cli.main(["fit", *_run_plan(config), *_tiny_overrides(tiny_phantom, root),
-                  *_inputs(config, tiny_artifacts)])
+        cli.main(
+            [
+                "fit",
+                *_run_plan(config),
+                *_tiny_overrides(tiny_phantom, root),
+                *_inputs(config, tiny_artifacts),
+            ]
+        )
     finally:
         wandb.finish()
     assert (root / "checkpoints" / "last.ckpt").is_file()

@@ -14,15 +14,23 @@ from repo_paths import REPO_ROOT
 RUNTIME = ("datamodules", "lightning_modules", "callbacks", "metrics")
 FORBIDDEN = ("data_tools", "pipeline", "analysis")
 # what common/ may not import: torch and what stands on it, and every other part of the package
-TORCH = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "effdet",
-         "timm")
-PARTS = ("datamodules", "data_tools", "lightning_modules", "callbacks", "metrics", "pipeline",
-         "analysis", "cli")
+TORCH = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "effdet", "timm")
+PARTS = (
+    "datamodules",
+    "data_tools",
+    "lightning_modules",
+    "callbacks",
+    "metrics",
+    "pipeline",
+    "analysis",
+    "cli",
+)
 COMMON_FORBIDDEN = TORCH + PARTS
 
 
-def forbidden_imports(source: str, filename: str,
-                      forbidden: Iterable[str] = FORBIDDEN) -> list[str]:
+def forbidden_imports(
+    source: str, filename: str, forbidden: Iterable[str] = FORBIDDEN
+) -> list[str]:
     """``file:line: imports module`` of every absolute import of a ``forbidden`` package in
     ``source``, at any depth (an import inside a function counts too), in line order."""
     forbidden = set(forbidden)
@@ -40,8 +48,13 @@ def forbidden_imports(source: str, filename: str,
 
 def _problems(folders: Iterable[str], forbidden: Iterable[str]) -> tuple[int, list[str]]:
     files = sorted(path for folder in folders for path in (REPO_ROOT / folder).rglob("*.py"))
-    return len(files), [problem for path in files for problem in forbidden_imports(
-        path.read_text(), str(path.relative_to(REPO_ROOT)), forbidden)]
+    return len(files), [
+        problem
+        for path in files
+        for problem in forbidden_imports(
+            path.read_text(), str(path.relative_to(REPO_ROOT)), forbidden
+        )
+    ]
 
 
 def test_the_runtime_imports_no_tool():
@@ -58,10 +71,13 @@ def test_common_imports_neither_torch_nor_another_part():
 
 def test_importing_common_loads_neither_torch_nor_another_part():
     # what the source check cannot see: an import that loads one of them indirectly
-    code = ("import sys, common, common.defaults, common.io, common.parallel, common.tables\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules}))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, check=True)
+    code = (
+        "import sys, common, common.defaults, common.io, common.parallel, common.tables\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     loaded = set(ast.literal_eval(done.stdout))
     assert "common" in loaded
     assert not loaded & set(COMMON_FORBIDDEN)

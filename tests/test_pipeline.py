@@ -16,15 +16,24 @@ from metrics.evaluate import main as evaluate_main
 def _lightning(subcommand: str, modality: str, phantom: Path, root: Path, *extra: str):
     args = [
         subcommand,
-        "--config", str(CONFIGS / "data" / "phantom.yaml"),
-        "--config", str(CONFIGS / "demo" / f"stage1_{modality}.yaml"),
-        "--data.init_args.manifest", str(phantom),
-        "--data.init_args.cache_dir", "null",
-        "--data.init_args.image_size", "[160, 128]",
-        "--data.init_args.hit_min_distance", "12.5",
-        "--trainer.default_root_dir", str(root),
-        "--trainer.enable_progress_bar", "false",
-        "--model.init_args.fauc_n_boot", "200",
+        "--config",
+        str(CONFIGS / "data" / "phantom.yaml"),
+        "--config",
+        str(CONFIGS / "demo" / f"stage1_{modality}.yaml"),
+        "--data.init_args.manifest",
+        str(phantom),
+        "--data.init_args.cache_dir",
+        "null",
+        "--data.init_args.image_size",
+        "[160, 128]",
+        "--data.init_args.hit_min_distance",
+        "12.5",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.fauc_n_boot",
+        "200",
         *extra,
     ]
     try:
@@ -39,14 +48,28 @@ def runs(tiny_phantom, tmp_path_factory):
     results = {}
     for modality in ("sm", "ffdm"):
         root = base / modality
-        _lightning("fit", modality, tiny_phantom, root, "--trainer.max_steps", "3",
-                   "--trainer.num_sanity_val_steps", "0")
+        _lightning(
+            "fit",
+            modality,
+            tiny_phantom,
+            root,
+            "--trainer.max_steps",
+            "3",
+            "--trainer.num_sanity_val_steps",
+            "0",
+        )
         checkpoint = str(root / "checkpoints" / "last.ckpt")
         _lightning("validate", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
         tested = _lightning("test", modality, tiny_phantom, root, "--ckpt_path", checkpoint)
         results[modality] = (root, dict(tested.trainer.callback_metrics))
-    _lightning("predict", "sm", tiny_phantom, base / "sm", "--ckpt_path",
-               str(base / "sm" / "checkpoints" / "last.ckpt"))
+    _lightning(
+        "predict",
+        "sm",
+        tiny_phantom,
+        base / "sm",
+        "--ckpt_path",
+        str(base / "sm" / "checkpoints" / "last.ckpt"),
+    )
     return base, results
 
 
@@ -78,8 +101,9 @@ def _odd_test_split(phantom: Path, folder: Path) -> Path:
 
     manifest = pd.read_csv(phantom / "manifest.csv", dtype=str, keep_default_na=False)
     lesions = pd.read_csv(phantom / "lesions.csv", dtype=str, keep_default_na=False)
-    split = load_tables(phantom / "manifest.csv", phantom / "lesions.csv")[0].set_index(
-        "pair_id")["split"]
+    split = load_tables(phantom / "manifest.csv", phantom / "lesions.csv")[0].set_index("pair_id")[
+        "split"
+    ]
     manifest["split"] = manifest["pair_id"].map(split)
     left_out = manifest.loc[manifest["split"] == "test", "pair_id"].iloc[0]
     manifest = manifest[manifest["pair_id"] != left_out]
@@ -102,19 +126,35 @@ def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom
     single = results["sm"][0] / "predictions"
     root = tmp_path / "ddp"
     command = [
-        sys.executable, str(CONFIGS.parent / "cli.py"), "test",
-        "--config", str(CONFIGS / "data" / "phantom.yaml"),
-        "--config", str(CONFIGS / "demo" / "stage1_sm.yaml"),
-        "--data.init_args.manifest", str(_odd_test_split(tiny_phantom, tmp_path / "odd")),
-        "--data.init_args.cache_dir", "null",
-        "--data.init_args.image_size", "[160, 128]",
-        "--trainer.default_root_dir", str(root),
-        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false", "--model.init_args.fauc_n_boot", "0",
-        "--ckpt_path", str(base / "sm" / "checkpoints" / "last.ckpt"),
+        sys.executable,
+        str(CONFIGS.parent / "cli.py"),
+        "test",
+        "--config",
+        str(CONFIGS / "data" / "phantom.yaml"),
+        "--config",
+        str(CONFIGS / "demo" / "stage1_sm.yaml"),
+        "--data.init_args.manifest",
+        str(_odd_test_split(tiny_phantom, tmp_path / "odd")),
+        "--data.init_args.cache_dir",
+        "null",
+        "--data.init_args.image_size",
+        "[160, 128]",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.fauc_n_boot",
+        "0",
+        "--ckpt_path",
+        str(base / "sm" / "checkpoints" / "last.ckpt"),
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              cwd=tmp_path)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
     merged = root / "predictions"
     images = _ids(merged / "test_images.parquet")
@@ -127,8 +167,10 @@ def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom
     import numpy as np
 
     for table in ("predictions", "ground_truth"):
-        ddp, one = (_table(merged / f"test_{table}.parquet"),
-                    _table(single / f"test_{table}.parquet"))
+        ddp, one = (
+            _table(merged / f"test_{table}.parquet"),
+            _table(single / f"test_{table}.parquet"),
+        )
         one = one[one["image_id"].isin(images)].reset_index(drop=True)
         assert len(one) and ddp["image_id"].tolist() == one["image_id"].tolist()
         # other batch compositions change the last float bits of the convolutions only
@@ -142,20 +184,32 @@ def test_evaluate_on_written_csvs_equals_the_logged_test_fauc(runs, capsys):
     for _modality, (root, metrics) in results.items():
         predictions = root / "predictions"
         capsys.readouterr()
-        code = evaluate_main([
-            "--predictions", str(predictions / "test_predictions.parquet"),
-            "--ground-truth", str(predictions / "test_ground_truth.parquet"),
-            "--images", str(predictions / "test_images.parquet"),
-            "--min-distance", "12.5", "--n-boot", "0",
-        ])
+        code = evaluate_main(
+            [
+                "--predictions",
+                str(predictions / "test_predictions.parquet"),
+                "--ground-truth",
+                str(predictions / "test_ground_truth.parquet"),
+                "--images",
+                str(predictions / "test_images.parquet"),
+                "--min-distance",
+                "12.5",
+                "--n-boot",
+                "0",
+            ]
+        )
         assert code == 0
         evaluated = json.loads(capsys.readouterr().out)
         assert evaluated["fauc"] == pytest.approx(float(metrics["test_fauc"]), abs=1e-6)
         assert evaluated["fauc_positive"] == pytest.approx(
-            float(metrics["test_fauc_pos"]), abs=1e-6)
+            float(metrics["test_fauc_pos"]), abs=1e-6
+        )
         assert evaluated["n_lesions"] > 0 and evaluated["n_images"] > evaluated["n_lesions"] / 4
-        assert float(metrics["test_fauc_low"]) <= float(metrics["test_fauc"]) <= float(
-            metrics["test_fauc_high"])
+        assert (
+            float(metrics["test_fauc_low"])
+            <= float(metrics["test_fauc"])
+            <= float(metrics["test_fauc_high"])
+        )
 
 
 def test_predictions_are_in_original_pixels(runs, tiny_phantom):
@@ -170,31 +224,40 @@ def test_predictions_are_in_original_pixels(runs, tiny_phantom):
     expected = ffdm[ffdm["pair_id"].isin(test_ids)]
     # the metric's ground truth is the lesion table's own boxes, in the DICOM's pixels
     assert sorted(map(tuple, truth[["x1", "y1", "x2", "y2"]].to_numpy().tolist())) == sorted(
-        map(tuple, expected[["x1", "y1", "x2", "y2"]].astype(float).to_numpy().tolist()))
+        map(tuple, expected[["x1", "y1", "x2", "y2"]].astype(float).to_numpy().tolist())
+    )
 
 
 def test_predict_writes_the_test_split_detections(runs):
     _, results = runs
     predictions = results["sm"][0] / "predictions"
-    predicted, tested = _table(predictions / "predictions.parquet"), _table(
-        predictions / "test_predictions.parquet")
+    predicted, tested = (
+        _table(predictions / "predictions.parquet"),
+        _table(predictions / "test_predictions.parquet"),
+    )
     assert predicted["image_id"].tolist() == tested["image_id"].tolist()
     assert predicted["score"].tolist() == pytest.approx(tested["score"].tolist(), abs=1e-6)
 
 
 def test_report_reproduces_the_evaluated_faucs(runs, tmp_path):
     base, results = runs
-    numbers = build_report({"Model_SM": base / "sm", "Model_FFDM": base / "ffdm"}, tmp_path,
-                           n_boot=100)
+    numbers = build_report(
+        {"Model_SM": base / "sm", "Model_FFDM": base / "ffdm"}, tmp_path, n_boot=100
+    )
     for row, modality in zip(numbers["fauc"], ("sm", "ffdm")):
         assert row["FAUC-1 TEST"] == pytest.approx(
-            float(results[modality][1]["test_fauc"]), abs=1e-6)
+            float(results[modality][1]["test_fauc"]), abs=1e-6
+        )
     for name in ("report.md", "report.json", "froc.png"):
         assert (tmp_path / name).stat().st_size > 0
     galleries = sorted(path.name for path in tmp_path.glob("gallery_*.png"))
     assert galleries == sorted(numbers["figures"][1:]) and len(galleries) == 4  # Section 3
-    assert set(numbers["section3"]) == {"missed in FFDM", "missed in SM",
-                                        "false detections in FFDM", "false detections in SM"}
+    assert set(numbers["section3"]) == {
+        "missed in FFDM",
+        "missed in SM",
+        "false detections in FFDM",
+        "false detections in SM",
+    }
     text = (tmp_path / "report.md").read_text()
     assert "Model_SM" in text and "Model_FFDM" in text and "masses, dense (C/D)" in text
     sensitivity = {row["model"]: row for row in numbers["sensitivity"]}
@@ -212,7 +275,7 @@ def test_report_refuses_validation_and_test_of_different_weights(runs, tmp_path)
     assert info["trained_steps"] == 3  # the validate run on last.ckpt after 3 steps
     info["trained_steps"] = 1
     (copy / "predictions" / "val_info.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="trained 1 steps, test predictions from weights "
-                                         "trained 3 steps"):
-        build_report({"Model_SM": copy, "Model_FFDM": base / "ffdm"}, tmp_path / "out",
-                     n_boot=10)
+    with pytest.raises(
+        ValueError, match="trained 1 steps, test predictions from weights trained 3 steps"
+    ):
+        build_report({"Model_SM": copy, "Model_FFDM": base / "ffdm"}, tmp_path / "out", n_boot=10)

@@ -60,25 +60,42 @@ def test_no_phi_in_anything_a_pipeline_and_predict_write(tiny_phantom, tmp_path)
     assert PHI["PatientID"].encode() in next((phantom / "images").glob("*.dcm")).read_bytes()
     data = tmp_path / "data.yaml"
     loaded = yaml.safe_load((CONFIGS / "data" / "phantom.yaml").read_text())
-    loaded["data"]["init_args"].update(manifest=str(phantom), cache_dir=None,
-                                       image_size=[128, 128], batch_size=4, num_workers=0,
-                                       samples_per_epoch=8)
+    loaded["data"]["init_args"].update(
+        manifest=str(phantom),
+        cache_dir=None,
+        image_size=[128, 128],
+        batch_size=4,
+        num_workers=0,
+        samples_per_epoch=8,
+    )
     data.write_text(yaml.safe_dump(loaded))
     detector = {"model.init_args.fauc_n_boot": 20}
     pipeline = {
-        "data": str(data), "run": str(tmp_path / "run"),
-        "overrides": {"trainer.max_epochs": 1, "trainer.num_sanity_val_steps": 0,
-                      "trainer.enable_progress_bar": False},  # W&B offline: the default logger
+        "data": str(data),
+        "run": str(tmp_path / "run"),
+        "overrides": {
+            "trainer.max_epochs": 1,
+            "trainer.num_sanity_val_steps": 0,
+            "trainer.enable_progress_bar": False,
+        },  # W&B offline: the default logger
         "stages": {
-            "stage1_sm": {"config": str(CONFIGS / "demo" / "stage1_sm.yaml"),
-                          "overrides": detector},
-            "stage1_ffdm": {"config": str(CONFIGS / "demo" / "stage1_ffdm.yaml"),
-                            "overrides": detector},
-            "stage2": {"config": str(CONFIGS / "demo" / "stage2_distill.yaml"),
-                       "inputs": {"ffdm_teacher": "stage1_ffdm", "init_from": "stage1_ffdm"}},
-            "stage3": {"config": str(CONFIGS / "demo" / "stage3_fused.yaml"),
-                       "overrides": detector,
-                       "inputs": {"sm_teacher": "stage1_sm", "partner": "stage2"}},
+            "stage1_sm": {
+                "config": str(CONFIGS / "demo" / "stage1_sm.yaml"),
+                "overrides": detector,
+            },
+            "stage1_ffdm": {
+                "config": str(CONFIGS / "demo" / "stage1_ffdm.yaml"),
+                "overrides": detector,
+            },
+            "stage2": {
+                "config": str(CONFIGS / "demo" / "stage2_distill.yaml"),
+                "inputs": {"ffdm_teacher": "stage1_ffdm", "init_from": "stage1_ffdm"},
+            },
+            "stage3": {
+                "config": str(CONFIGS / "demo" / "stage3_fused.yaml"),
+                "overrides": detector,
+                "inputs": {"sm_teacher": "stage1_sm", "partner": "stage2"},
+            },
         },
         "report": {"Model_SM": "stage1_sm", "Model_FFDM": "stage1_ffdm", "Fused": "stage3"},
     }
@@ -93,16 +110,32 @@ def test_no_phi_in_anything_a_pipeline_and_predict_write(tiny_phantom, tmp_path)
     for file in sorted((phantom / "images").glob("*_sm.dcm"))[:4]:
         shutil.copy(file, sm_dir / file.name)
     try:
-        code = cli.main([
-            "predict", "--config", str(CONFIGS / "demo" / "stage3_fused.yaml"),
-            "--data", str(CONFIGS / "data" / "sm_folder.yaml"),
-            "--data.init_args.sm_dir", str(sm_dir), "--data.init_args.image_size", "[128, 128]",
-            "--data.init_args.num_workers", "0", "--trainer.accelerator", "cpu",
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path / "predict"),
-            "--ckpt_path", str(run / "stage3" / "artifact"), "--overlays",
-            "--predictions.overlay_min_score", "0",
-        ])
+        code = cli.main(
+            [
+                "predict",
+                "--config",
+                str(CONFIGS / "demo" / "stage3_fused.yaml"),
+                "--data",
+                str(CONFIGS / "data" / "sm_folder.yaml"),
+                "--data.init_args.sm_dir",
+                str(sm_dir),
+                "--data.init_args.image_size",
+                "[128, 128]",
+                "--data.init_args.num_workers",
+                "0",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path / "predict"),
+                "--ckpt_path",
+                str(run / "stage3" / "artifact"),
+                "--overlays",
+                "--predictions.overlay_min_score",
+                "0",
+            ]
+        )
     finally:
         wandb.finish()
     assert code == 0

@@ -76,7 +76,12 @@ def _resolve_paths(images: pd.DataFrame, metadata_path: Path, options: EmbedOpti
             "to remove with --strip-prefix."
         )
         raise EmbedPathError(
-            Problem(str(metadata_path), int(first["row"]), "anon_dicom_path", reason,
-                    "no image file found")
+            Problem(
+                str(metadata_path),
+                int(first["row"]),
+                "anon_dicom_path",
+                reason,
+                "no image file found",
+            )
         )
     return images

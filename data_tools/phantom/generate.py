@@ -60,8 +60,16 @@ def generate(
     workers = max(1, min(workers or os.cpu_count() or 1, len(plans)))
     jobs = [(plan, settings, str(out_dir)) for plan in plans]
     tables: dict[str, list[dict]] = {"manifest": [], "lesions": [], "artefacts": []}
-    for rows in run_parallel(generate_pair, jobs, workers=workers, initializer=_quiet_worker,
-                             chunksize=8, desc="phantom", unit="pair", progress=progress):
+    for rows in run_parallel(
+        generate_pair,
+        jobs,
+        workers=workers,
+        initializer=_quiet_worker,
+        chunksize=8,
+        desc="phantom",
+        unit="pair",
+        progress=progress,
+    ):
         for name, part in rows.items():
             tables[name].extend(part)
     manifest = pd.DataFrame(tables["manifest"])

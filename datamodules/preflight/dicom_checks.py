@@ -36,8 +36,21 @@ from datamodules.preflight.settings import (
 )
 
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-             b"UT", b"UV"}
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 
 
 def read_header(path: str | os.PathLike) -> pydicom.Dataset:
@@ -90,8 +103,9 @@ def _check_pixel_element(stream, dataset: pydicom.Dataset, size: int) -> None:
         )
     tag = struct.unpack(endian + "HH", head[:4])
     if tag not in _PIXEL_TAGS:
-        raise ImageProblem(NO_PIXEL_DATA, f"no pixel data (element ({tag[0]:04X},{tag[1]:04X}) "
-                                          f"at byte {start})")
+        raise ImageProblem(
+            NO_PIXEL_DATA, f"no pixel data (element ({tag[0]:04X},{tag[1]:04X}) at byte {start})"
+        )
     if implicit:
         length = struct.unpack(endian + "L", head[4:8])[0]
     elif head[4:6] in _LONG_VRS:
@@ -167,14 +181,24 @@ def structure_problems(dataset: pydicom.Dataset) -> list[tuple[str, str]]:
     problems = []
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        problems.append((MULTI_FRAME, f"{frames} frames where one 2D image is expected (a "
-                                      "tomosynthesis volume or a multi-frame object)"))
+        problems.append(
+            (
+                MULTI_FRAME,
+                f"{frames} frames where one 2D image is expected (a "
+                "tomosynthesis volume or a multi-frame object)",
+            )
+        )
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
     if samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
         shown = photometric or "no photometric interpretation"
-        problems.append((COLOUR, f"a colour image ({shown}, {samples} sample(s) per pixel); a "
-                                 "mammogram is MONOCHROME1 or MONOCHROME2"))
+        problems.append(
+            (
+                COLOUR,
+                f"a colour image ({shown}, {samples} sample(s) per pixel); a "
+                "mammogram is MONOCHROME1 or MONOCHROME2",
+            )
+        )
     return problems
 
 
@@ -194,18 +218,28 @@ def tag_problems(
     if rows > 0 and columns > 0:
         upscale = min(image_size[0] / rows, image_size[1] / columns)
         if upscale > MAX_UPSCALE:
-            problems.append((TOO_SMALL, (
-                f"{rows}x{columns} pixels (height x width), far smaller than the model's input "
-                f"{image_size[0]}x{image_size[1]}: it would be enlarged {upscale:.1f} times "
-                f"(more than {MAX_UPSCALE:g})")))
+            problems.append(
+                (
+                    TOO_SMALL,
+                    (
+                        f"{rows}x{columns} pixels (height x width), far smaller than the "
+                        "model's input "
+                        f"{image_size[0]}x{image_size[1]}: it would be enlarged {upscale:.1f} "
+                        "times "
+                        f"(more than {MAX_UPSCALE:g})"
+                    ),
+                )
+            )
     tagged = dicom_laterality(dataset)
     if tagged and laterality in LATERALITIES and tagged != laterality:
-        problems.append((LATERALITY, f"the DICOM's laterality is {tagged}, the manifest says "
-                                     f"{laterality}"))
+        problems.append(
+            (LATERALITY, f"the DICOM's laterality is {tagged}, the manifest says {laterality}")
+        )
     position = str(dataset.get("ViewPosition", "") or "").strip().upper()
     if position in VIEWS and view in VIEWS and position != view:
-        problems.append((VIEW, f"the DICOM's view (ViewPosition) is {position}, the manifest "
-                               f"says {view}"))
+        problems.append(
+            (VIEW, f"the DICOM's view (ViewPosition) is {position}, the manifest says {view}")
+        )
     return problems
 
 
@@ -218,4 +252,4 @@ def _reason(error: Exception, path: str) -> str:
     """An error's message without load_image's "cannot read <path>: " (the path is shown)."""
     text = str(error)
     prefix = f"cannot read {path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text

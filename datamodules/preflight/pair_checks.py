@@ -77,8 +77,9 @@ def _init_worker(settings: dict, full: bool = True, pool: bool = True) -> None:
     cache = None
     if settings.cache_dir:
         try:
-            cache = ImageCache(settings.cache_dir, settings.image_size, settings.window,
-                               settings.margin)
+            cache = ImageCache(
+                settings.cache_dir, settings.image_size, settings.window, settings.margin
+            )
         except (FileNotFoundError, ValueError):
             cache = None  # reported once by the main process
     _worker.update(settings=settings, cache=cache, full=full)
@@ -130,14 +131,17 @@ def _check_image(task: _PairTask, modality: str, path: str):
     facts.kind = image_kind(dataset)
     structure = structure_problems(dataset)
     problems += [(kind, reason, path) for kind, reason in structure]
-    problems += [(kind, reason, path) for kind, reason in
-                 tag_problems(dataset, task.laterality, task.view, settings.image_size)]
+    problems += [
+        (kind, reason, path)
+        for kind, reason in tag_problems(dataset, task.laterality, task.view, settings.image_size)
+    ]
     if structure:
         return facts, problems  # the reader refuses these; decoding says nothing more
     margin = cache.margin if cache is not None else settings.margin  # as the dataset does
     try:
-        image, geometry = load_image(path, settings.image_size, task.laterality or None,
-                                     settings.window, margin)
+        image, geometry = load_image(
+            path, settings.image_size, task.laterality or None, settings.window, margin
+        )
     except ImageContentError as error:
         problems.append((error.kind, error.reason, path))
         return facts, problems
@@ -151,17 +155,31 @@ def _check_image(task: _PairTask, modality: str, path: str):
         cached, cached_geometry = entry
         facts.geometry = cached_geometry  # what training reads
         if cached_geometry != geometry:
-            problems.append((CACHE_ENTRY_DIFFERS, (
-                "the cache entry was made from another image or with other settings: its "
-                f"geometry {_geometry_text(cached_geometry)} differs from the DICOM's "
-                f"{_geometry_text(geometry)}"), entry_path))
+            problems.append(
+                (
+                    CACHE_ENTRY_DIFFERS,
+                    (
+                        "the cache entry was made from another image or with other settings: its "
+                        f"geometry {_geometry_text(cached_geometry)} differs from the DICOM's "
+                        f"{_geometry_text(geometry)}"
+                    ),
+                    entry_path,
+                )
+            )
         else:
             difference = float(np.abs(cached - image).max())
             if difference > PIXEL_TOLERANCE:
-                problems.append((CACHE_ENTRY_DIFFERS, (
-                    "the cache entry's pixels differ from the DICOM's read now (largest "
-                    f"difference {difference:.3g} of 1): made from another image or with "
-                    "other settings"), entry_path))
+                problems.append(
+                    (
+                        CACHE_ENTRY_DIFFERS,
+                        (
+                            "the cache entry's pixels differ from the DICOM's read now (largest "
+                            f"difference {difference:.3g} of 1): made from another image or with "
+                            "other settings"
+                        ),
+                        entry_path,
+                    )
+                )
     return facts, problems
 
 
@@ -175,17 +193,31 @@ def _crop_problems(geometry: Geometry, path: str) -> list[tuple[str, str, str]]:
     crop = f"the breast crop is {x2 - x1}x{y2 - y1} pixels (width x height) of {columns}x{rows}"
     if enlarged > MAX_UPSCALE:
         height, width = geometry.input_size
-        return [(CROP_ENLARGED, f"{crop}: filling the model's input ({width}x{height}) enlarges "
-                                f"it {enlarged:.1f} times (more than {MAX_UPSCALE:g}); the "
-                                "breast was not found (a near-black image, or a bright spot "
-                                "apart from the breast?)", path)]
+        return [
+            (
+                CROP_ENLARGED,
+                f"{crop}: filling the model's input ({width}x{height}) enlarges "
+                f"it {enlarged:.1f} times (more than {MAX_UPSCALE:g}); the "
+                "breast was not found (a near-black image, or a bright spot "
+                "apart from the breast?)",
+                path,
+            )
+        ]
     if share < MIN_CROP_SHARE:
-        return [(CROP_SMALL, f"{crop}, {share:.1%} of the image (less than "
-                             f"{MIN_CROP_SHARE:.0%}): is the breast that small, or was it not "
-                             "found?", path)]
+        return [
+            (
+                CROP_SMALL,
+                f"{crop}, {share:.1%} of the image (less than "
+                f"{MIN_CROP_SHARE:.0%}): is the breast that small, or was it not "
+                "found?",
+                path,
+            )
+        ]
     return []
 
 
 def _geometry_text(geometry) -> str:
-    return (f"(original {geometry.original_size[0]}x{geometry.original_size[1]}, flip "
-            f"{geometry.flip}, crop {list(geometry.crop_box)})")
+    return (
+        f"(original {geometry.original_size[0]}x{geometry.original_size[1]}, flip "
+        f"{geometry.flip}, crop {list(geometry.crop_box)})"
+    )

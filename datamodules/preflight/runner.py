@@ -27,14 +27,22 @@ def _cache_problems(settings: CheckSettings) -> list[Problem]:
         return []
     info = str(Path(settings.cache_dir) / CACHE_INFO)
     try:
-        cache = ImageCache(settings.cache_dir, settings.image_size, settings.window,
-                           settings.margin)
+        cache = ImageCache(
+            settings.cache_dir, settings.image_size, settings.window, settings.margin
+        )
     except (FileNotFoundError, ValueError) as error:
         return [Problem(info, None, None, str(error), CACHE_SETTINGS)]
     if cache.margin != settings.margin:
-        return [Problem(info, None, "margin", f"the cache was made with margin {cache.margin:g}, "
-                        f"the config says {settings.margin:g}; training would use the cache's",
-                        CACHE_SETTINGS)]
+        return [
+            Problem(
+                info,
+                None,
+                "margin",
+                f"the cache was made with margin {cache.margin:g}, "
+                f"the config says {settings.margin:g}; training would use the cache's",
+                CACHE_SETTINGS,
+            )
+        ]
     return []
 
 
@@ -43,7 +51,10 @@ def _tasks(manifest: pd.DataFrame, modalities: Sequence[str]):
     tasks, paths = [], {}
     rows = manifest[ROW_COLUMN] if ROW_COLUMN in manifest.columns else [None] * len(manifest)
     for pair_id, row, laterality, view, *images in zip(
-        manifest["pair_id"], rows, manifest["laterality"], manifest["view"],
+        manifest["pair_id"],
+        rows,
+        manifest["laterality"],
+        manifest["view"],
         *(manifest[f"{modality}_path"] for modality in modalities),
     ):
         found = []
@@ -51,8 +62,9 @@ def _tasks(manifest: pd.DataFrame, modalities: Sequence[str]):
             paths[(pair_id, modality)] = path
             if not path.endswith(os.sep):  # an empty path cell, reported by the validator
                 found.append((modality, path))
-        tasks.append(_PairTask(None if row is None else int(row), pair_id, laterality, view,
-                               tuple(found)))
+        tasks.append(
+            _PairTask(None if row is None else int(row), pair_id, laterality, view, tuple(found))
+        )
     return tasks, paths
 
 
@@ -62,8 +74,17 @@ def _image_problems(outcomes, manifest_file: str) -> tuple[list[Problem], dict, 
     problems, sizes, geometries = [], {}, {}
     for outcome in outcomes:
         for modality, kind, reason, path in outcome.problems:
-            problems.append(Problem(manifest_file, outcome.row, f"{modality}_path", reason,
-                                    kind, outcome.pair_id, path))
+            problems.append(
+                Problem(
+                    manifest_file,
+                    outcome.row,
+                    f"{modality}_path",
+                    reason,
+                    kind,
+                    outcome.pair_id,
+                    path,
+                )
+            )
         for modality, facts in outcome.facts.items():
             if facts.size:
                 sizes[(outcome.pair_id, modality)] = facts.size
@@ -74,11 +95,21 @@ def _image_problems(outcomes, manifest_file: str) -> tuple[list[Problem], dict, 
 
 def _run(tasks, settings: CheckSettings, workers: int, progress: bool, full: bool) -> list:
     initargs = (asdict(settings), full)
-    return list(run_parallel(
-        _check_pair, tasks, workers=workers, initializer=_init_worker, initargs=initargs,
-        # run here, cv2 keeps the caller's threads
-        serial_setup=partial(_init_worker, *initargs, pool=False), max_chunksize=16,
-        desc="check-data" if full else "data check", unit="pair", progress=progress))
+    return list(
+        run_parallel(
+            _check_pair,
+            tasks,
+            workers=workers,
+            initializer=_init_worker,
+            initargs=initargs,
+            # run here, cv2 keeps the caller's threads
+            serial_setup=partial(_init_worker, *initargs, pool=False),
+            max_chunksize=16,
+            desc="check-data" if full else "data check",
+            unit="pair",
+            progress=progress,
+        )
+    )
 
 
 # -- what a run reads, before its first step ---------------------------------------------------
@@ -124,9 +155,17 @@ def setup_check(
     outside = box_problems(read, sizes, paths, lesions_name or "lesions")
     found += outside
     found += target_problems(
-        manifest, read, geometries, settings.modalities, settings.pathology_classes,
-        manifest_name, lesions_name, paths, _no_malignant_rows(manifest, lesions),
-        {p.row for p in outside if p.row is not None})
+        manifest,
+        read,
+        geometries,
+        settings.modalities,
+        settings.pathology_classes,
+        manifest_name,
+        lesions_name,
+        paths,
+        _no_malignant_rows(manifest, lesions),
+        {p.row for p in outside if p.row is not None},
+    )
     report.add(found)
     report.seconds = time.monotonic() - started
     return report
@@ -135,6 +174,9 @@ def setup_check(
 def _no_malignant_rows(manifest: pd.DataFrame, lesions: pd.DataFrame) -> set[int]:
     """Rows of label-1 pairs without any malignant lesion (check-data reports those alone)."""
     malignant = set(lesions.loc[lesions["pathology"] == "malignant", "pair_id"])
-    rows = manifest.loc[(manifest["label"] == 1) & ~manifest["pair_id"].isin(malignant),
-                        ROW_COLUMN] if ROW_COLUMN in manifest.columns else []
+    rows = (
+        manifest.loc[(manifest["label"] == 1) & ~manifest["pair_id"].isin(malignant), ROW_COLUMN]
+        if ROW_COLUMN in manifest.columns
+        else []
+    )
     return {int(row) for row in rows if row is not None}

@@ -72,7 +72,6 @@ class DataCheckError(ProblemsError):
     more = "all in DataCheckError.problems"
 
 
-
 @dataclass
 class CheckSettings:
     """What to check and how training reads it (a data config's ``init_args``)."""
@@ -91,8 +90,14 @@ class CheckSettings:
     def __post_init__(self):
         from datamodules.values import RULES
 
-        for name in ("image_size", "window", "margin", "modalities", "split_fractions",
-                     "pathology_classes"):
+        for name in (
+            "image_size",
+            "window",
+            "margin",
+            "modalities",
+            "split_fractions",
+            "pathology_classes",
+        ):
             wrong = RULES[name](getattr(self, name))
             if wrong:
                 raise ValueError(f"{name}: {wrong}")
@@ -100,8 +105,9 @@ class CheckSettings:
         self.modalities = tuple(self.modalities)
         self.split_fractions = tuple(float(v) for v in self.split_fractions)
         if self.pathology_classes is not None:
-            self.pathology_classes = {str(key): int(value)
-                                      for key, value in self.pathology_classes.items()}
+            self.pathology_classes = {
+                str(key): int(value) for key, value in self.pathology_classes.items()
+            }
 
 
 @dataclass

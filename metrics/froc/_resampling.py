@@ -87,10 +87,15 @@ def _false_positive_prefix(events: _CurveEvents, counts: np.ndarray, limit: floa
 
 
 def _short_resample(fp_per_image: float | None) -> None:
-    reach = "every point of the curve" if fp_per_image is None else \
-        f"{fp_per_image:g} false positives per image"
-    raise IncompleteDetections(f"a bootstrap resample needs detections below the score where "
-                               f"the predictions were pruned to reach {reach}")
+    reach = (
+        "every point of the curve"
+        if fp_per_image is None
+        else f"{fp_per_image:g} false positives per image"
+    )
+    raise IncompleteDetections(
+        f"a bootstrap resample needs detections below the score where "
+        f"the predictions were pruned to reach {reach}"
+    )
 
 
 def _resampled_counts(events: _CurveEvents, counts: np.ndarray, max_fp: float | None):
@@ -152,8 +157,9 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
     if events.pruned and before[:, -1].min() < cut + 1:
         _short_resample(max_fp)
     tp_cumulative = np.zeros((rows, events.tp_image.size + 1), dtype=count_type)
-    np.cumsum(np.take(counts, events.tp_image, axis=1), axis=1, dtype=count_type,
-              out=tp_cumulative[:, 1:])
+    np.cumsum(
+        np.take(counts, events.tp_image, axis=1), axis=1, dtype=count_type, out=tp_cumulative[:, 1:]
+    )
     n_lesions = np.take(counts, events.lesion_image, axis=1).sum(axis=1, dtype=np.int64)
     segment_above = events.tp_above[segment]
     segment_end = np.append(segment[1:], prefix)
@@ -178,8 +184,10 @@ def _resampled_faucs(events: _CurveEvents, counts: np.ndarray, max_fp: float) ->
             # the groups whose end lies at or before the cut: a prefix of the false positives
             inside = int(np.searchsorted(events.fp_end, last, side="right"))
             x0 = float(local[inside - low])
-            twice_area = 2 * (int(area_before[s])
-                              + int(local[inside - low] - fp_before[s]) * int(tp[segment_above[s]]))
+            twice_area = 2 * (
+                int(area_before[s])
+                + int(local[inside - low] - fp_before[s]) * int(tp[segment_above[s]])
+            )
         n_tied = int(np.searchsorted(tied, inside))
         if n_tied:
             lift = tp[events.tp_through[tied[:n_tied]]] - tp[events.tp_above[tied[:n_tied]]]

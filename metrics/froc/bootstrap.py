@@ -68,7 +68,8 @@ def bootstrap_replicates(
     for group in pending.values():
         if group:
             for matched, replicates in zip(
-                    group, _bootstrap_faucs(group, max_fp, n_boot, seed, chunk_size)):
+                group, _bootstrap_faucs(group, max_fp, n_boot, seed, chunk_size)
+            ):
                 replicates.flags.writeable = False
                 matched._replicates[key] = replicates
     return [matched._replicates[key] for matched in matched_models]

@@ -96,11 +96,13 @@ def require_false_positives(matched: MatchedDetections, fp_per_image: float) -> 
         raise IncompleteDetections(
             f"{fp_per_image:g} false positives per image need detections scoring below "
             f"{matched.pruned_below:g}, where the predictions were pruned ({have} false "
-            f"positives on {matched.n_images} images)")
+            f"positives on {matched.n_images} images)"
+        )
 
 
 def _require_threshold(matched: MatchedDetections, threshold: float) -> None:
     if threshold < matched.pruned_below:
         raise IncompleteDetections(
             f"threshold {threshold:g} lies below {matched.pruned_below:g}, where the predictions "
-            "were pruned")
+            "were pruned"
+        )

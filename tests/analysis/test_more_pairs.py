@@ -19,7 +19,8 @@ def extra_phantom(tmp_path_factory):
 
 
 def test_keeps_the_base_val_and_test_pairs_and_draws_whole_patients_for_training(
-        tiny_phantom, extra_phantom, tmp_path):
+    tiny_phantom, extra_phantom, tmp_path
+):
     counts = build(tiny_phantom, extra_phantom, tmp_path / "more", factor=2, prefix="E-")
     base, base_lesions, _ = load_tables(tiny_phantom)
     out, out_lesions, _ = load_tables(tmp_path / "more")
@@ -34,8 +35,10 @@ def test_keeps_the_base_val_and_test_pairs_and_draws_whole_patients_for_training
         columns = ["pair_id", "modality", "x1", "y1", "x2", "y2"]
         mine = out_lesions[out_lesions["pair_id"].isin(ours.index)][columns]
         base_rows = base_lesions[base_lesions["pair_id"].isin(theirs.index)][columns]
-        pd.testing.assert_frame_equal(mine.sort_values(columns).reset_index(drop=True),
-                                      base_rows.sort_values(columns).reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            mine.sort_values(columns).reset_index(drop=True),
+            base_rows.sort_values(columns).reset_index(drop=True),
+        )
 
     train = out[out["split"] == "train"]
     wanted = 2 * int((base["split"] == "train").sum())
@@ -46,7 +49,7 @@ def test_keeps_the_base_val_and_test_pairs_and_draws_whole_patients_for_training
     extra = pd.read_csv(extra_phantom / "manifest.csv", dtype=str)
     patients = list(dict.fromkeys(extra["patient_id"]))
     taken = list(dict.fromkeys(train["patient_id"].str.removeprefix("E-")))
-    assert taken == patients[:len(taken)]
+    assert taken == patients[: len(taken)]
     per_patient = extra.groupby("patient_id").size()
     assert per_patient[taken].sum() == len(train)
     assert per_patient[taken[:-1]].sum() < wanted
@@ -64,5 +67,15 @@ def test_too_few_extra_pairs_is_refused_naming_the_file(tiny_phantom, extra_phan
     with pytest.raises(ValueError, match=r"extra.*manifest\.csv: 60 pairs, fewer than the"):
         build(tiny_phantom, extra_phantom, tmp_path / "more", factor=10)
     with pytest.raises(SystemExit):
-        main(["--base", str(tiny_phantom), "--extra", str(extra_phantom),
-              "--out", str(tmp_path / "x"), "--factor", "0"])
+        main(
+            [
+                "--base",
+                str(tiny_phantom),
+                "--extra",
+                str(extra_phantom),
+                "--out",
+                str(tmp_path / "x"),
+                "--factor",
+                "0",
+            ]
+        )

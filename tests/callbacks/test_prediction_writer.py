@@ -42,7 +42,9 @@ def test_each_rank_writes_typed_parquet_parts(tmp_path):
     assert predictions.column("_image").to_pylist() == [0, 0, 0]
     images = pq.read_table(part_path(tmp_path, "val", "images", 1)).to_pylist()
     assert [(row["image_id"], row["detections"], row["_image"]) for row in images] == [
-        ("a", 3, 0), ("b", 0, 1)]
+        ("a", 3, 0),
+        ("b", 0, 1),
+    ]
     assert images[0]["dropped_score"] is None  # nothing dropped: missing, not a number
 
 
@@ -63,22 +65,28 @@ def test_the_merge_drops_padding_repeats_exactly(tmp_path):
         parts.close()
     assert merge_parts(tmp_path, "test", 2) == (5, 0)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "test_ground_truth.parquet", "test_images.parquet", "test_predictions.parquet"]
+        "test_ground_truth.parquet",
+        "test_images.parquet",
+        "test_predictions.parquet",
+    ]
     order = ["a", "c", "e", "b", "d"]
     merged = pq.read_table(tmp_path / "test_predictions.parquet")
     assert merged.schema == SCHEMAS["predictions"]
     assert merged.column("image_id").to_pylist() == [
-        i for i in order for _ in range(detections[i][1].size)]
-    assert merged.column("score").to_numpy().tolist() == np.concatenate(
-        [detections[i][1] for i in order]).tolist()
-    assert np.array_equal(np.column_stack([merged.column(c).to_numpy() for c in
-                                           ("x1", "y1", "x2", "y2")]),
-                          np.concatenate([detections[i][0] for i in order]))
+        i for i in order for _ in range(detections[i][1].size)
+    ]
+    assert (
+        merged.column("score").to_numpy().tolist()
+        == np.concatenate([detections[i][1] for i in order]).tolist()
+    )
+    assert np.array_equal(
+        np.column_stack([merged.column(c).to_numpy() for c in ("x1", "y1", "x2", "y2")]),
+        np.concatenate([detections[i][0] for i in order]),
+    )
     truth = pq.read_table(tmp_path / "test_ground_truth.parquet")
     assert truth.column("image_id").to_pylist() == order
     assert truth.column("x1").to_numpy().tolist() == [lesions[i][0, 0] for i in order]
-    assert pq.read_table(tmp_path / "test_images.parquet").column(
-        "image_id").to_pylist() == order
+    assert pq.read_table(tmp_path / "test_images.parquet").column("image_id").to_pylist() == order
 
 
 def test_a_split_without_lesions_writes_no_ground_truth(tmp_path):
@@ -87,8 +95,10 @@ def test_a_split_without_lesions_writes_no_ground_truth(tmp_path):
     parts.add("x.dcm", (100, 80), *image(rng, 2))
     parts.close()
     assert merge_parts(tmp_path, "predict", 1) == (1, 0)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["images.parquet",
-                                                                "predictions.parquet"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "images.parquet",
+        "predictions.parquet",
+    ]
 
 
 def test_the_cap_keeps_the_highest_scores_in_the_models_order(tmp_path):
@@ -127,9 +137,16 @@ def capped_files(folder, binding: bool):
         parts.add(f"i{index}", (1000, 800), boxes, scores, labels, lesion)
     parts.close()
     merge_parts(folder, "test", 1)
-    return ["--predictions", str(folder / "test_predictions.parquet"),
-            "--ground-truth", str(folder / "test_ground_truth.parquet"),
-            "--images", str(folder / "test_images.parquet"), "--n-boot", "50"]
+    return [
+        "--predictions",
+        str(folder / "test_predictions.parquet"),
+        "--ground-truth",
+        str(folder / "test_ground_truth.parquet"),
+        "--images",
+        str(folder / "test_images.parquet"),
+        "--n-boot",
+        "50",
+    ]
 
 
 @pytest.mark.parametrize("binding", [True, False])
@@ -143,7 +160,8 @@ def test_evaluate_says_when_the_cap_was_binding_above_the_cut(tmp_path, capsys, 
             "evaluate: on 1 image(s) the prediction writer's cap (max_detections) left out a "
             "detection scoring at or above the lowest score FAUC-1 (or FAUC-1+) reads: those "
             "numbers and their CIs may be lower than with every detection; write the "
-            "predictions again with a larger --predictions.max_detections"]
+            "predictions again with a larger --predictions.max_detections"
+        ]
     else:
         assert report["images_capped_above_cut"] == 0 and captured.err == ""
     assert report["n_detections"] == 60  # 20 images x 3 kept
@@ -155,13 +173,20 @@ def test_the_csv_export_evaluates_to_the_same_numbers(tmp_path, capsys):
     from_parquet = json.loads(capsys.readouterr().out)
     assert evaluate_main(["--export-csv", str(tmp_path)]) == 0
     written = capsys.readouterr().out.split()
-    assert written == [str(tmp_path / f"test_{t}.csv") for t in
-                       ("ground_truth", "images", "predictions")]
+    assert written == [
+        str(tmp_path / f"test_{t}.csv") for t in ("ground_truth", "images", "predictions")
+    ]
     csv_arguments = [a.replace(".parquet", ".csv") for a in arguments]
     assert evaluate_main(csv_arguments) == 0
     assert json.loads(capsys.readouterr().out) == from_parquet
     header = (tmp_path / "test_predictions.csv").read_text().splitlines()[0]
     assert header == '"image_id","x1","y1","x2","y2","score","label"'
     tables = read_evaluation_tables(*(csv_arguments[i] for i in (1, 3, 5)))
-    assert tables.predictions["score"].tolist() == pq.read_table(
-        tmp_path / "test_predictions.parquet").column("score").to_numpy().astype(float).tolist()
+    assert (
+        tables.predictions["score"].tolist()
+        == pq.read_table(tmp_path / "test_predictions.parquet")
+        .column("score")
+        .to_numpy()
+        .astype(float)
+        .tolist()
+    )

@@ -61,7 +61,8 @@ def test_the_box_rule():
 def test_an_inverted_box_is_named_as_the_readers_name_it():
     assert tables.inverted_reason("x1", "x2", 10.0, 5.0) == "x2=5 is not greater than x1=10"
     assert tables.inverted_reason("y1", "y2", np.float64(2.5), np.float64(0.25)) == (
-        "y2=0.25 is not greater than y1=2.5")
+        "y2=0.25 is not greater than y1=2.5"
+    )
     assert tables.inverted_kind("y1", "y2") == "y2 <= y1"
 
 
@@ -77,15 +78,30 @@ def test_a_missing_file_is_refused_naming_it(tmp_path):
 
 
 def test_a_caller_names_file_row_and_column_of_a_bad_value():
-    manifest = pd.DataFrame({
-        "pair_id": ["p0", "p1"], "patient_id": ["a", "b"], "exam_id": ["e0", "e1"],
-        "laterality": ["L", "R"], "view": ["CC", "MLO"], "sm_path": ["s0", "s1"],
-        "ffdm_path": ["f0", "f1"], "label": ["0", "1"], "annotated": [" Yes", "sometimes"],
-    })
-    lesions = pd.DataFrame({
-        "pair_id": ["p0", "p1"], "modality": ["sm", "ffdm"], "x1": ["1", "10"],
-        "y1": ["abc", "1"], "x2": ["4", "5"], "y2": ["4", "4"], "pathology": ["benign"] * 2,
-    })
+    manifest = pd.DataFrame(
+        {
+            "pair_id": ["p0", "p1"],
+            "patient_id": ["a", "b"],
+            "exam_id": ["e0", "e1"],
+            "laterality": ["L", "R"],
+            "view": ["CC", "MLO"],
+            "sm_path": ["s0", "s1"],
+            "ffdm_path": ["f0", "f1"],
+            "label": ["0", "1"],
+            "annotated": [" Yes", "sometimes"],
+        }
+    )
+    lesions = pd.DataFrame(
+        {
+            "pair_id": ["p0", "p1"],
+            "modality": ["sm", "ffdm"],
+            "x1": ["1", "10"],
+            "y1": ["abc", "1"],
+            "x2": ["4", "5"],
+            "y2": ["4", "4"],
+            "pathology": ["benign"] * 2,
+        }
+    )
     with pytest.raises(ManifestError) as caught:
         validate(manifest, lesions, "manifest.csv", "lesions.csv")
     assert [str(problem) for problem in caught.value.problems] == [

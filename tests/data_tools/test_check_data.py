@@ -55,8 +55,9 @@ def image(folder, pair: str, modality: str):
 
 def run(folder, **settings) -> list:
     settings.setdefault("image_size", SIZE)
-    return check_data(CheckSettings(manifest=str(folder), **settings), workers=0,
-                      progress=False).problems
+    return check_data(
+        CheckSettings(manifest=str(folder), **settings), workers=0, progress=False
+    ).problems
 
 
 def only(problems, kind):
@@ -81,12 +82,12 @@ def test_missing_file(data):
     path = image(data, "p0001", "sm")
     path.unlink()
     problem = only(run(data), preflight.MISSING_FILE)
-    assert (problem.file, problem.row, problem.column) == (str(data / "manifest.csv"), 3,
-                                                           "sm_path")
+    assert (problem.file, problem.row, problem.column) == (str(data / "manifest.csv"), 3, "sm_path")
     assert problem.pair_id == "p0001" and problem.path == str(path)
     assert problem.reason == "file not found"
-    assert str(problem) == (f"{data / 'manifest.csv'} row 3, column sm_path: file not found "
-                            f"(pair p0001, file {path})")
+    assert str(problem) == (
+        f"{data / 'manifest.csv'} row 3, column sm_path: file not found (pair p0001, file {path})"
+    )
 
 
 def test_unreadable_file(data):
@@ -109,7 +110,11 @@ def test_truncated_dicom(data):
     path = truncate(image(data, "p0004", "ffdm"), 0.5)
     problem = only(run(data), preflight.TRUNCATED_DICOM)
     assert (problem.row, problem.column, problem.pair_id, problem.path) == (
-        6, "ffdm_path", "p0004", str(path))
+        6,
+        "ffdm_path",
+        "p0004",
+        str(path),
+    )
     rows, columns = 160, 128  # the FFDM's size: 12-bit values in 16-bit words
     assert problem.reason.startswith(f"truncated: the pixel data needs {rows * columns * 2} bytes")
 
@@ -177,11 +182,28 @@ def test_sm_and_ffdm_of_different_patients_are_named_without_the_ids(data, capsy
     rewrite_dicom(image(data, "p0001", "ffdm"), PatientID="SECRET-4711")
     problem = only(run(data), check.PATIENT_DIFFERS)
     assert (problem.row, problem.column, problem.pair_id) == (3, None, "p0001")
-    assert problem.reason.startswith("the SM's and the FFDM's DICOM PatientID differ (compared "
-                                     "by hash; not shown)")
+    assert problem.reason.startswith(
+        "the SM's and the FFDM's DICOM PatientID differ (compared by hash; not shown)"
+    )
     report = data / "report.json"
-    assert cli.main(["check-data", "--manifest", str(data), "--image-size", "64", "48",
-                     "--workers", "0", "--no-progress", "--json", str(report)]) == 1
+    assert (
+        cli.main(
+            [
+                "check-data",
+                "--manifest",
+                str(data),
+                "--image-size",
+                "64",
+                "48",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+                str(report),
+            ]
+        )
+        == 1
+    )
     printed = capsys.readouterr()
     assert "row 3" in printed.out and "SM and FFDM of different patients" in printed.out
     for text in (printed.out, printed.err, report.read_text()):
@@ -216,12 +238,20 @@ def test_non_finite_pixels(data):
 def test_image_far_smaller_than_the_input(data):
     path = image(data, "p0004", "sm")
     old = pydicom.dcmread(path)
-    write_mammogram(path, breast_image(8, 8), laterality="L", view="CC",
-                    patient_id=old.PatientID, study_uid=old.StudyInstanceUID)
+    write_mammogram(
+        path,
+        breast_image(8, 8),
+        laterality="L",
+        view="CC",
+        patient_id=old.PatientID,
+        study_uid=old.StudyInstanceUID,
+    )
     problem = only(run(data), preflight.TOO_SMALL)
     assert (problem.row, problem.column, problem.pair_id) == (6, "sm_path", "p0004")
-    assert problem.reason == ("8x8 pixels (height x width), far smaller than the model's input "
-                              "64x48: it would be enlarged 6.0 times (more than 4)")
+    assert problem.reason == (
+        "8x8 pixels (height x width), far smaller than the model's input "
+        "64x48: it would be enlarged 6.0 times (more than 4)"
+    )
 
 
 # -- boxes and labels -------------------------------------------------------------------------
@@ -253,15 +283,18 @@ def test_label_1_without_a_malignant_lesion(data):
     edit_table(data, "manifest.csv", positive)
     problem = only(run(data), check.LABEL_WITHOUT_LESION)
     assert (problem.row, problem.column, problem.pair_id) == (3, "label", "p0001")
-    assert problem.reason == ("label 1 (malignant), but the lesion table has no malignant "
-                              "lesion for this pair")
+    assert problem.reason == (
+        "label 1 (malignant), but the lesion table has no malignant lesion for this pair"
+    )
 
 
 def test_label_1_with_benign_lesions_only(data):
     edit_table(data, "lesions.csv", lambda table: table.__setitem__("pathology", "benign"))
     problems = run(data)
     assert [(p.kind, p.row, p.pair_id) for p in problems] == [
-        (check.LABEL_WITHOUT_LESION, 2, "p0000"), (check.LABEL_WITHOUT_LESION, 5, "p0003")]
+        (check.LABEL_WITHOUT_LESION, 2, "p0000"),
+        (check.LABEL_WITHOUT_LESION, 5, "p0003"),
+    ]
 
 
 def test_malignant_lesion_with_label_0(data):
@@ -273,8 +306,10 @@ def test_malignant_lesion_with_label_0(data):
     assert (problem.row, problem.column, problem.pair_id) == (5, "label", "p0003")
     lesions = pd.read_csv(data / "lesions.csv")
     first = int(np.flatnonzero(lesions["pair_id"] == "p0003")[0]) + 2
-    assert problem.reason == ("label 0, but the lesion table has a malignant lesion for this "
-                              f"pair ({data / 'lesions.csv'} row {first})")
+    assert problem.reason == (
+        "label 0, but the lesion table has a malignant lesion for this "
+        f"pair ({data / 'lesions.csv'} row {first})"
+    )
 
 
 # -- duplicates and splits --------------------------------------------------------------------
@@ -285,7 +320,8 @@ def test_duplicate_pair_id(data):
     edit_table(data, "manifest.csv", duplicate)
     problems = [p for p in run(data) if p.kind == "duplicate pair_id"]
     assert [(p.row, p.column, p.pair_id, p.reason) for p in problems] == [
-        (4, "pair_id", "p0001", "same pair_id as row 3")]
+        (4, "pair_id", "p0001", "same pair_id as row 3")
+    ]
 
 
 def test_duplicate_image(data):
@@ -293,8 +329,9 @@ def test_duplicate_image(data):
     shutil.copy(image(data, "p0004", "ffdm"), image(data, "p0005", "ffdm"))
     problems = [p for p in run(data) if p.kind == check.DUPLICATE_IMAGE]
     assert [(p.row, p.column, p.pair_id) for p in problems] == [(7, "ffdm_path", "p0005")]
-    assert problems[0].reason == ("the same DICOM image (SOPInstanceUID, compared by hash) as "
-                                  "row 6, column ffdm_path")
+    assert problems[0].reason == (
+        "the same DICOM image (SOPInstanceUID, compared by hash) as row 6, column ffdm_path"
+    )
 
 
 def test_one_exam_view_paired_twice_and_an_exam_of_two_patients(data):
@@ -308,8 +345,9 @@ def test_one_exam_view_paired_twice_and_an_exam_of_two_patients(data):
         (check.EXAM_OF_TWO_PATIENTS, 6, "exam_id", "p0004"),
     ]
     view = next(p for p in problems if p.kind == check.DUPLICATE_VIEW)
-    assert view.reason == ("the same exam, laterality and view as row 2: one breast view "
-                           "paired twice")
+    assert view.reason == (
+        "the same exam, laterality and view as row 2: one breast view paired twice"
+    )
 
 
 def test_patient_in_two_given_splits(data):
@@ -334,7 +372,8 @@ def test_one_dicom_patient_in_two_splits_under_two_patient_ids(data):
     assert problem.reason == (
         "this pair's DICOM patient (PatientID, compared by hash) is also that of row 2, which "
         "is in split 'train' while this pair is in 'test': one patient in two splits under two "
-        "patient_ids")
+        "patient_ids"
+    )
 
 
 def test_an_anonymised_placeholder_patient_id_is_not_a_patient(tmp_path):
@@ -347,8 +386,7 @@ def test_an_anonymised_placeholder_patient_id_is_not_a_patient(tmp_path):
 def test_header_only_manifest(data):
     (data / "manifest.csv").write_text((data / "manifest.csv").read_text().splitlines()[0])
     problems = run(data)
-    assert [(p.kind, p.row) for p in problems if p.kind == check.NO_ROWS] == [(check.NO_ROWS,
-                                                                               None)]
+    assert [(p.kind, p.row) for p in problems if p.kind == check.NO_ROWS] == [(check.NO_ROWS, None)]
     assert any(p.kind == "lesion of unknown pair" for p in problems)
 
 
@@ -365,7 +403,11 @@ def test_truncated_cache_entry(data):
     truncate(entry, 0.5)
     problem = only(run(data, cache_dir=str(data / "cache")), preflight.UNREADABLE_CACHE_ENTRY)
     assert (problem.row, problem.column, problem.pair_id, problem.path) == (
-        3, "ffdm_path", "p0001", str(entry))
+        3,
+        "ffdm_path",
+        "p0001",
+        str(entry),
+    )
     assert problem.reason.startswith("cannot read the cache entry (")
 
 
@@ -378,8 +420,9 @@ def test_cache_made_for_another_size_or_margin(data):
     _cache(data, margin=0.05)
     problem = only(run(data, cache_dir=str(data / "cache")), preflight.CACHE_SETTINGS)
     assert problem.column == "margin"
-    assert problem.reason == ("the cache was made with margin 0.05, the config says 0.01; "
-                              "training would use the cache's")
+    assert problem.reason == (
+        "the cache was made with margin 0.05, the config says 0.01; training would use the cache's"
+    )
 
 
 def test_cache_entry_of_another_image(data):
@@ -396,8 +439,9 @@ def test_a_cached_image_whose_dicom_is_gone_is_still_reported(data):
     image(data, "p0003", "sm").unlink()
     problem = only(run(data, cache_dir=str(data / "cache")), preflight.MISSING_FILE)
     assert problem.row == 5
-    assert problem.reason == ("file not found (its cache entry is there, so training still "
-                              "reads the image)")
+    assert problem.reason == (
+        "file not found (its cache entry is there, so training still reads the image)"
+    )
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -405,13 +449,25 @@ def test_the_phantom_passes_with_its_data_config_and_cache(tiny_phantom, tmp_pat
     manifest = load_tables(tiny_phantom)[0]
     prepare_cache(manifest, tmp_path / "cache", (128, 128), workers=0, progress=False)
     config = tmp_path / "data.yaml"
-    config.write_text(yaml.safe_dump({"data": {
-        "class_path": "datamodules.PairedMammoDataModule",
-        "init_args": {"manifest": str(tiny_phantom), "cache_dir": str(tmp_path / "cache"),
-                      "image_size": [128, 128], "batch_size": 4}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "class_path": "datamodules.PairedMammoDataModule",
+                    "init_args": {
+                        "manifest": str(tiny_phantom),
+                        "cache_dir": str(tmp_path / "cache"),
+                        "image_size": [128, 128],
+                        "batch_size": 4,
+                    },
+                }
+            }
+        )
+    )
     report = tmp_path / "report.json"
-    code = cli.main(["check-data", "--config", str(config), "--workers", "0", "--json",
-                     str(report)])
+    code = cli.main(
+        ["check-data", "--config", str(config), "--workers", "0", "--json", str(report)]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.out
     assert captured.out.startswith("check-data: 30 pairs, 60 images checked in ")
@@ -431,15 +487,34 @@ def test_every_problem_at_once_in_processes_and_in_the_json(data, capsys):
         lesions.loc[0, "x2"] = "200"
 
     edit_table(data, "lesions.csv", widen)
-    expected = [(preflight.TRUNCATED_DICOM, 3, "p0001"), (preflight.NOT_MG, 4, "p0002"),
-                (preflight.BOX_OUTSIDE, 2, "p0000")]
+    expected = [
+        (preflight.TRUNCATED_DICOM, 3, "p0001"),
+        (preflight.NOT_MG, 4, "p0002"),
+        (preflight.BOX_OUTSIDE, 2, "p0000"),
+    ]
     settings = CheckSettings(manifest=str(data), image_size=SIZE)
     in_processes = check_data(settings, workers=2, progress=False).problems
     assert [(p.kind, p.row, p.pair_id) for p in in_processes] == expected
     assert in_processes == run(data)
     report = data / "report.json"
-    assert cli.main(["check-data", "--manifest", str(data), "--image-size", "64", "48",
-                     "--workers", "0", "--no-progress", "--json", str(report)]) == 1
+    assert (
+        cli.main(
+            [
+                "check-data",
+                "--manifest",
+                str(data),
+                "--image-size",
+                "64",
+                "48",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+                str(report),
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert out.startswith("3 problem(s) in the data of")
     assert f"  {data / 'manifest.csv'} row 3, column sm_path: truncated" in out
@@ -451,8 +526,7 @@ def test_every_problem_at_once_in_processes_and_in_the_json(data, capsys):
 
 def test_a_config_of_another_data_module_is_refused(tmp_path, capsys):
     config = tmp_path / "folder.yaml"
-    config.write_text("class_path: datamodules.folder.SMFolderDataModule\n"
-                      "init_args: {sm_dir: x}\n")
+    config.write_text("class_path: datamodules.folder.SMFolderDataModule\ninit_args: {sm_dir: x}\n")
     assert cli.main(["check-data", "--config", str(config)]) == 2
     assert "only a PairedMammoDataModule reads a manifest" in capsys.readouterr().err
 

@@ -35,9 +35,16 @@ def pristine(tmp_path_factory):
 
 
 def _module(folder, **overrides):
-    arguments = dict(manifest=str(folder), image_size=SIZE, modalities=["sm"], batch_size=2,
-                     num_workers=0, augment=False, split_fractions=(1.0, 0.0, 0.0),
-                     samples_per_epoch=4)
+    arguments = dict(
+        manifest=str(folder),
+        image_size=SIZE,
+        modalities=["sm"],
+        batch_size=2,
+        num_workers=0,
+        augment=False,
+        split_fractions=(1.0, 0.0, 0.0),
+        samples_per_epoch=4,
+    )
     arguments.update(overrides)
     return PairedMammoDataModule(**arguments)
 
@@ -54,13 +61,25 @@ class CountSteps(pl.Callback):
 
 def _fit(module, architecture, counter: CountSteps, steps=3) -> None:
     pl.seed_everything(0)
-    model = TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=SIZE,
-                            architecture_overrides=architecture, learning_rate=1e-3,
-                            lr_schedule="constant")
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[counter])
+    model = TeacherDetector(
+        modality="sm",
+        architecture="efficientdet_d0",
+        image_size=SIZE,
+        architecture_overrides=architecture,
+        learning_rate=1e-3,
+        lr_schedule="constant",
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[counter],
+    )
     trainer.fit(model, datamodule=module)
 
 
@@ -101,8 +120,10 @@ def test_setup_reports_boxes_outside_their_image_and_every_other_problem(data):
     (data / "lesions.csv").write_text("\n".join([lesions[0], ",".join(first), *lesions[2:]]))
     with pytest.raises(DataCheckError) as caught:
         _module(data).setup("fit")
-    found = [(p.kind, p.file.rsplit("/", 1)[-1], p.row, p.column, p.pair_id)
-             for p in caught.value.problems]
+    found = [
+        (p.kind, p.file.rsplit("/", 1)[-1], p.row, p.column, p.pair_id)
+        for p in caught.value.problems
+    ]
     assert sorted(found) == [
         (preflight.BOX_OUTSIDE, "lesions.csv", 2, "x2", "p0000"),
         (preflight.MISSING_FILE, "manifest.csv", 3, "sm_path", "p0001"),
@@ -133,7 +154,11 @@ def test_a_cached_pair_needs_no_dicom_but_a_truncated_entry_is_named(data):
         _module(data, cache_dir=str(data / "cache")).setup("fit")
     [problem] = caught.value.problems
     assert (problem.kind, problem.row, problem.pair_id, problem.path) == (
-        preflight.UNREADABLE_CACHE_ENTRY, 7, "p0005", str(entry))
+        preflight.UNREADABLE_CACHE_ENTRY,
+        7,
+        "p0005",
+        str(entry),
+    )
     # and read during a run (the check passed, the entry broke later) it is named too
     cache = ImageCache(data / "cache", SIZE)
     with pytest.raises(CacheEntryError, match=re.escape(str(entry))):
@@ -160,8 +185,9 @@ def test_a_pair_that_fails_to_read_during_the_run_is_skipped_and_counted(tmp_pat
     assert SKIPPED_PAIRS not in batch and batch["pair_id"] == ["p0000", "p0001"]
     assert module.summary.pairs_skipped == 1 and "RLE" in module.summary.skipped["p0006"]
 
-    strict = PairedMammoDataset(module.tables("train"), module.lesion_table("train"), SIZE,
-                                modalities=["sm"])
+    strict = PairedMammoDataset(
+        module.tables("train"), module.lesion_table("train"), SIZE, modalities=["sm"]
+    )
     with pytest.raises(DicomReadError, match=re.escape(str(path))):
         strict[index]
     # a new run decodes every image in setup: it names the file before its first step
@@ -176,13 +202,25 @@ def test_on_bad_sample_is_checked():
 
 def test_prepare_prints_the_first_reasons_and_rewrites_an_unreadable_entry(data, capsys):
     (data / "images" / "p0001_ffdm.dcm").write_bytes(b"broken")
-    argv = ["--manifest", str(data), "--out", str(data / "cache"), "--image-size", "64", "48",
-            "--workers", "0", "--no-progress"]
+    argv = [
+        "--manifest",
+        str(data),
+        "--out",
+        str(data / "cache"),
+        "--image-size",
+        "64",
+        "48",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "1 problem(s) in the images" in err
-    assert (f"{data / 'manifest.csv'} row 3, column ffdm_path: not a DICOM file (no 'DICM' "
-            "prefix and no file meta information)") in err
+    assert (
+        f"{data / 'manifest.csv'} row 3, column ffdm_path: not a DICOM file (no 'DICM' "
+        "prefix and no file meta information)"
+    ) in err
     assert f"(pair p0001, file {data / 'images' / 'p0001_ffdm.dcm'})" in err
 
     cache = ImageCache(data / "cache", (64, 48))
@@ -190,8 +228,7 @@ def test_prepare_prints_the_first_reasons_and_rewrites_an_unreadable_entry(data,
     before = entry.stat().st_size
     assert main(argv) == 1  # p0001's FFDM is still broken
     captured = capsys.readouterr()
-    assert re.search(r"16 images, 1 written, 14 skipped \(already cached\), 1 failed",
-                     captured.out)
+    assert re.search(r"16 images, 1 written, 14 skipped \(already cached\), 1 failed", captured.out)
     assert "entries that could not be read back, each written again" in captured.err
     assert "row 6, column sm_path: cannot read the cache entry (" in captured.err
     assert f"(pair p0004, file {entry})" in captured.err
@@ -207,6 +244,10 @@ def test_setup_check_in_processes_finds_what_it_finds_in_one(data):
     settings = preflight.CheckSettings(manifest=str(data), image_size=SIZE)
     alone = preflight.setup_check(manifest, lesions, settings).problems
     assert [(p.kind, p.row, p.pair_id) for p in alone] == [
-        (preflight.TRUNCATED_DICOM, 4, "p0002"), (preflight.NOT_DICOM, 7, "p0005")]
-    assert preflight.setup_check(manifest, lesions, settings, workers=2,
-                             parallel_from=0).problems == alone
+        (preflight.TRUNCATED_DICOM, 4, "p0002"),
+        (preflight.NOT_DICOM, 7, "p0005"),
+    ]
+    assert (
+        preflight.setup_check(manifest, lesions, settings, workers=2, parallel_from=0).problems
+        == alone
+    )

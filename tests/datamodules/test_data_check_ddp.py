@@ -35,12 +35,23 @@ def test_a_file_one_rank_cannot_read_leaves_the_ranks_in_agreement(tiny_phantom,
     pair_a = manifest[manifest["split"] == "train"]["pair_id"].iloc[0]
     file_b = manifest[manifest["split"] == "val"]["sm_path"].iloc[1]  # rank 1 reads val item 1
     pair_b = manifest[manifest["split"] == "val"]["pair_id"].iloc[1]
-    environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-                   "WORLD_SIZE": "2", "NODE_RANK": "0"}
-    ranks = [subprocess.Popen([sys.executable, str(SCRIPT), str(tiny_phantom), str(tmp_path),
-                               file_a, file_b], env={**environment, "LOCAL_RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
+    environment = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(tiny_phantom), str(tmp_path), file_a, file_b],
+            env={**environment, "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = []
     try:
         for process in ranks:
@@ -59,12 +70,19 @@ def test_a_file_one_rank_cannot_read_leaves_the_ranks_in_agreement(tiny_phantom,
     kept = list(tmp_path.glob("check-*.json"))
     assert len(kept) == 1
     assert [problem["pair_id"] for problem in json.loads(kept[0].read_text())["problems"]] == [
-        pair_a]
+        pair_a
+    ]
 
 
 def _module(folder: Path, **extra) -> PairedMammoDataModule:
-    return PairedMammoDataModule(manifest=str(folder), image_size=(128, 128), modalities=["sm"],
-                                 num_workers=0, on_bad_sample="skip", **extra)
+    return PairedMammoDataModule(
+        manifest=str(folder),
+        image_size=(128, 128),
+        modalities=["sm"],
+        num_workers=0,
+        on_bad_sample="skip",
+        **extra,
+    )
 
 
 def test_the_check_result_is_kept_and_used_until_the_data_change(tiny_phantom, tmp_path):
@@ -75,9 +93,17 @@ def test_the_check_result_is_kept_and_used_until_the_data_change(tiny_phantom, t
     (path,) = checks.glob("check-*.json")
     kept = json.loads(path.read_text())
     pair = first.tables("train")["pair_id"].iloc[0]
-    kept["problems"] = [{"file": "manifest.csv", "row": 2, "column": "sm_path",
-                         "reason": "written into the kept result", "kind": "test",
-                         "pair_id": pair, "path": None}]
+    kept["problems"] = [
+        {
+            "file": "manifest.csv",
+            "row": 2,
+            "column": "sm_path",
+            "reason": "written into the kept result",
+            "kind": "test",
+            "pair_id": pair,
+            "path": None,
+        }
+    ]
     path.write_text(json.dumps(kept))
     again = _module(tiny_phantom, check_dir=str(checks))
     again.setup("fit")  # the same data: the kept result, not a new check
@@ -85,8 +111,9 @@ def test_the_check_result_is_kept_and_used_until_the_data_change(tiny_phantom, t
     # a changed lesion table is other data: checked again (a copy of the folder, one box moved)
     copy = tmp_path / "copy"
     copy.mkdir()
-    (copy / "manifest.csv").write_text((tiny_phantom / "manifest.csv").read_text().replace(
-        "images/", f"{tiny_phantom}/images/"))
+    (copy / "manifest.csv").write_text(
+        (tiny_phantom / "manifest.csv").read_text().replace("images/", f"{tiny_phantom}/images/")
+    )
     lesions = pd.read_csv(tiny_phantom / "lesions.csv")
     lesions.loc[0, "x1"] += 1
     lesions.to_csv(copy / "lesions.csv", index=False)

@@ -159,11 +159,16 @@ def test_errors_name_the_file_and_no_patient_data(tmp_path):
     assert "Test^Phantom" not in message and "TEST-0001" not in message
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
-                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
-                                    {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16),
-                                     "bits_stored": 12}],
-                         ids=["minmax", "monochrome1", "window", "voi_lut"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"photometric": "MONOCHROME1"},
+        {"window": (2000.0, 3000.0), "bits_stored": 12},
+        {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16), "bits_stored": 12},
+    ],
+    ids=["minmax", "monochrome1", "window", "voi_lut"],
+)
 def test_the_value_table_windows_exactly_as_pixel_by_pixel(tmp_path, kwargs):
     """Large integer images are windowed through a table of their values: bit-identical."""
     from datamodules.dicom import _unit_range, read_dicom, to_unit_range
@@ -172,21 +177,30 @@ def test_the_value_table_windows_exactly_as_pixel_by_pixel(tmp_path, kwargs):
     pixels, dataset = read_dicom(path)
     assert pixels.dtype.kind == "u" and pixels.size > (1 << 16)
     for window in ("dicom", "minmax"):
-        assert np.array_equal(to_unit_range(pixels, dataset, window),
-                              _unit_range(pixels, dataset, window))
+        assert np.array_equal(
+            to_unit_range(pixels, dataset, window), _unit_range(pixels, dataset, window)
+        )
     signed = (pixels.astype(np.int32) - 30000).astype(np.int16)
-    assert np.array_equal(to_unit_range(signed, dataset, "minmax"),
-                          _unit_range(signed, dataset, "minmax"))
+    assert np.array_equal(
+        to_unit_range(signed, dataset, "minmax"), _unit_range(signed, dataset, "minmax")
+    )
 
 
 @pytest.mark.parametrize("laterality", ["L", "R", None])
-@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
-                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
-                                    {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16),
-                                     "bits_stored": 12},
-                                    {"voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000)
-                                     .astype(np.uint16), "bits_stored": 12}],
-                         ids=["minmax", "monochrome1", "window", "voi_lut", "voi_lut_not_monotone"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"photometric": "MONOCHROME1"},
+        {"window": (2000.0, 3000.0), "bits_stored": 12},
+        {"voi_lut": (np.sqrt(np.arange(4096)) * 60).astype(np.uint16), "bits_stored": 12},
+        {
+            "voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000).astype(np.uint16),
+            "bits_stored": 12,
+        },
+    ],
+    ids=["minmax", "monochrome1", "window", "voi_lut", "voi_lut_not_monotone"],
+)
 def test_load_image_windows_only_the_crop_and_gives_the_whole_image_path_exactly(
     tmp_path, kwargs, laterality
 ):
@@ -204,8 +218,9 @@ def test_load_image_windows_only_the_crop_and_gives_the_whole_image_path_exactly
     )
 
     side = laterality or "R"
-    image = breast_image(400, 320, side, markers=[(60 if side == "L" else 260, 100, 8)],
-                         burned_in_label=True)
+    image = breast_image(
+        400, 320, side, markers=[(60 if side == "L" else 260, 100, 8)], burned_in_label=True
+    )
     path = write_mammogram(tmp_path / "m.dcm", image, laterality, **kwargs)  # None: no tags
     out, geometry = load_image(path, INPUT_SIZE, laterality=laterality)
 
@@ -222,11 +237,19 @@ def test_load_image_windows_only_the_crop_and_gives_the_whole_image_path_exactly
     assert np.array_equal(out, apply_geometry(windowed, expected))
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"photometric": "MONOCHROME1"},
-                                    {"window": (2000.0, 3000.0), "bits_stored": 12},
-                                    {"voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000)
-                                     .astype(np.uint16), "bits_stored": 12}],
-                         ids=["minmax", "monochrome1", "window", "voi_lut_not_monotone"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"photometric": "MONOCHROME1"},
+        {"window": (2000.0, 3000.0), "bits_stored": 12},
+        {
+            "voi_lut": (np.abs(np.sin(np.arange(4096) / 300)) * 4000).astype(np.uint16),
+            "bits_stored": 12,
+        },
+    ],
+    ids=["minmax", "monochrome1", "window", "voi_lut_not_monotone"],
+)
 def test_the_value_tables_mask_equals_thresholding_the_windowed_values(tmp_path, kwargs):
     """``ValueTable.above`` (a comparison of stored values when the window crosses the threshold
     once, a gather otherwise) marks exactly the values whose windowed value exceeds it, at

@@ -107,8 +107,9 @@ def test_boxes_in_input_pixels_and_original_pixels(data_folder):
 
 
 def test_pathology_classes_map_and_drop(data_folder):
-    module = _module(data_folder, split_fractions=(0.0, 0.0, 1.0),
-                     pathology_classes={"malignant": 1})
+    module = _module(
+        data_folder, split_fractions=(0.0, 0.0, 1.0), pathology_classes={"malignant": 1}
+    )
     dataset = module.dataset("test")
     lesions = module.lesion_table("test")
     counts = Counter()

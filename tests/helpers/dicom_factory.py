@@ -289,7 +289,13 @@ def write_paired_folder(
             image = breast_image(height, width, laterality, markers=markers, seed=index)
             relative = f"images/{pair_id}_{modality}.dcm"
             write_mammogram(
-                folder / relative, image, laterality, view, photometric, bits, compression,
+                folder / relative,
+                image,
+                laterality,
+                view,
+                photometric,
+                bits,
+                compression,
                 patient_id=row["patient_id"],
                 study_uid=generate_uid(entropy_srcs=["dicom_factory", str(folder), row["exam_id"]]),
             )
@@ -333,7 +339,7 @@ def make_colour(path: str | os.PathLike) -> Path:
     """Rewrite a file as an 8-bit RGB image of the same picture."""
     path = Path(path)
     dataset = pydicom.dcmread(path)
-    grey = (dataset.pixel_array.astype(np.float64) / max(1, int(dataset.pixel_array.max())))
+    grey = dataset.pixel_array.astype(np.float64) / max(1, int(dataset.pixel_array.max()))
     rgb = np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 3, "RGB"
     dataset.PlanarConfiguration = 0

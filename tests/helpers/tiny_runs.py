@@ -37,16 +37,26 @@ TINY_PIPELINE = {
 def tiny_run_args(phantom, root, *extra: str) -> list[str]:
     """Overrides that make any demo stage config a seconds-long run on the tiny phantom."""
     return [
-        "--data.init_args.manifest", str(phantom),
-        "--data.init_args.lesions", str(phantom / "lesions.csv"),
-        "--data.init_args.cache_dir", "null",
-        "--data.init_args.image_size", TINY_SIZE,
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
+        "--data.init_args.manifest",
+        str(phantom),
+        "--data.init_args.lesions",
+        str(phantom / "lesions.csv"),
+        "--data.init_args.cache_dir",
+        "null",
+        "--data.init_args.image_size",
+        TINY_SIZE,
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
         *extra,
     ]
 
@@ -58,8 +68,16 @@ def run_stage(config: str, phantom, root, *extra: str) -> None:
     import cli
 
     try:
-        code = cli.main(["fit", "--config", str(CONFIGS / "data" / "phantom.yaml"),
-                         "--config", str(CONFIGS / config), *tiny_run_args(phantom, root, *extra)])
+        code = cli.main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "data" / "phantom.yaml"),
+                "--config",
+                str(CONFIGS / config),
+                *tiny_run_args(phantom, root, *extra),
+            ]
+        )
     finally:
         wandb.finish()
     assert code == 0

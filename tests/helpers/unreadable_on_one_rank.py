@@ -38,16 +38,37 @@ def main(phantom: str, out: str, file_a: str, file_b: str) -> None:
         return _open(file, *args, **kwargs)
 
     builtins.open = failing_open
-    data = PairedMammoDataModule(manifest=phantom, image_size=(128, 128), modalities=["sm"],
-                                 batch_size=2, num_workers=0, samples_per_epoch=12,
-                                 augment=False, on_bad_sample="skip", check_dir=out)
-    model = TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=(128, 128),
-                            architecture_overrides=TINY_ARCHITECTURE, fauc_n_boot=0,
-                            lr_schedule="constant")
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         default_root_dir=out)
+    data = PairedMammoDataModule(
+        manifest=phantom,
+        image_size=(128, 128),
+        modalities=["sm"],
+        batch_size=2,
+        num_workers=0,
+        samples_per_epoch=12,
+        augment=False,
+        on_bad_sample="skip",
+        check_dir=out,
+    )
+    model = TeacherDetector(
+        modality="sm",
+        architecture="efficientdet_d0",
+        image_size=(128, 128),
+        architecture_overrides=TINY_ARCHITECTURE,
+        fauc_n_boot=0,
+        lr_schedule="constant",
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=out,
+    )
     trainer.fit(model, datamodule=data)
     report = {
         "rank": trainer.global_rank,

@@ -34,10 +34,14 @@ def _random(shape, seed):
 
 # -- where a box lies on a level ----------------------------------------------------------------
 def test_cell_ranges_cover_the_cells_a_box_overlaps_and_at_least_its_centre():
-    boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0],   # cells 1..2 at stride 8
-                          [3.0, 3.0, 4.0, 4.0],       # sub-cell: its centre's cell only
-                          [16.0, 0.0, 24.0, 8.0],     # exactly one cell
-                          [30.0, 30.0, 40.0, 40.0]])  # reaches past the 4x4 map: clipped
+    boxes = torch.tensor(
+        [
+            [10.0, 10.0, 20.0, 20.0],  # cells 1..2 at stride 8
+            [3.0, 3.0, 4.0, 4.0],  # sub-cell: its centre's cell only
+            [16.0, 0.0, 24.0, 8.0],  # exactly one cell
+            [30.0, 30.0, 40.0, 40.0],
+        ]
+    )  # reaches past the 4x4 map: clipped
     cells = cell_ranges(boxes, 8, 4, 4).tolist()
     assert cells == [[1, 1, 2, 2], [0, 0, 0, 0], [0, 2, 0, 2], [3, 3, 3, 3]]
     assert cell_ranges(boxes[:2], 8, 4, 4, dilation=1).tolist() == [[0, 0, 3, 3], [0, 0, 1, 1]]
@@ -46,9 +50,15 @@ def test_cell_ranges_cover_the_cells_a_box_overlaps_and_at_least_its_centre():
 
 
 def test_foreground_weight_is_the_largest_one_over_box_area_covering_each_cell():
-    boxes = [torch.tensor([[0.0, 0.0, 16.0, 16.0],     # 2x2 cells: 1/4 each
-                           [8.0, 8.0, 12.0, 12.0]]),   # cell (1, 1) alone: 1
-             torch.zeros(0, 4)]
+    boxes = [
+        torch.tensor(
+            [
+                [0.0, 0.0, 16.0, 16.0],  # 2x2 cells: 1/4 each
+                [8.0, 8.0, 12.0, 12.0],
+            ]
+        ),  # cell (1, 1) alone: 1
+        torch.zeros(0, 4),
+    ]
     weights = foreground_weights(boxes, 8, 3, 3)
     expected = np.zeros((2, 3, 3))
     expected[0, :2, :2] = 0.25
@@ -57,8 +67,10 @@ def test_foreground_weight_is_the_largest_one_over_box_area_covering_each_cell()
 
 
 def test_lesion_boxes_reads_either_modality_or_both():
-    batch = {"sm_boxes": [torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.zeros(0, 4)],
-             "ffdm_boxes": [torch.tensor([[5.0, 6.0, 7.0, 8.0]]), torch.zeros(0, 4)]}
+    batch = {
+        "sm_boxes": [torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.zeros(0, 4)],
+        "ffdm_boxes": [torch.tensor([[5.0, 6.0, 7.0, 8.0]]), torch.zeros(0, 4)],
+    }
     assert lesion_boxes(batch, "both")[0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert lesion_boxes(batch, "ffdm")[0].tolist() == [[5, 6, 7, 8]]
     assert len(lesion_boxes(batch, "sm")[1]) == 0
@@ -78,11 +90,10 @@ def test_cosine_term_is_eq2_exactly_as_before():
 
 def test_masked_cosine_by_hand():
     z, h = _random((1, 3, 2, 3), 5), _random((1, 3, 2, 3), 6)
-    boxes = [torch.tensor([[0.0, 0.0, 8.0, 16.0]])]   # cells (0, 0) and (1, 0): 1/2 each
+    boxes = [torch.tensor([[0.0, 0.0, 8.0, 16.0]])]  # cells (0, 0) and (1, 0): 1/2 each
     term = LossTerm({"kind": "masked_cosine", "fg_weight": 3.0, "bg_weight": 0.5}, [3])
     value = term([z], [h], boxes, [8], level_similarities([z], [h]))
-    one_minus = {(y, x): 1 - _cos(z[0, :, y, x], h[0, :, y, x]) for y in range(2)
-                 for x in range(3)}
+    one_minus = {(y, x): 1 - _cos(z[0, :, y, x], h[0, :, y, x]) for y in range(2) for x in range(3)}
     foreground = (0.5 * one_minus[0, 0] + 0.5 * one_minus[1, 0]) / 1.0
     background = np.mean([v for (y, x), v in one_minus.items() if x != 0])
     assert float(value) == pytest.approx(3.0 * foreground + 0.5 * background, rel=1e-12)
@@ -156,22 +167,30 @@ def test_levels_are_averaged_with_their_weights():
     z = [_random((1, 2, 2, 2), 11), _random((1, 2, 1, 1), 12)]
     h = [_random((1, 2, 2, 2), 13), _random((1, 2, 1, 1), 14)]
     term = LossTerm({"kind": "pkd", "level_weights": [1.0, 3.0]}, [3, 4])
-    single = [float(LossTerm({"kind": "pkd", "levels": [level]}, [3, 4])(z, h, None, [8, 16],
-                                                                         None))
-              for level in (3, 4)]
+    single = [
+        float(LossTerm({"kind": "pkd", "levels": [level]}, [3, 4])(z, h, None, [8, 16], None))
+        for level in (3, 4)
+    ]
     assert float(term(z, h, None, [8, 16], None)) == pytest.approx(
-        (single[0] + 3 * single[1]) / 4, rel=1e-12)
+        (single[0] + 3 * single[1]) / 4, rel=1e-12
+    )
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ({"kind": "mse"}, r"losses\[0\].kind must be one of"),
-    ({"kind": "cwd", "temperature": 2}, r"losses\[0\]: cwd takes \['tau'\] .* unknown "
-                                        r"\['temperature'\]"),
-    ({"kind": "cwd", "tau": 0}, r"losses\[0\].tau: 0 is not allowed"),
-    ({"kind": "cosine", "levels": [6]}, r"losses\[0\].levels \[6\]: this model's BiFPN levels"),
-    ({"kind": "masked_cosine", "boxes": "ct"}, r"losses\[0\].boxes: 'ct' is not allowed"),
-    ({"kind": "pkd", "weight": 0}, r"losses\[0\].weight must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "mse"}, r"losses\[0\].kind must be one of"),
+        (
+            {"kind": "cwd", "temperature": 2},
+            r"losses\[0\]: cwd takes \['tau'\] .* unknown "
+            r"\['temperature'\]",
+        ),
+        ({"kind": "cwd", "tau": 0}, r"losses\[0\].tau: 0 is not allowed"),
+        ({"kind": "cosine", "levels": [6]}, r"losses\[0\].levels \[6\]: this model's BiFPN levels"),
+        ({"kind": "masked_cosine", "boxes": "ct"}, r"losses\[0\].boxes: 'ct' is not allowed"),
+        ({"kind": "pkd", "weight": 0}, r"losses\[0\].weight must be > 0"),
+    ],
+)
 def test_bad_terms_are_refused_naming_the_key(spec, message):
     with pytest.raises(ValueError, match=message):
         build_terms([spec], [3, 4, 5])
@@ -189,10 +208,13 @@ def _batch(pairs=2, seed=0):
 
 
 def test_student_loss_is_the_weighted_sum_of_its_terms(tiny_artifacts):
-    losses = [{"kind": "masked_cosine", "weight": 2.0, "fg_weight": 4.0, "dilation": 1},
-              {"kind": "cwd", "weight": 0.5, "tau": 4.0, "levels": [3]}]
-    student = DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
-                             image_size=SIZE, losses=losses).eval()
+    losses = [
+        {"kind": "masked_cosine", "weight": 2.0, "fg_weight": 4.0, "dilation": 1},
+        {"kind": "cwd", "weight": 0.5, "tau": 4.0, "levels": [3]},
+    ]
+    student = DistillStudent(
+        ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE, losses=losses
+    ).eval()
     batch = _batch()
     with torch.no_grad():
         z = student.project(student.student_features(batch["sm"]))
@@ -201,11 +223,20 @@ def test_student_loss_is_the_weighted_sum_of_its_terms(tiny_artifacts):
         masked = LossTerm(losses[0], [3, 4, 5])(z, h, boxes, [8, 16, 32], None)
         cwd = LossTerm(losses[1], [3, 4, 5])(z, h, None, [8, 16, 32], None)
         assert float(student(batch)) == pytest.approx(float(2.0 * masked + 0.5 * cwd), rel=1e-6)
-    assert student.artifact_spec()["losses"][1] == {"kind": "cwd", "weight": 0.5, "levels": [3],
-                                                    "level_weights": [1.0], "tau": 4.0}
+    assert student.artifact_spec()["losses"][1] == {
+        "kind": "cwd",
+        "weight": 0.5,
+        "levels": [3],
+        "level_weights": [1.0],
+        "tau": 4.0,
+    }
     with pytest.raises(ValueError, match="with `losses`, give them inside each term"):
-        DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE,
-                       losses=losses, levels=[3])
+        DistillStudent(
+            ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
+            image_size=SIZE,
+            losses=losses,
+            levels=[3],
+        )
 
 
 def test_self_distillation_control_learns_a_from_the_same_sm(tiny_artifacts):
@@ -221,21 +252,36 @@ def test_self_distillation_control_learns_a_from_the_same_sm(tiny_artifacts):
         expected = -level_similarities(z, h).mean()
         assert float(student(batch)) == pytest.approx(float(expected), rel=1e-6)
     with pytest.raises(ValueError, match="exactly one teacher"):
-        DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), sm_teacher=sm,
-                       image_size=SIZE)
+        DistillStudent(
+            ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), sm_teacher=sm, image_size=SIZE
+        )
     with pytest.raises(ValueError, match="expected a stage-1 TeacherDetector on sm"):
         DistillStudent(sm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE)
 
 
-def test_validation_logs_similarity_at_lesions_and_background_per_level(tiny_artifacts,
-                                                                      tiny_phantom, tmp_path):
+def test_validation_logs_similarity_at_lesions_and_background_per_level(
+    tiny_artifacts, tiny_phantom, tmp_path
+):
     run = tmp_path / "stage2"
-    run_stage("demo/stage2_distill.yaml", tiny_phantom, run, "--trainer.max_epochs", "1",
-              "--data.init_args.samples_per_epoch", "8",
-              "--trainer.limit_val_batches", "2", "--trainer.logger", "false",
-              "--model.init_args.ffdm_teacher", str(tiny_artifacts["ffdm"] / "artifact"),
-              "--model.init_args.init_from", str(tiny_artifacts["ffdm"] / "artifact"),
-              "--model.init_args.losses", '[{"kind": "roi_cosine"}, {"kind": "cosine"}]')
+    run_stage(
+        "demo/stage2_distill.yaml",
+        tiny_phantom,
+        run,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.samples_per_epoch",
+        "8",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.logger",
+        "false",
+        "--model.init_args.ffdm_teacher",
+        str(tiny_artifacts["ffdm"] / "artifact"),
+        "--model.init_args.init_from",
+        str(tiny_artifacts["ffdm"] / "artifact"),
+        "--model.init_args.losses",
+        '[{"kind": "roi_cosine"}, {"kind": "cosine"}]',
+    )
     import pandas as pd
 
     history = pd.read_csv(run / "history.csv").dropna(subset=["val_cosine"]).iloc[-1]

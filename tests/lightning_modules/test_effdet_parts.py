@@ -23,8 +23,10 @@ SIZE = (256, 256)
 def _batch(size=SIZE):
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 1, *size, generator=generator)
-    boxes = [torch.tensor([[30.0, 40.0, 90.0, 120.0]]),
-             torch.tensor([[10.0, 10.0, 50.0, 40.0], [120.0, 100.0, 200.0, 230.0]])]
+    boxes = [
+        torch.tensor([[30.0, 40.0, 90.0, 120.0]]),
+        torch.tensor([[10.0, 10.0, 50.0, 40.0], [120.0, 100.0, 200.0, 230.0]]),
+    ]
     labels = [torch.tensor([0]), torch.tensor([0, 0])]
     return {"sm": images, "sm_boxes": boxes, "sm_labels": labels, "pair_id": ["p0", "p1"]}
 
@@ -32,8 +34,12 @@ def _batch(size=SIZE):
 def test_training_loss_equals_effdet_detbenchtrain():
     alpha, gamma = 0.9, 2.5
     teacher = TeacherDetector(
-        modality="sm", architecture="efficientdet_d0", image_size=SIZE, num_classes=1,
-        focal_alpha=alpha, focal_gamma=gamma,
+        modality="sm",
+        architecture="efficientdet_d0",
+        image_size=SIZE,
+        num_classes=1,
+        focal_alpha=alpha,
+        focal_gamma=gamma,
     ).eval()
 
     # effdet's own bench, configured independently of build_config.
@@ -51,8 +57,10 @@ def test_training_loss_equals_effdet_detbenchtrain():
 
     batch = _batch()
     target = {
-        "bbox": torch.full((2, 2, 4), -1.0), "cls": torch.full((2, 2), -1.0),
-        "img_scale": torch.ones(2), "img_size": torch.tensor([SIZE, SIZE], dtype=torch.float32),
+        "bbox": torch.full((2, 2, 4), -1.0),
+        "cls": torch.full((2, 2), -1.0),
+        "img_scale": torch.ones(2),
+        "img_size": torch.tensor([SIZE, SIZE], dtype=torch.float32),
     }
     for index, (boxes, labels) in enumerate(zip(batch["sm_boxes"], batch["sm_labels"])):
         target["bbox"][index, : len(boxes)] = boxes[:, [1, 0, 3, 2]]
@@ -139,8 +147,10 @@ def test_weights_of_another_architecture_are_refused(tmp_path, tiny_architecture
     torch.save(_coco_model().state_dict(), path)
     with pytest.raises(ValueError, match="does not fit this model's backbone"):
         TeacherDetector(
-            architecture="efficientdet_d0", image_size=(128, 128),
-            architecture_overrides=tiny_architecture, pretrained=str(path),
+            architecture="efficientdet_d0",
+            image_size=(128, 128),
+            architecture_overrides=tiny_architecture,
+            pretrained=str(path),
         )
 
 
@@ -171,7 +181,12 @@ def test_effdet_architecture_has_five_bifpn_levels():
     config = build_config("tf_efficientdet_d0", SIZE, 1)
     features = FeatureExtractor(config).eval()(torch.rand(1, 3, *SIZE))
     assert [tuple(level.shape[-2:]) for level in features] == [
-        (32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]  # P3..P7
+        (32, 32),
+        (16, 16),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+    ]  # P3..P7
 
 
 def test_config_errors_name_the_problem():
@@ -183,7 +198,8 @@ def test_config_errors_name_the_problem():
 
 def test_decoded_detections_are_xyxy_inside_the_input(tiny_architecture):
     teacher = TeacherDetector(
-        architecture="efficientdet_d0", image_size=(128, 128),
+        architecture="efficientdet_d0",
+        image_size=(128, 128),
         architecture_overrides=tiny_architecture,
     ).eval()
     batch = _batch((128, 128))

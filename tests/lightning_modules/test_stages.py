@@ -21,7 +21,7 @@ SIZE = (128, 128)
 def _state(path, prefix):
     """The ``prefix*`` tensors of a checkpoint's state dict, prefix stripped."""
     state = read_checkpoint(path)["state_dict"]
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def _artifact_state(run, prefix):
@@ -40,15 +40,37 @@ def _changed(before, after):
 @pytest.fixture(scope="module")
 def stage3_runs(tiny_artifacts, tiny_phantom, tmp_path_factory):
     base = tmp_path_factory.mktemp("stage3")
-    short = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "2",
-             "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"]
+    short = [
+        "--trainer.max_steps",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.logger",
+        "false",
+    ]
     sm = str(tiny_artifacts["sm"] / "artifact")
-    run_stage("demo/stage3_fused.yaml", tiny_phantom, base / "fused", *short,
-              "--model.init_args.sm_teacher", sm,
-              "--model.init_args.partner", str(tiny_artifacts["stage2"] / "artifact"))
-    run_stage("demo/upper_bound.yaml", tiny_phantom, base / "upper_bound", *short,
-              "--model.init_args.sm_teacher", sm,
-              "--model.init_args.partner", str(tiny_artifacts["ffdm"] / "artifact"))
+    run_stage(
+        "demo/stage3_fused.yaml",
+        tiny_phantom,
+        base / "fused",
+        *short,
+        "--model.init_args.sm_teacher",
+        sm,
+        "--model.init_args.partner",
+        str(tiny_artifacts["stage2"] / "artifact"),
+    )
+    run_stage(
+        "demo/upper_bound.yaml",
+        tiny_phantom,
+        base / "upper_bound",
+        *short,
+        "--model.init_args.sm_teacher",
+        sm,
+        "--model.init_args.partner",
+        str(tiny_artifacts["ffdm"] / "artifact"),
+    )
     return {"fused": base / "fused", "upper_bound": base / "upper_bound"}
 
 
@@ -75,19 +97,19 @@ def test_stage2_leaves_the_ffdm_teacher_bit_identical(tiny_artifacts):
 
 def test_stage3_leaves_the_student_bit_identical_and_fine_tunes_a(tiny_artifacts, stage3_runs):
     last = stage3_runs["fused"] / "checkpoints" / "last.ckpt"
-    assert _identical(_state(last, "partner."),
-                      _artifact_state(tiny_artifacts["stage2"], "extractor."))
-    changed = _changed(_artifact_state(tiny_artifacts["sm"], "extractor."),
-                       _state(last, "extractor."))
+    assert _identical(
+        _state(last, "partner."), _artifact_state(tiny_artifacts["stage2"], "extractor.")
+    )
+    changed = _changed(
+        _artifact_state(tiny_artifacts["sm"], "extractor."), _state(last, "extractor.")
+    )
     assert len(changed) > 10, "A was not fine-tuned"
 
 
 def test_upper_bound_trains_both_extractors(tiny_artifacts, stage3_runs):
     last = stage3_runs["upper_bound"] / "checkpoints" / "last.ckpt"
-    assert _changed(_artifact_state(tiny_artifacts["sm"], "extractor."),
-                    _state(last, "extractor."))
-    assert _changed(_artifact_state(tiny_artifacts["ffdm"], "extractor."),
-                    _state(last, "partner."))
+    assert _changed(_artifact_state(tiny_artifacts["sm"], "extractor."), _state(last, "extractor."))
+    assert _changed(_artifact_state(tiny_artifacts["ffdm"], "extractor."), _state(last, "partner."))
 
 
 def test_stage3_artifact_holds_the_inference_model(stage3_runs, tiny_artifacts):
@@ -96,8 +118,10 @@ def test_stage3_artifact_holds_the_inference_model(stage3_runs, tiny_artifacts):
     assert artifact.meta["input_modalities"] == ["sm"]
     prefixes = {key.split(".")[0] for key in artifact.state()}
     assert prefixes == {"extractor", "partner", "head"}
-    assert artifact.meta["inputs"]["partner"]["sha256"] == read_artifact(
-        tiny_artifacts["stage2"] / "artifact").meta["weights_sha256"]
+    assert (
+        artifact.meta["inputs"]["partner"]["sha256"]
+        == read_artifact(tiny_artifacts["stage2"] / "artifact").meta["weights_sha256"]
+    )
     upper = read_artifact(stage3_runs["upper_bound"] / "artifact")
     assert upper.meta["variant"] == "upper_bound"
     assert upper.meta["input_modalities"] == ["sm", "ffdm"]
@@ -105,8 +129,13 @@ def test_stage3_artifact_holds_the_inference_model(stage3_runs, tiny_artifacts):
 
 # -- Eq. 2 -------------------------------------------------------------------------------------
 def test_stage2_loss_equals_negative_eq2_by_hand(tiny_artifacts):
-    student = DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
-                             image_size=SIZE, levels=[3, 4], level_weights=[1.0, 3.0], eps=1e-6)
+    student = DistillStudent(
+        ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
+        image_size=SIZE,
+        levels=[3, 4],
+        level_weights=[1.0, 3.0],
+        eps=1e-6,
+    )
     assert student.level_numbers == [3, 4, 5]
     generator = torch.Generator().manual_seed(1)
     shapes = [(2, 4, 3, 5), (2, 4, 2, 2), (2, 4, 1, 1)]
@@ -134,14 +163,21 @@ def test_stage2_loss_equals_negative_eq2_by_hand(tiny_artifacts):
 
 
 def test_stage2_loss_of_a_batch_is_the_cosine_of_projected_student_and_teacher(tiny_artifacts):
-    student = DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
-                             image_size=SIZE).eval()
+    student = DistillStudent(
+        ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE
+    ).eval()
     batch = _batch(("sm", "ffdm"))
     with torch.no_grad():
         z = student.project(student.student_features(batch["sm"]))
         h = student.teacher_features(batch["ffdm"])
-        expected = -torch.stack([torch.nn.functional.cosine_similarity(
-            zl.double(), hl.double(), dim=1, eps=1e-8).mean() for zl, hl in zip(z, h)]).mean()
+        expected = -torch.stack(
+            [
+                torch.nn.functional.cosine_similarity(
+                    zl.double(), hl.double(), dim=1, eps=1e-8
+                ).mean()
+                for zl, hl in zip(z, h)
+            ]
+        ).mean()
         assert float(student(batch)) == pytest.approx(float(expected), abs=1e-5)
 
 
@@ -158,71 +194,105 @@ def test_projection_keeps_each_levels_shape(kind):
 # -- the head's start, and inference from the SM alone ------------------------------------------
 def test_head_init_from_sm_teacher_starts_exactly_at_model_sm(tiny_artifacts):
     sm = str(tiny_artifacts["sm"] / "artifact")
-    model_sm = TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=SIZE,
-                               architecture_overrides=read_artifact(sm).meta[
-                                   "architecture_overrides"], pretrained=sm).eval()
-    fused = FusedDetector(sm_teacher=sm, partner=str(tiny_artifacts["stage2"] / "artifact"),
-                          image_size=SIZE, head_init="sm_teacher").eval()
+    model_sm = TeacherDetector(
+        modality="sm",
+        architecture="efficientdet_d0",
+        image_size=SIZE,
+        architecture_overrides=read_artifact(sm).meta["architecture_overrides"],
+        pretrained=sm,
+    ).eval()
+    fused = FusedDetector(
+        sm_teacher=sm,
+        partner=str(tiny_artifacts["stage2"] / "artifact"),
+        image_size=SIZE,
+        head_init="sm_teacher",
+    ).eval()
     batch = _batch(seed=4)
     expected, actual = model_sm.detections(batch), fused.detections(batch)
     assert sum(len(d["scores"]) for d in expected) > 10
     for one, other in zip(expected, actual):
         assert torch.allclose(one["scores"], other["scores"], atol=1e-5)
         assert torch.allclose(one["boxes"], other["boxes"], atol=1e-5)
-    random_head = FusedDetector(sm_teacher=sm, partner=str(tiny_artifacts["stage2"] / "artifact"),
-                                image_size=SIZE, head_init="random").eval()
+    random_head = FusedDetector(
+        sm_teacher=sm,
+        partner=str(tiny_artifacts["stage2"] / "artifact"),
+        image_size=SIZE,
+        head_init="random",
+    ).eval()
     scores = random_head.detections(batch)[0]["scores"]
     assert not torch.allclose(scores[:5], expected[0]["scores"][:5], atol=1e-5)
 
 
-def test_fused_model_predicts_from_the_sm_alone_and_base_ub_refuses(tiny_artifacts,
-                                                                     tiny_phantom):
+def test_fused_model_predicts_from_the_sm_alone_and_base_ub_refuses(tiny_artifacts, tiny_phantom):
     sm = str(tiny_artifacts["sm"] / "artifact")
-    fused = FusedDetector(sm_teacher=sm, partner=str(tiny_artifacts["stage2"] / "artifact"),
-                          image_size=SIZE).eval()
-    data = PairedMammoDataModule(str(tiny_phantom), image_size=SIZE, modalities=["sm"],
-                                 num_workers=0, batch_size=3, cache_dir=None)
+    fused = FusedDetector(
+        sm_teacher=sm, partner=str(tiny_artifacts["stage2"] / "artifact"), image_size=SIZE
+    ).eval()
+    data = PairedMammoDataModule(
+        str(tiny_phantom),
+        image_size=SIZE,
+        modalities=["sm"],
+        num_workers=0,
+        batch_size=3,
+        cache_dir=None,
+    )
     data.setup()
     batch = next(iter(data.test_dataloader()))
     assert "ffdm" not in batch
     detections = fused.predict_step(batch, 0)
     assert len(detections) == 3 and all(len(d["boxes_original"]) > 0 for d in detections)
-    upper = FusedDetector(sm_teacher=sm, partner=str(tiny_artifacts["ffdm"] / "artifact"),
-                          image_size=SIZE).eval()
+    upper = FusedDetector(
+        sm_teacher=sm, partner=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE
+    ).eval()
     with pytest.raises(ValueError, match="BASE_UB .* reads the FFDM as well as the SM"):
         upper.predict_step(batch, 0)
 
 
 # -- artifacts that do not fit -----------------------------------------------------------------
 def test_a_d0_teacher_is_refused_by_a_student_built_for_d1(tiny_artifacts):
-    with pytest.raises(ValueError, match=r"fpn_channels 32 \(efficientdet_d0\).*fpn_channels "
-                                         r"88 \(efficientdet_d1\)"):
-        DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=SIZE,
-                       architecture="efficientdet_d1")
+    with pytest.raises(
+        ValueError,
+        match=r"fpn_channels 32 \(efficientdet_d0\).*fpn_channels "
+        r"88 \(efficientdet_d1\)",
+    ):
+        DistillStudent(
+            ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
+            image_size=SIZE,
+            architecture="efficientdet_d1",
+        )
 
 
 def test_a_stage2_artifact_is_refused_as_sm_teacher(tiny_artifacts):
     stage2 = tiny_artifacts["stage2"] / "artifact"
-    with pytest.raises(ValueError, match=f"sm_teacher {stage2} is a stage-2 DistillStudent; "
-                                         "expected a stage-1 TeacherDetector on sm"):
+    with pytest.raises(
+        ValueError,
+        match=f"sm_teacher {stage2} is a stage-2 DistillStudent; "
+        "expected a stage-1 TeacherDetector on sm",
+    ):
         FusedDetector(sm_teacher=str(stage2), partner=str(stage2), image_size=SIZE)
 
 
 def test_an_sm_teacher_is_refused_as_ffdm_teacher(tiny_artifacts):
     sm = tiny_artifacts["sm"] / "artifact"
-    with pytest.raises(ValueError, match=f"ffdm_teacher {sm} is a stage-1 TeacherDetector on "
-                                         "sm; expected a stage-1 TeacherDetector on ffdm"):
+    with pytest.raises(
+        ValueError,
+        match=f"ffdm_teacher {sm} is a stage-1 TeacherDetector on "
+        "sm; expected a stage-1 TeacherDetector on ffdm",
+    ):
         DistillStudent(ffdm_teacher=str(sm), image_size=SIZE)
-    with pytest.raises(ValueError, match="expected a stage-2 DistillStudent or a stage-1 "
-                                         "TeacherDetector on ffdm"):
+    with pytest.raises(
+        ValueError, match="expected a stage-2 DistillStudent or a stage-1 TeacherDetector on ffdm"
+    ):
         FusedDetector(sm_teacher=str(sm), partner=str(sm), image_size=SIZE)
 
 
 def test_an_artifact_of_another_image_size_is_refused(tiny_artifacts):
-    with pytest.raises(ValueError, match=r"trained at image_size \[128, 128\]; this model is "
-                                         r"built for image_size \[256, 256\]"):
-        DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"),
-                       image_size=(256, 256))
+    with pytest.raises(
+        ValueError,
+        match=r"trained at image_size \[128, 128\]; this model is "
+        r"built for image_size \[256, 256\]",
+    ):
+        DistillStudent(ffdm_teacher=str(tiny_artifacts["ffdm"] / "artifact"), image_size=(256, 256))
 
 
 def test_a_changed_weight_file_is_refused(tiny_artifacts, tmp_path):
@@ -274,23 +344,34 @@ def test_pretrained_accepts_our_artifacts_and_checkpoints(tiny_artifacts, source
     run = tiny_artifacts["ffdm"]
     path = run / "artifact" if source == "artifact" else run / "checkpoints" / "last.ckpt"
     overrides = read_artifact(run / "artifact").meta["architecture_overrides"]
-    model = TeacherDetector(modality="ffdm", architecture="efficientdet_d0", image_size=SIZE,
-                            architecture_overrides=overrides, pretrained=str(path))
+    model = TeacherDetector(
+        modality="ffdm",
+        architecture="efficientdet_d0",
+        image_size=SIZE,
+        architecture_overrides=overrides,
+        pretrained=str(path),
+    )
     expected = _artifact_state(run, "extractor.")
-    assert _identical({key: value for key, value in model.extractor.state_dict().items()},
-                      expected)
+    assert _identical({key: value for key, value in model.extractor.state_dict().items()}, expected)
     assert _identical(model.head.state_dict(), _artifact_state(run, "head."))
 
 
-def test_a_fused_artifact_as_pretrained_of_a_single_detector_is_refused(tiny_artifacts,
-                                                                         stage3_runs):
+def test_a_fused_artifact_as_pretrained_of_a_single_detector_is_refused(
+    tiny_artifacts, stage3_runs
+):
     path = stage3_runs["fused"] / "artifact"
     overrides = read_artifact(tiny_artifacts["sm"] / "artifact").meta["architecture_overrides"]
     with pytest.raises(ValueError) as error:
-        TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=SIZE,
-                        architecture_overrides=overrides, pretrained=str(path))
-    assert str(error.value).startswith(f"{path} is a stage-3 FusedDetector (fused), whose head "
-                                       "reads two feature sets side by side")
+        TeacherDetector(
+            modality="sm",
+            architecture="efficientdet_d0",
+            image_size=SIZE,
+            architecture_overrides=overrides,
+            pretrained=str(path),
+        )
+    assert str(error.value).startswith(
+        f"{path} is a stage-3 FusedDetector (fused), whose head reads two feature sets side by side"
+    )
     assert "SM teacher's (Stage I) artifact" in str(error.value)
 
 
@@ -310,37 +391,68 @@ def test_a_truncated_checkpoint_is_named_in_one_line(tiny_artifacts, tmp_path, c
 
     checkpoint = tmp_path / "cut.ckpt"
     checkpoint.write_bytes((tiny_artifacts["sm"] / "checkpoints" / "last.ckpt").read_bytes()[:5000])
-    code = cli.main(["test", "--config", "configs/data/phantom.yaml", "--config",
-                     "configs/demo/stage1_sm.yaml", "--ckpt_path", str(checkpoint)])
+    code = cli.main(
+        [
+            "test",
+            "--config",
+            "configs/data/phantom.yaml",
+            "--config",
+            "configs/demo/stage1_sm.yaml",
+            "--ckpt_path",
+            str(checkpoint),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error == [error[0]] and error[0].startswith(f"error: ckpt_path: cannot read "
-                                                       f"checkpoint {checkpoint}")
+    assert error == [error[0]] and error[0].startswith(
+        f"error: ckpt_path: cannot read checkpoint {checkpoint}"
+    )
     with pytest.raises(ValueError, match=f"cannot read checkpoint {checkpoint}"):
         export_checkpoint(checkpoint, tmp_path / "out")
 
 
-@pytest.mark.parametrize("argument, message", [
-    ("--model.init_args.focal_alpha=2.0", "model.init_args.focal_alpha: must lie in [0, 1]"),
-    ("--model.init_args.focal_gamma=-1", "model.init_args.focal_gamma: must be >= 0"),
-    ("--model.init_args.learning_rate=0", "model.init_args.learning_rate: must be > 0"),
-    ("--data.init_args.batch_size=0", "data.init_args.batch_size: must be >= 1"),
-    ("--model.init_args.architecture=efficientdet_d9",
-     "model.init_args.architecture: unknown effdet architecture 'efficientdet_d9'; did you "
-     "mean efficientdet_d5"),
-    ("--data.init_args.image_size=[300, 256]",
-     "data.init_args.image_size: [300, 256] must be divisible by 2**max_level = 32"),
-    ("--model.init_args.pretrained=nowhere.pth",
-     "model.init_args.pretrained: nowhere.pth does not exist"),
-])
-def test_a_config_value_that_cannot_work_is_refused_in_one_line(argument, message, tiny_phantom,
-                                                               capsys):
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("--model.init_args.focal_alpha=2.0", "model.init_args.focal_alpha: must lie in [0, 1]"),
+        ("--model.init_args.focal_gamma=-1", "model.init_args.focal_gamma: must be >= 0"),
+        ("--model.init_args.learning_rate=0", "model.init_args.learning_rate: must be > 0"),
+        ("--data.init_args.batch_size=0", "data.init_args.batch_size: must be >= 1"),
+        (
+            "--model.init_args.architecture=efficientdet_d9",
+            "model.init_args.architecture: unknown effdet architecture 'efficientdet_d9'; did you "
+            "mean efficientdet_d5",
+        ),
+        (
+            "--data.init_args.image_size=[300, 256]",
+            "data.init_args.image_size: [300, 256] must be divisible by 2**max_level = 32",
+        ),
+        (
+            "--model.init_args.pretrained=nowhere.pth",
+            "model.init_args.pretrained: nowhere.pth does not exist",
+        ),
+    ],
+)
+def test_a_config_value_that_cannot_work_is_refused_in_one_line(
+    argument, message, tiny_phantom, capsys
+):
     import cli
 
-    code = cli.main(["fit", "--config", "configs/data/phantom.yaml", "--config",
-                     "configs/demo/stage1_sm.yaml", "--data.init_args.manifest",
-                     str(tiny_phantom), "--data.init_args.cache_dir", "null", argument,
-                     "--trainer.logger=false"])
+    code = cli.main(
+        [
+            "fit",
+            "--config",
+            "configs/data/phantom.yaml",
+            "--config",
+            "configs/demo/stage1_sm.yaml",
+            "--data.init_args.manifest",
+            str(tiny_phantom),
+            "--data.init_args.cache_dir",
+            "null",
+            argument,
+            "--trainer.logger=false",
+        ]
+    )
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
@@ -348,33 +460,59 @@ def test_a_config_value_that_cannot_work_is_refused_in_one_line(argument, messag
 
 def test_the_modules_refuse_the_same_values_when_built_in_python(tiny_architecture):
     with pytest.raises(ValueError, match="focal_alpha must lie in"):
-        TeacherDetector(architecture="efficientdet_d0", image_size=SIZE, focal_alpha=2.0,
-                        architecture_overrides=tiny_architecture)
+        TeacherDetector(
+            architecture="efficientdet_d0",
+            image_size=SIZE,
+            focal_alpha=2.0,
+            architecture_overrides=tiny_architecture,
+        )
     with pytest.raises(ValueError, match="did you mean efficientdet_d0"):
         TeacherDetector(architecture="efficientdet_d00", image_size=SIZE)
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
-        TeacherDetector(architecture="efficientdet_d0", image_size=SIZE, learning_rate=0.0,
-                        architecture_overrides=tiny_architecture)
+        TeacherDetector(
+            architecture="efficientdet_d0",
+            image_size=SIZE,
+            learning_rate=0.0,
+            architecture_overrides=tiny_architecture,
+        )
 
 
 def test_a_non_finite_loss_stops_the_run_and_leaves_the_checkpoint(tiny_artifacts, tmp_path):
     import pytorch_lightning as pl
 
     sm = tiny_artifacts["sm"] / "artifact"
-    model = TeacherDetector(modality="sm", architecture="efficientdet_d0", image_size=SIZE,
-                            architecture_overrides=read_artifact(sm).meta[
-                                "architecture_overrides"], pretrained=str(sm))
+    model = TeacherDetector(
+        modality="sm",
+        architecture="efficientdet_d0",
+        image_size=SIZE,
+        architecture_overrides=read_artifact(sm).meta["architecture_overrides"],
+        pretrained=str(sm),
+    )
     batch = _batch(seed=2, pairs=2)
     bad = dict(batch, sm=torch.full_like(batch["sm"], float("nan")))
     checkpoint = tmp_path / "good.ckpt"
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
     trainer.save_checkpoint(checkpoint)
     saved = checkpoint.read_bytes()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
-    with pytest.raises(FloatingPointError,
-                       match=r"non-finite training loss \(nan\) at training step 5 \(pairs p0, p1"):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite training loss \(nan\) at training step 5 \(pairs p0, p1",
+    ):
         trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader([bad], batch_size=None))
     assert checkpoint.read_bytes() == saved

@@ -158,8 +158,9 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
         f"{truth} column y2: missing required column (has 'image_id', 'x1', 'y1', 'x2')",
     ]
     lines = str(caught.value).splitlines()
-    assert lines[0].startswith("8 problem(s) in the evaluation files (row numbers count the "
-                               "header as row 1")
+    assert lines[0].startswith(
+        "8 problem(s) in the evaluation files (row numbers count the header as row 1"
+    )
     assert lines[1:9] == [f"  {problem}" for problem in problems]
 
 
@@ -239,21 +240,31 @@ def test_a_repeated_prediction_row_is_refused(csv_files, capsys):
     with csv_files["predictions"].open("a") as handle:
         handle.write("1,100,100,150,150,0.8,0\n")
     error = refused(csv_files, capsys)
-    assert (f"{csv_files['predictions']} row 8: repeats row 4: the same image_id, box, score "
-            "and label, a detection counted twice") in error
+    assert (
+        f"{csv_files['predictions']} row 8: repeats row 4: the same image_id, box, score "
+        "and label, a detection counted twice"
+    ) in error
 
 
 def test_a_repeated_ground_truth_row_is_refused(csv_files, capsys):
     with csv_files["ground_truth"].open("a") as handle:
         handle.write(" 3 ,500,500,540,560,mass\n")  # the id as the manifest reader reads it
     error = refused(csv_files, capsys)
-    assert (f"{csv_files['ground_truth']} row 5: repeats row 4: the same image_id and box, a "
-            "lesion counted twice") in error
+    assert (
+        f"{csv_files['ground_truth']} row 5: repeats row 4: the same image_id and box, a "
+        "lesion counted twice"
+    ) in error
 
 
-@pytest.mark.parametrize("score, message", [
-    ("1.5", "1.5 is not in [0, 1]"), ("-0.1", "-0.1 is not in [0, 1]"),
-    ("inf", "'inf' is not a finite number"), ("nan", "'nan' is not a finite number")])
+@pytest.mark.parametrize(
+    "score, message",
+    [
+        ("1.5", "1.5 is not in [0, 1]"),
+        ("-0.1", "-0.1 is not in [0, 1]"),
+        ("inf", "'inf' is not a finite number"),
+        ("nan", "'nan' is not a finite number"),
+    ],
+)
 def test_a_score_outside_0_1_or_not_finite_is_refused(csv_files, capsys, score, message):
     with csv_files["predictions"].open("a") as handle:
         handle.write(f"02,10,10,20,20,{score},0\n")
@@ -261,16 +272,17 @@ def test_a_score_outside_0_1_or_not_finite_is_refused(csv_files, capsys, score, 
     assert f"{csv_files['predictions']} row 8, column score: {message}" in error
 
 
-def test_a_lesion_outside_its_image_is_refused_a_detection_just_outside_is_not(csv_files,
-                                                                               capsys):
+def test_a_lesion_outside_its_image_is_refused_a_detection_just_outside_is_not(csv_files, capsys):
     with csv_files["ground_truth"].open("a") as handle:
         handle.write("02,-5,10,40,40,mass\n")
     with csv_files["predictions"].open("a") as handle:
         handle.write("02,-40,10,-2,40,0.5,0\n")  # wholly left of the image: detectors give it
         handle.write("02,-10,-10,30,30,0.4,0\n")  # partly outside
     error = refused(csv_files, capsys)
-    assert (f"{csv_files['ground_truth']} row 5, column x1: -5 is negative (a lesion lies in "
-            "its image's pixels, from 0)") in error
+    assert (
+        f"{csv_files['ground_truth']} row 5, column x1: -5 is negative (a lesion lies in "
+        "its image's pixels, from 0)"
+    ) in error
     assert "predictions" not in error.split("\n", 2)[2]
 
 
@@ -278,34 +290,64 @@ def test_with_image_sizes_boxes_past_the_image_are_refused(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = {"images": tmp_path / "I.parquet", "ground_truth": tmp_path / "G.parquet",
-             "predictions": tmp_path / "P.parquet"}
-    pq.write_table(pa.table({"image_id": ["a", "b"], "height": [400, 400],
-                             "width": [300, 300]}), files["images"])
-    pq.write_table(pa.table({"image_id": ["a", "b"], "x1": [10.0, 250.0], "y1": [10.0, 10.0],
-                             "x2": [50.0, 320.0], "y2": [50.0, 60.0]}), files["ground_truth"])
+    files = {
+        "images": tmp_path / "I.parquet",
+        "ground_truth": tmp_path / "G.parquet",
+        "predictions": tmp_path / "P.parquet",
+    }
+    pq.write_table(
+        pa.table({"image_id": ["a", "b"], "height": [400, 400], "width": [300, 300]}),
+        files["images"],
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": ["a", "b"],
+                "x1": [10.0, 250.0],
+                "y1": [10.0, 10.0],
+                "x2": [50.0, 320.0],
+                "y2": [50.0, 60.0],
+            }
+        ),
+        files["ground_truth"],
+    )
     # rows 5 and 6: a box whose centre lies 190 px (more than half the width) left of the
     # image, and one as wide as a diverged regression gives, centred 50 px left of it
-    pq.write_table(pa.table({"image_id": ["a", "a", "b", "a", "a"],
-                             "x1": [20.0, 310.0, 280.0, -400.0, -600.0],
-                             "y1": [20.0, 10.0, 390.0, 10.0, 10.0],
-                             "x2": [40.0, 340.0, 330.0, 20.0, 500.0],
-                             "y2": [40.0, 50.0, 420.0, 50.0, 50.0],
-                             "score": [0.5, 0.4, 0.3, 0.2, 0.1]}),
-                   files["predictions"])
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": ["a", "a", "b", "a", "a"],
+                "x1": [20.0, 310.0, 280.0, -400.0, -600.0],
+                "y1": [20.0, 10.0, 390.0, 10.0, 10.0],
+                "x2": [40.0, 340.0, 330.0, 20.0, 500.0],
+                "y2": [40.0, 50.0, 420.0, 50.0, 50.0],
+                "score": [0.5, 0.4, 0.3, 0.2, 0.1],
+            }
+        ),
+        files["predictions"],
+    )
     error = refused(files, capsys)
-    assert (f"{files['ground_truth']} row 3, column x2: 320 lies past the image's width, "
-            "300") in error
-    assert (f"{files['predictions']} row 5: the box (-400, 10, 20, 50) has its centre (-190, 30) "
-            "more than half the image outside it (300 x 400 px): x1, y1, x2, y2 are not in this "
-            "image's pixels") in error
+    assert (
+        f"{files['ground_truth']} row 3, column x2: 320 lies past the image's width, 300"
+    ) in error
+    assert (
+        f"{files['predictions']} row 5: the box (-400, 10, 20, 50) has its centre (-190, 30) "
+        "more than half the image outside it (300 x 400 px): x1, y1, x2, y2 are not in this "
+        "image's pixels"
+    ) in error
     # rows 3 (wholly right of the image, centre 25 px out), 4 (partly below) and 6: accepted
     assert [n for n in (3, 4, 6) if f"P.parquet row {n}:" in error] == []
 
 
-@pytest.mark.parametrize("flag, value, rule", [
-    ("--max-fp", "0", "> 0"), ("--target-fp", "-1", ">= 0"), ("--n-boot", "-3", ">= 0"),
-    ("--min-distance", "-5", ">= 0")])
+@pytest.mark.parametrize(
+    "flag, value, rule",
+    [
+        ("--max-fp", "0", "> 0"),
+        ("--target-fp", "-1", ">= 0"),
+        ("--n-boot", "-3", ">= 0"),
+        ("--min-distance", "-5", ">= 0"),
+    ],
+)
 def test_a_negative_setting_is_refused_naming_it(csv_files, capsys, flag, value, rule):
     with pytest.raises(SystemExit) as exit_:
         run_main(csv_files, flag, value)
@@ -321,9 +363,12 @@ def test_an_empty_predictions_table_is_refused(csv_files, tmp_path, capsys):
     error = refused(csv_files, capsys)
     assert f"{csv_files['predictions']}: no detections (a header and no rows)" in error
     empty = tmp_path / "P.parquet"
-    pq.write_table(pa.table({c: pa.array([], pa.float64()) for c in
-                             ("x1", "y1", "x2", "y2", "score")}).add_column(
-        0, "image_id", pa.array([], pa.string())), empty)
+    pq.write_table(
+        pa.table(
+            {c: pa.array([], pa.float64()) for c in ("x1", "y1", "x2", "y2", "score")}
+        ).add_column(0, "image_id", pa.array([], pa.string())),
+        empty,
+    )
     error = refused({**csv_files, "predictions": empty}, capsys)
     assert f"{empty}: no detections (the table has no rows)" in error
 
@@ -341,12 +386,21 @@ def test_ids_are_compared_as_the_manifest_reader_compares_them(csv_files, tmp_pa
     images = tmp_path / "I.parquet"
     pq.write_table(pa.table({"image_id": pa.array([1, 2, 3, 7], pa.int64())}), images)
     predictions = tmp_path / "P.parquet"
-    pq.write_table(pa.table({"image_id": pa.array([7, 8], pa.int64()),
-                             "x1": [1.0, 1.0], "y1": [1.0, 1.0], "x2": [5.0, 5.0],
-                             "y2": [5.0, 5.0], "score": [0.5, 0.5]}), predictions)
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": pa.array([7, 8], pa.int64()),
+                "x1": [1.0, 1.0],
+                "y1": [1.0, 1.0],
+                "x2": [5.0, 5.0],
+                "y2": [5.0, 5.0],
+                "score": [0.5, 0.5],
+            }
+        ),
+        predictions,
+    )
     truth = write(tmp_path / "G.csv", "image_id,x1,y1,x2,y2\n3,1,1,5,5")
-    error = refused({"predictions": predictions, "ground_truth": truth, "images": images},
-                    capsys)
+    error = refused({"predictions": predictions, "ground_truth": truth, "images": images}, capsys)
     assert error.count("is not listed") == 1
     assert f"{predictions} row 3, column image_id: '8' is not listed in {images}" in error
 
@@ -356,12 +410,15 @@ def test_many_bad_rows_are_counted_beyond_the_listed_ones(csv_files, capsys):
         handle.writelines(f"02,{i},10,{i + 20},30,2,0\n" for i in range(250))
     error = refused(csv_files, capsys)
     assert error.count("is not in [0, 1]") == 50
-    assert (f"{csv_files['predictions']} column score: 200 more rows like the 50 above "
-            "(score outside [0, 1])") in error
+    assert (
+        f"{csv_files['predictions']} column score: 200 more rows like the 50 above "
+        "(score outside [0, 1])"
+    ) in error
 
 
 def test_pruned_evaluation_equals_the_whole_and_rereads_when_a_resample_needs_more(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     """evaluate keeps only what FAUC-1 can reach; with a margin too small for some resample it
     says so and reads every detection: the numbers are the same either way."""
     import pyarrow as pa
@@ -376,18 +433,37 @@ def test_pruned_evaluation_equals_the_whole_and_rereads_when_a_resample_needs_mo
     lesion_image = np.arange(0, n_images, 10)
     lesion_centre = centre[lesion_image * per_image]  # each lesion's image: its first detection
     ids = np.array([f"img{i:03d}" for i in range(n_images)])
-    files = {"images": tmp_path / "I.parquet", "ground_truth": tmp_path / "G.parquet",
-             "predictions": tmp_path / "P.parquet"}
+    files = {
+        "images": tmp_path / "I.parquet",
+        "ground_truth": tmp_path / "G.parquet",
+        "predictions": tmp_path / "P.parquet",
+    }
     pq.write_table(pa.table({"image_id": ids}), files["images"])
-    pq.write_table(pa.table({"image_id": ids[lesion_image],
-                             **dict(zip(("x1", "y1", "x2", "y2"),
-                                        np.hstack([lesion_centre - 30, lesion_centre + 30]).T))}),
-                   files["ground_truth"])
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": ids[lesion_image],
+                **dict(
+                    zip(
+                        ("x1", "y1", "x2", "y2"),
+                        np.hstack([lesion_centre - 30, lesion_centre + 30]).T,
+                    )
+                ),
+            }
+        ),
+        files["ground_truth"],
+    )
     scores = np.round(rng.random(image.size) * 1000) / 1000  # some ties
-    pq.write_table(pa.table({"image_id": ids[image],
-                             **dict(zip(("x1", "y1", "x2", "y2"),
-                                        np.hstack([centre - 20, centre + 20]).T)),
-                             "score": scores}), files["predictions"])
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": ids[image],
+                **dict(zip(("x1", "y1", "x2", "y2"), np.hstack([centre - 20, centre + 20]).T)),
+                "score": scores,
+            }
+        ),
+        files["predictions"],
+    )
     whole = read_evaluation_tables(**files)
     assert whole.pruned_below == -np.inf
     expected = evaluation_report(whole.match(), n_boot=300)

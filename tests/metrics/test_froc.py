@@ -607,8 +607,12 @@ def test_bootstrap_replicates_do_not_depend_on_the_threads(monkeypatch):
     results = {}
     for threads in ("1", "3"):
         # new records each time: records keep their replicates once computed
-        matched = [match_detections(detection_image, boxes, s, lesion_image, lesion_boxes,
-                                    n_images=n_images) for s in scores]
+        matched = [
+            match_detections(
+                detection_image, boxes, s, lesion_image, lesion_boxes, n_images=n_images
+            )
+            for s in scores
+        ]
         monkeypatch.setenv("MAMMOFUSE_BOOTSTRAP_THREADS", threads)
         single = bootstrap_fauc(matched[0], n_boot=50, seed=1, chunk_size=4)
         paired = paired_bootstrap_fauc(*matched, n_boot=50, seed=1, chunk_size=4)
@@ -643,13 +647,17 @@ def test_the_per_false_positive_bootstrap_scorer_equals_the_curve_one_bit_for_bi
     boxes = np.hstack([detection_centre - 20, detection_centre + 20])
     levels = [4, 17, 1000][seed % 3]  # few distinct scores: many ties, some FP with TP
     scores = np.round(rng.random(detection_image.size) * levels) / levels
-    matched = match_detections(detection_image, boxes, scores, lesion_image, lesion_boxes,
-                               n_images=n_images)
+    matched = match_detections(
+        detection_image, boxes, scores, lesion_image, lesion_boxes, n_images=n_images
+    )
     counts = np.vstack(list(resample_counts(n_images, 30, seed=seed, chunk_size=7)))
     for max_fp in (0.05, 0.5, 1.0, 3.0, 50.0):
-        expected = _fauc_from_counts(*_resampled_counts(matched._events, counts, max_fp)[:2],
-                                     n_images, _resampled_counts(matched._events, counts,
-                                                                 max_fp)[2], max_fp)
+        expected = _fauc_from_counts(
+            *_resampled_counts(matched._events, counts, max_fp)[:2],
+            n_images,
+            _resampled_counts(matched._events, counts, max_fp)[2],
+            max_fp,
+        )
         got = _resampled_faucs(matched._events, counts, max_fp)
         assert np.array_equal(got, expected, equal_nan=True), (max_fp, got - expected)
 
@@ -671,10 +679,16 @@ def test_the_bootstrap_scorer_reaches_past_a_short_first_prefix():
     far = np.tile([[2000.0, 2000.0]], (crowded.size + sparse.size, 1))
     detection_centre = np.vstack([far + rng.uniform(0, 500, far.shape), centre + 4])
     boxes = np.hstack([detection_centre - 20, detection_centre + 20])
-    scores = np.concatenate([rng.uniform(0.6, 1.0, crowded.size), rng.uniform(0, 0.5, 60),
-                             rng.uniform(0.2, 0.9, lesion_image.size)])
-    matched = match_detections(detection_image, boxes, scores, lesion_image, lesion_boxes,
-                               n_images=n_images)
+    scores = np.concatenate(
+        [
+            rng.uniform(0.6, 1.0, crowded.size),
+            rng.uniform(0, 0.5, 60),
+            rng.uniform(0.2, 0.9, lesion_image.size),
+        ]
+    )
+    matched = match_detections(
+        detection_image, boxes, scores, lesion_image, lesion_boxes, n_images=n_images
+    )
     counts = np.vstack(list(resample_counts(n_images, 40, seed=0)))
     assert (counts[:, :2].sum(axis=1) == 0).any()  # some resamples leave both crowded out
     for max_fp in (0.5, 1.0, 4.0):
@@ -693,8 +707,11 @@ def test_models_on_the_same_images_share_their_resamples(monkeypatch):
 
     calls = []
     original = metrics.froc.bootstrap._bootstrap_faucs
-    monkeypatch.setattr(metrics.froc.bootstrap, "_bootstrap_faucs",
-                        lambda models, *rest: calls.append(len(models)) or original(models, *rest))
+    monkeypatch.setattr(
+        metrics.froc.bootstrap,
+        "_bootstrap_faucs",
+        lambda models, *rest: calls.append(len(models)) or original(models, *rest),
+    )
 
     def models(seed):
         case = synthetic_case(120, seed=seed)

@@ -43,13 +43,18 @@ def random_case(seed: int):
     near = lesion_image[rng.random(n_lesions) < 0.8]
     detection_image = np.concatenate([background, near, near])  # duplicates on lesions too
     near_centre = np.vstack([centre[np.searchsorted(lesion_image, near)]] * 2)
-    detection_centre = np.vstack([rng.uniform(0, 1000, (background.size, 2)),
-                                  near_centre + rng.normal(0, 15, (2 * near.size, 2))])
+    detection_centre = np.vstack(
+        [
+            rng.uniform(0, 1000, (background.size, 2)),
+            near_centre + rng.normal(0, 15, (2 * near.size, 2)),
+        ]
+    )
     boxes = np.hstack([detection_centre - 20, detection_centre + 20])
     levels = [8, 30, 200][seed % 3]
     scores_a = np.round(rng.random(detection_image.size) * levels) / levels
-    scores_b = np.clip(np.round((scores_a + rng.normal(0, 0.1, scores_a.size)) * levels)
-                       / levels, 0, 1)
+    scores_b = np.clip(
+        np.round((scores_a + rng.normal(0, 0.1, scores_a.size)) * levels) / levels, 0, 1
+    )
     return n_images, detection_image, boxes, (scores_a, scores_b), lesion_image, lesion_boxes
 
 
@@ -65,8 +70,9 @@ def numbers(models, max_fp: float, threshold_of=None, n_boot: int = 60) -> dict:
         "fauc": fauc(a, max_fp),
         "fauc_positive": fauc(a.positive_images(), max_fp),
         "replicates": bootstrap_fauc(a, max_fp, n_boot=n_boot, seed=1).replicates,
-        "positive_replicates": bootstrap_fauc(a.positive_images(), max_fp, n_boot=n_boot,
-                                              seed=1).replicates,
+        "positive_replicates": bootstrap_fauc(
+            a.positive_images(), max_fp, n_boot=n_boot, seed=1
+        ).replicates,
         "paired": (paired.difference, paired.low, paired.high, paired.p_value),
         "paired_replicates": paired.replicates,
         "threshold": threshold,
@@ -85,11 +91,25 @@ def matched_models(case, pruned: bool, fp_per_image: float, margin_sd=None, min_
     for model_scores in scores:
         keep, cut = np.ones(model_scores.size, bool), -np.inf
         if pruned:
-            keep, cut = prune_detections(detection_image, model_scores, has_lesion, fp_per_image,
-                                         min_score=min_score, margin_sd=margin_sd)
-        models.append(match_detections(detection_image[keep], boxes[keep], model_scores[keep],
-                                       lesion_image, lesion_boxes, n_images=n_images,
-                                       pruned_below=cut))
+            keep, cut = prune_detections(
+                detection_image,
+                model_scores,
+                has_lesion,
+                fp_per_image,
+                min_score=min_score,
+                margin_sd=margin_sd,
+            )
+        models.append(
+            match_detections(
+                detection_image[keep],
+                boxes[keep],
+                model_scores[keep],
+                lesion_image,
+                lesion_boxes,
+                n_images=n_images,
+                pruned_below=cut,
+            )
+        )
         cuts.append(cut)
     return models, cuts
 
@@ -112,8 +132,9 @@ def test_pruned_records_give_the_same_numbers_bit_for_bit(max_fp):
             pruned_cases += 1
             assert pruned[0].n_detections < whole[0].n_detections
             # the pruned-away detections lie on lesion-free images, below the cut
-            assert pruned[0].positive_images().n_detections == \
-                whole[0].positive_images().n_detections
+            assert (
+                pruned[0].positive_images().n_detections == whole[0].positive_images().n_detections
+            )
     assert pruned_cases >= 8  # half the cases or more did lose detections
 
 

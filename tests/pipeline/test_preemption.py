@@ -25,8 +25,7 @@ def pipeline(tmp_path):
     for stage in config["stages"].values():
         stage["config"] = str(CONFIGS.parent / stage["config"])
     config["run"] = str(tmp_path / "run")
-    config["slurm"] = {"mem_per_gpu": "60G", "stages": {"stage2": {"grace": 0,
-                                                                    "requeue": False}}}
+    config["slurm"] = {"mem_per_gpu": "60G", "stages": {"stage2": {"grace": 0, "requeue": False}}}
     path.write_text(yaml.safe_dump(config))
     return load_pipeline(path)
 
@@ -58,8 +57,12 @@ def test_emitted_jobs_ask_for_the_signal_requeue_memory_and_cpus(pipeline, tmp_p
 def test_fit_and_assessment_start_on_the_same_devices():
     srun = Launch("srun", num_nodes=2, devices=4, accelerator="gpu", cpus_per_task=8)
     assert srun.prefix() == ["srun", "--kill-on-bad-exit=1", "--cpus-per-task=8"]
-    assert srun.trainer_args() == ["--trainer.num_nodes=2", "--trainer.devices=4",
-                                   "--trainer.strategy=ddp", "--trainer.accelerator=gpu"]
+    assert srun.trainer_args() == [
+        "--trainer.num_nodes=2",
+        "--trainer.devices=4",
+        "--trainer.strategy=ddp",
+        "--trainer.accelerator=gpu",
+    ]
     assert Launch().prefix() == [] and Launch().trainer_args() == []
 
 
@@ -93,19 +96,22 @@ def test_the_stage_resumes_from_the_newest_readable_checkpoint(tmp_path):
 def test_a_resumed_epoch_goes_on_with_the_draws_not_trained(world):
     labels = [1] * 7 + [0] * 30
     for rank in range(world):
-        whole = BalancedDistributedSampler(labels, num_samples=24, num_replicas=world, rank=rank,
-                                           seed=5, with_seeds=True)
+        whole = BalancedDistributedSampler(
+            labels, num_samples=24, num_replicas=world, rank=rank, seed=5, with_seeds=True
+        )
         whole.set_epoch(2)
         expected = list(whole)
-        resumed = BalancedDistributedSampler(labels, num_samples=24, num_replicas=world,
-                                             rank=rank, seed=5, with_seeds=True)
+        resumed = BalancedDistributedSampler(
+            labels, num_samples=24, num_replicas=world, rank=rank, seed=5, with_seeds=True
+        )
         resumed.resume(2, 3)
         resumed.set_epoch(2)
         assert list(resumed) == expected[3:]  # the same draws and augmentation seeds
         assert len(resumed) == len(expected)  # Lightning counts the epoch whole
         assert list(resumed) == expected  # once: the next iteration is the whole epoch
-        later = BalancedDistributedSampler(labels, num_samples=24, num_replicas=world,
-                                           rank=rank, seed=5, with_seeds=True)
+        later = BalancedDistributedSampler(
+            labels, num_samples=24, num_replicas=world, rank=rank, seed=5, with_seeds=True
+        )
         later.resume(1, 3)  # a checkpoint of an earlier epoch skips nothing of this one
         later.set_epoch(2)
         assert list(later) == expected

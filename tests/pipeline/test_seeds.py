@@ -38,14 +38,21 @@ def seeded(tiny_phantom, tmp_path_factory):
     generate(other, PhantomSettings(pairs=40, seed=11), workers=1, progress=False)
     stages = {
         "stage1_sm": {"config": str(CONFIGS / "demo" / "stage1_sm.yaml"), "overrides": DETECTOR},
-        "sm_other_data": {"config": str(CONFIGS / "demo" / "stage1_sm.yaml"),
-                          "overrides": DETECTOR,
-                          "data": str(_data_config(folder, other, "other.yaml"))},
+        "sm_other_data": {
+            "config": str(CONFIGS / "demo" / "stage1_sm.yaml"),
+            "overrides": DETECTOR,
+            "data": str(_data_config(folder, other, "other.yaml")),
+        },
     }
-    config = {"data": str(_data_config(folder, tiny_phantom)), "run": str(folder / "run"),
-              "overrides": TINY_PIPELINE, "stages": stages, "seeds": [0, 1],
-              "report": {"Model_SM": "stage1_sm", "Other data": "sm_other_data"},
-              "comparisons": [["Other data", "Model_SM"]]}
+    config = {
+        "data": str(_data_config(folder, tiny_phantom)),
+        "run": str(folder / "run"),
+        "overrides": TINY_PIPELINE,
+        "stages": stages,
+        "seeds": [0, 1],
+        "report": {"Model_SM": "stage1_sm", "Other data": "sm_other_data"},
+        "comparisons": [["Other data", "Model_SM"]],
+    }
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     lines: list[str] = []
@@ -63,9 +70,10 @@ def test_each_seed_trains_in_its_own_folder_with_its_own_hash_on_the_same_split(
         hashes[seed] = json.loads((stage / "stage.json").read_text())["hash"]
         weights[seed] = read_artifact(stage / "artifact").meta["weights_sha256"]
     assert hashes[0] != hashes[1] and weights[0] != weights[1]
-    images = [pd.read_parquet(run / f"seed{s}" / "stage1_sm" / "predictions" /
-                              "test_images.parquet")
-              for s in (0, 1)]
+    images = [
+        pd.read_parquet(run / f"seed{s}" / "stage1_sm" / "predictions" / "test_images.parquet")
+        for s in (0, 1)
+    ]
     # the split is the data config's: the same test images (the model-dependent columns,
     # such as the score a per-image cap dropped, aside)
     assert images[0]["image_id"].tolist() == images[1]["image_id"].tolist()
@@ -81,8 +89,11 @@ def test_a_rerun_over_seeds_trains_nothing(seeded):
     _, path, _, _ = seeded
     lines: list[str] = []
     summary = run_pipeline(load_pipeline(path), report=False, log=lines.append)
-    assert all(state.get("skipped") for per_seed in summary["seeds"].values()
-               for state in per_seed["stages"].values())
+    assert all(
+        state.get("skipped")
+        for per_seed in summary["seeds"].values()
+        for state in per_seed["stages"].values()
+    )
     assert sum("up to date" in line for line in lines) == 4
 
 
@@ -121,12 +132,13 @@ def test_the_seeds_report_gives_models_over_seeds_and_pooled_differences(seeded)
 def test_a_stage_trained_on_other_data_is_assessed_on_the_pipelines(seeded, tiny_phantom):
     folder = seeded[0]
     stage = folder / "run" / "seed0" / "sm_other_data"
-    checkpoint = torch.load(read_artifact(stage / "artifact").meta["checkpoint"],
-                            weights_only=True, map_location="cpu")
-    assert checkpoint["datamodule_hyper_parameters"]["manifest"] == str(
-        folder / "other_phantom")
+    checkpoint = torch.load(
+        read_artifact(stage / "artifact").meta["checkpoint"], weights_only=True, map_location="cpu"
+    )
+    assert checkpoint["datamodule_hyper_parameters"]["manifest"] == str(folder / "other_phantom")
     tested = pd.read_parquet(stage / "predictions" / "test_images.parquet").astype(str)
-    main = pd.read_parquet(folder / "run" / "seed0" / "stage1_sm" / "predictions" /
-                           "test_images.parquet").astype(str)
+    main = pd.read_parquet(
+        folder / "run" / "seed0" / "stage1_sm" / "predictions" / "test_images.parquet"
+    ).astype(str)
     assert tested["image_id"].tolist() == main["image_id"].tolist()
     assert all(image.startswith("PH") for image in tested["image_id"])
