@@ -23,7 +23,7 @@ BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 BOX_AXES = (("x1", "x2"), ("y1", "y2"))
 
 # The row of a file's first data row as a spreadsheet shows the file: the header is row 1
-# (what every problem report says, `datamodules.problems.ROW_CONVENTION`).
+# (what every problem report says, `common.problems.ROW_CONVENTION`).
 FIRST_DATA_ROW = 2
 
 

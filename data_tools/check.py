@@ -7,7 +7,7 @@ allows (labels against the lesion table, identities across pairs and splits).
     python cli.py check-data --manifest M [--lesions L] [--cache-dir C] [--image-size H W]
 
 Every problem is reported at once with its table row, pair id, file and reason
-(`datamodules.problems`); the exit status is 1 when there is any. Warnings (a box the breast
+(`common.problems`); the exit status is 1 when there is any. Warnings (a box the breast
 crop cuts off, a crop keeping little of its image) are listed apart and do not fail.
 Identifiers read from the DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared
 by hash and never printed.
@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.defaults import IMAGE_SIZE, MODALITIES
+from common.problems import Problem, format_problems
 
 # the reader's kinds of refused pixel content are check-data's kinds too
 from datamodules.dicom import CONSTANT as CONSTANT
@@ -59,7 +60,6 @@ from datamodules.preflight import (
 )
 from datamodules.preflight.pair_checks import _crop_problems, _PairOutcome
 from datamodules.preflight.runner import _cache_problems, _image_problems, _run, _tasks
-from datamodules.problems import Problem, format_problems
 
 # A DICOM PatientID shared by more manifest patients than this is a placeholder of an
 # anonymisation ("ANONYMOUS"), not a patient: it is not used to find patients in two splits.

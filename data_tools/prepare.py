@@ -25,9 +25,9 @@ from pathlib import Path
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from common.io import write_atomically
 from common.parallel import run_parallel
+from common.problems import Problem, format_problems
 from datamodules.cache import CacheEntryError, ImageCache, _entry_key
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, load_image
-from datamodules.problems import Problem, format_problems
 
 
 @dataclass(frozen=True, slots=True)

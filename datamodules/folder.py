@@ -32,9 +32,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE
+from common.problems import Problem, format_problems
 from datamodules.batch import PAIR_ID, collate_pairs, geometry_key
 from datamodules.dicom import DEFAULT_MARGIN, image_kind, load_image
-from datamodules.problems import Problem, format_problems
 
 logger = logging.getLogger(__name__)
 DICOM_MARK = b"DICM"  # at byte 128, after the preamble (DICOM PS3.10, 7.1)

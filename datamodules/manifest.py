@@ -21,6 +21,10 @@ import pandas as pd
 
 from common.defaults import MODALITIES, SPLIT_FRACTIONS
 from common.io import atomic_path
+
+# ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
+from common.problems import ROW_CONVENTION as ROW_CONVENTION
+from common.problems import Problem, ProblemsError
 from common.tables import (
     BOX_AXES,
     BOX_COLUMNS,
@@ -33,10 +37,6 @@ from common.tables import (
     inverted_reason,
     require_file,
 )
-
-# ROW_CONVENTION and Problem are imported from here too (the EMBED adapter, older callers).
-from datamodules.problems import ROW_CONVENTION as ROW_CONVENTION
-from datamodules.problems import Problem, ProblemsError
 
 logger = logging.getLogger(__name__)
 

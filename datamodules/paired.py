@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader
 
 from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from common.io import sha256_file, write_atomically
+from common.problems import Problem, format_problems
 from datamodules.batch import collate_pairs
 from datamodules.cache import CACHE_INFO
 from datamodules.dataset import SKIPPED_PAIRS, PairedMammoDataset
 from datamodules.dicom import DEFAULT_MARGIN
 from datamodules.manifest import SPLITS, LoadSummary, load_tables, resolve_table_paths
 from datamodules.preflight import CheckReport, CheckSettings, DataCheckError, setup_check
-from datamodules.problems import Problem, format_problems
 from datamodules.sampler import BalancedDistributedSampler
 from datamodules.transforms import train_transforms
 

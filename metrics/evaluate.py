@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.defaults import HIT_MIN_DISTANCE
+from common.problems import Problem, ProblemsError
 from common.tables import (
     BOX_AXES,
     BOX_COLUMNS,
@@ -50,7 +51,6 @@ from common.tables import (
     inverted_kind,
     inverted_reason,
 )
-from datamodules.problems import Problem, ProblemsError
 from metrics.froc import (
     IncompleteDetections,
     MatchedDetections,

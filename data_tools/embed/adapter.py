@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from common.defaults import MODALITIES
+from common.problems import Problem
 from data_tools.embed.frames import _PLACED_COLUMNS, place_boxes
 from data_tools.embed.labels import _flag, label_pairs
 from data_tools.embed.options import EmbedOptions
@@ -75,7 +76,6 @@ from data_tools.embed.tables import (
     read_metadata,
 )
 from datamodules.manifest import LESION_COLUMNS, validate, write_tables
-from datamodules.problems import Problem
 
 SUMMARY_FILE = "adapter_summary.json"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.problems import Problem
 from data_tools.embed.options import EmbedOptions
-from datamodules.problems import Problem
 
 # The folder EMBED's README gives for anon_dicom_path; kept for callers that name it.
 EMBED_PATH_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.problems import Problem
 from common.tables import boolean_masks, cell_text, file_row, file_rows, require_file
 from data_tools.embed.roi_text import parse_match_levels, parse_roi_coords
 from datamodules.manifest import ManifestError
-from datamodules.problems import Problem
 
 METADATA_COLUMNS = (
     "empi_anon",

@@ -4,7 +4,7 @@ training does to it), and the per-image and per-box checks that ``python cli.py 
 (`data_tools.check`) runs over a whole data set with them.
 
 Every problem is reported at once with its table row, pair id, file and reason
-(`datamodules.problems`). Warnings (a box the breast crop cuts off, a crop keeping little of
+(`common.problems`). Warnings (a box the breast crop cuts off, a crop keeping little of
 its image) are listed apart and do not fail.
 Identifiers read from the DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared
 by hash and never printed.

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
+from common.problems import Problem, ProblemsError
 from datamodules.dicom import DEFAULT_MARGIN
-from datamodules.problems import Problem, ProblemsError
 
 EXPECTED_MODALITY = "MG"
 # An image whose whole extent, or whose breast crop, must be enlarged more than this to fill

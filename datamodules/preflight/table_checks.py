@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from common.problems import Problem
 from datamodules.dicom import Geometry, input_boxes
 from datamodules.manifest import ROW_COLUMN
 from datamodules.preflight.pair_checks import _PairOutcome
@@ -24,7 +25,6 @@ from datamodules.preflight.settings import (
     UNUSED_CLASS,
     WRONG_KIND,
 )
-from datamodules.problems import Problem
 
 
 def box_problems(
