@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared import ROOT, write_result  # noqa: E402
 
-from pipeline.runner import STATE_FILE, load_pipeline  # noqa: E402
+from pipeline.config import load_pipeline  # noqa: E402
+from pipeline.state import STATE_FILE  # noqa: E402
 
 
 def stage_times(run: Path, config: Path) -> dict[str, dict]:

@@ -38,7 +38,7 @@ from datamodules.folder import SMFolderDataModule
 from datamodules.manifest import load_tables, read_table
 from datamodules.paired import PairedMammoDataModule
 from datamodules.preflight import CheckSettings, DataCheckError
-from pipeline.runner import load_pipeline
+from pipeline.config import load_pipeline
 
 SIZE = (64, 48)
 # write_paired_folder(6 pairs, 2 per patient): pair p000i is manifest row i + 2; p0000 (L CC,

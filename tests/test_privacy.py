@@ -14,7 +14,8 @@ import yaml
 from repo_paths import CONFIGS
 
 import cli
-from pipeline.runner import load_pipeline, run_pipeline
+from pipeline.config import load_pipeline
+from pipeline.runner import run_pipeline
 
 PHI = {
     "PatientName": "Zyxwvut^Quillane",

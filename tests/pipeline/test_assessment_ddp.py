@@ -13,7 +13,8 @@ from repo_paths import CONFIGS
 from analysis.report import read_run
 from datamodules.manifest import load_tables
 from metrics.froc import fauc
-from pipeline.runner import Launch, _lightning, load_pipeline, run_pipeline
+from pipeline.config import load_pipeline
+from pipeline.runner import Launch, _lightning, run_pipeline
 
 
 def test_two_process_assessment_equals_one_process(tiny_phantom, tmp_path):

@@ -21,7 +21,7 @@ import yaml
 from repo_paths import CONFIGS
 
 from lightning_modules.artifacts import read_artifact
-from pipeline.runner import load_pipeline
+from pipeline.config import load_pipeline
 
 pytestmark = pytest.mark.cluster
 STAGES = ("stage1_sm", "stage1_ffdm", "stage2", "stage3", "upper_bound")

@@ -18,7 +18,8 @@ from repo_paths import CONFIGS
 from tiny_runs import TINY_PIPELINE
 
 from lightning_modules.artifacts import read_artifact
-from pipeline.runner import load_pipeline, run_pipeline
+from pipeline.config import load_pipeline
+from pipeline.runner import run_pipeline
 
 DETECTOR = {"model.init_args.fauc_n_boot": 0}  # DistillStudent has no bootstrap to skip
 

@@ -13,8 +13,10 @@ import yaml
 from repo_paths import CONFIGS
 
 from datamodules.sampler import BalancedDistributedSampler
-from pipeline.runner import Launch, _newest_checkpoint, load_pipeline
+from pipeline.config import load_pipeline
+from pipeline.runner import Launch
 from pipeline.slurm import emit_slurm
+from pipeline.state import _newest_checkpoint
 
 
 @pytest.fixture

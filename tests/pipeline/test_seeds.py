@@ -16,7 +16,9 @@ from tiny_runs import TINY_PIPELINE
 
 from analysis.seeds import build_seed_report
 from lightning_modules.artifacts import read_artifact
-from pipeline.runner import load_pipeline, run_pipeline, stage_hash
+from pipeline.config import load_pipeline
+from pipeline.hashing import stage_hash
+from pipeline.runner import run_pipeline
 
 DETECTOR = {"model.init_args.fauc_n_boot": 0}
 
