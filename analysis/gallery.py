@@ -20,7 +20,7 @@ from datamodules.dicom import read_dicom, to_unit_range
 from metrics.evaluate import BOX_COLUMNS
 
 if TYPE_CHECKING:
-    from analysis.report import ModelRun
+    from analysis.model_runs import ModelRun
 
 
 def plot_cases(

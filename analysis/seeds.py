@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.report import ModelRun, _markdown, read_run, run_tables, sensitivity_table
+from analysis.model_runs import ModelRun, read_run, run_tables
+from analysis.tables import _markdown, sensitivity_table
 from metrics.froc import IncompleteDetections, fauc, paired_bootstrap_fauc
 
 LESION_KIND = "calcification"

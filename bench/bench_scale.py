@@ -459,7 +459,7 @@ def bench_loader(args, folder: Path) -> dict:
 def bench_cap(run: Path) -> dict:
     """Per model and split of a finished demo: detections per image at or above the lowest
     score FAUC-1 (FAUC-2) reads; the most of any image is what a cap must keep."""
-    from analysis.report import _table
+    from analysis.model_runs import _table
     from metrics.evaluate import read_evaluation_tables
     from metrics.froc import lowest_score_read
 
