@@ -22,6 +22,9 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+# the kinds of pixel content the reader refuses (`ImageContentError.kind`)
+from common.problems import CONSTANT, NON_FINITE
+
 logger = logging.getLogger(__name__)
 # A frame that does not decode is reported by `load_image`, naming the file and pydicom's
 # reason; pydicom would log its own traceback of it first, which buries that line.
@@ -35,9 +38,6 @@ DEFAULT_MARGIN = 0.01
 BACKGROUND_THRESHOLD = 0.05
 
 
-# Pixel content the reader refuses (`ImageContentError.kind`), the same words everywhere.
-NON_FINITE = "non-finite pixels"
-CONSTANT = "constant pixels"
 # An image whose stored values span at most this share of the range its pixel format holds
 # (2**BitsStored - 1; 4 of 4095 levels at 12 bits, 65 of 65535 at 16) is blank: no
 # mammogram is that flat, and testing exact equality after resizing flagged or missed one
