@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.problems import INVERTED_BOX
+
 # The spellings of a boolean field, compared in lower case after stripping.
 TRUE_TEXTS = ("true", "t", "yes", "y", "1", "1.0")
 FALSE_TEXTS = ("false", "f", "no", "n", "0", "0.0")
@@ -77,5 +79,5 @@ def inverted_reason(low_name: str, high_name: str, low: float, high: float) -> s
 
 
 def inverted_kind(low_name: str, high_name: str) -> str:
-    """The kind of a problem of `inverted`, e.g. ``x2 <= x1``."""
-    return f"{high_name} <= {low_name}"
+    """The kind of a problem of `inverted`, e.g. ``x2 <= x1`` (`common.problems.INVERTED_BOX`)."""
+    return INVERTED_BOX.format(low=low_name, high=high_name)

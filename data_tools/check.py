@@ -28,11 +28,29 @@ from pathlib import Path
 import pandas as pd
 
 from common.defaults import IMAGE_SIZE, MODALITIES
-from common.problems import Problem, format_problems
 
-# the reader's kinds of refused pixel content are check-data's kinds too
-from datamodules.dicom import CONSTANT as CONSTANT
-from datamodules.dicom import NON_FINITE as NON_FINITE
+# CONSTANT and NON_FINITE, the reader's kinds of refused pixel content, are check-data's kinds
+# too (and importable from here)
+from common.problems import CONSTANT as CONSTANT
+from common.problems import (
+    DUPLICATE_IMAGE,
+    DUPLICATE_VIEW,
+    EXAM_OF_TWO_PATIENTS,
+    LABEL_WITHOUT_LESION,
+    LESION_WITH_LABEL_0,
+    MISSING_COLUMN,
+    MISSING_FILE,
+    NO_ROWS,
+    NOT_MG,
+    PATIENT_DIFFERS,
+    PATIENT_IN_TWO_SPLITS,
+    STUDY_DIFFERS,
+    TOO_SMALL,
+    UNREADABLE_FILE,
+    Problem,
+    format_problems,
+)
+from common.problems import NON_FINITE as NON_FINITE
 from datamodules.dicom import WINDOWS, Geometry
 from datamodules.manifest import (
     ROW_COLUMN,
@@ -43,10 +61,6 @@ from datamodules.manifest import (
     validate,
 )
 from datamodules.preflight import (
-    MISSING_FILE,
-    NOT_MG,
-    TOO_SMALL,
-    UNREADABLE_FILE,
     WARNINGS,
     CheckReport,
     CheckSettings,
@@ -64,17 +78,6 @@ from datamodules.preflight.runner import _cache_problems, _image_problems, _run,
 # A DICOM PatientID shared by more manifest patients than this is a placeholder of an
 # anonymisation ("ANONYMOUS"), not a patient: it is not used to find patients in two splits.
 PLACEHOLDER_PATIENTS = 5
-
-# Problem kinds of the whole-data-set checks (`datamodules.preflight` holds the others).
-PATIENT_DIFFERS = "SM and FFDM of different patients"
-STUDY_DIFFERS = "SM and FFDM of different studies"
-DUPLICATE_IMAGE = "duplicate image"
-DUPLICATE_VIEW = "duplicate exam view"
-EXAM_OF_TWO_PATIENTS = "exam of two patients"
-PATIENT_IN_TWO_SPLITS = "patient in two splits"
-LABEL_WITHOUT_LESION = "label 1 without a malignant lesion"
-LESION_WITH_LABEL_0 = "malignant lesion with label 0"
-NO_ROWS = "no rows"
 
 
 def refusals(path: str, image_size: Sequence[int], geometry: Geometry | None = None) -> list[str]:
@@ -302,9 +305,7 @@ def check_data(settings: CheckSettings, workers: int = 1, progress: bool = True)
         report.problems.append(
             Problem(manifest_name, None, None, "no data rows (only a header)", NO_ROWS)
         )
-    if any(problem.kind == "missing column" for problem in report.problems) or not len(
-        raw_manifest
-    ):
+    if any(problem.kind == MISSING_COLUMN for problem in report.problems) or not len(raw_manifest):
         return report  # the rows cannot be read without their columns
     skip_label_rows = {p.row for p in report.problems if p.column == "label" and p.row}
     manifest, lesions, _ = prepared_tables(

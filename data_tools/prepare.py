@@ -25,7 +25,12 @@ from pathlib import Path
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
 from common.io import write_atomically
 from common.parallel import run_parallel
-from common.problems import Problem, format_problems
+from common.problems import (
+    UNREADABLE_CACHE_ENTRY,
+    UNREADABLE_IMAGE,
+    Problem,
+    format_problems,
+)
 from datamodules.cache import CacheEntryError, ImageCache, _entry_key
 from datamodules.dicom import DEFAULT_MARGIN, WINDOWS, load_image
 
@@ -301,12 +306,12 @@ def main(argv: list[str]) -> int:
     )
     manifest_file = str(resolve_table_paths(manifest_path, lesions_path)[0])
     if result.rewritten:
-        problems = _problems(manifest, manifest_file, result.rewritten, "unreadable cache entry")
+        problems = _problems(manifest, manifest_file, result.rewritten, UNREADABLE_CACHE_ENTRY)
         subject = "the cache: entries that could not be read back, each written again"
         print(format_problems(problems, subject, limit=_REASONS_SHOWN), file=sys.stderr)
     if result.failed:
         path = _write_failures(Path(args.out), shard, result.failed)
-        problems = _problems(manifest, manifest_file, result.failed, "unreadable image")
+        problems = _problems(manifest, manifest_file, result.failed, UNREADABLE_IMAGE)
         print(
             format_problems(problems, "the images", limit=_REASONS_SHOWN, more=f"all in {path}"),
             file=sys.stderr,

@@ -16,6 +16,9 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+# the kinds of pixel content the reader refuses (`ImageContentError.kind`)
+from common.problems import CONSTANT, NON_FINITE
+
 # every name of the geometry stays importable from here, where it was first
 from datamodules.geometry import (
     BACKGROUND_THRESHOLD,
@@ -37,9 +40,6 @@ logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
 WINDOWS = ("dicom", "minmax")
 
 
-# Pixel content the reader refuses (`ImageContentError.kind`), the same words everywhere.
-NON_FINITE = "non-finite pixels"
-CONSTANT = "constant pixels"
 # An image whose stored values span at most this share of the range its pixel format holds
 # (2**BitsStored - 1; 4 of 4095 levels at 12 bits, 65 of 65535 at 16) is blank: no
 # mammogram is that flat, and testing exact equality after resizing flagged or missed one

@@ -32,7 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE
-from common.problems import Problem, format_problems
+from common.problems import NOT_AN_SM, Problem, format_problems
 from datamodules.batch import PAIR_ID, collate_pairs, geometry_key
 from datamodules.dicom import DEFAULT_MARGIN, image_kind, load_image
 
@@ -190,7 +190,7 @@ class SMFolderDataModule(pl.LightningDataModule):
                     None,
                     None,
                     "; ".join(mismatch) + ": this model reads synthesized 2D mammograms (SM)",
-                    "not an SM",
+                    NOT_AN_SM,
                 )
                 (allowed if self.allow_modality_mismatch else refused).append(problem)
         for problem in allowed:

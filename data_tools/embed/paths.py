@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.problems import Problem
+from common.problems import NO_IMAGE_FILE_FOUND, Problem
 from data_tools.embed.options import EmbedOptions
 
 # The folder EMBED's README gives for anon_dicom_path; kept for callers that name it.
@@ -81,7 +81,7 @@ def _resolve_paths(images: pd.DataFrame, metadata_path: Path, options: EmbedOpti
                 int(first["row"]),
                 "anon_dicom_path",
                 reason,
-                "no image file found",
+                NO_IMAGE_FILE_FOUND,
             )
         )
     return images

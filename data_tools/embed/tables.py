@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.problems import Problem
+from common.problems import BAD_VALUE, MISSING_COLUMN, Problem
 from common.tables import boolean_masks, cell_text, file_row, file_rows, require_file
 from data_tools.embed.roi_text import parse_match_levels, parse_roi_coords
 from datamodules.manifest import ManifestError
@@ -90,7 +90,7 @@ def _read_csv(
     missing = [column for column in required if column not in header]
     for column in missing:
         message = messages.get(column, "missing required column")
-        problems.append(Problem(str(path), None, column, message, "missing column"))
+        problems.append(Problem(str(path), None, column, message, MISSING_COLUMN))
     if one_of and not any(column in header for column in one_of):
         others = " or ".join(one_of[:-1])
         problems.append(
@@ -99,7 +99,7 @@ def _read_csv(
                 None,
                 one_of[-1],
                 f"missing required column (or {others})",
-                "missing column",
+                MISSING_COLUMN,
             )
         )
         missing.append(one_of[-1])
@@ -111,12 +111,14 @@ def _read_csv(
     ).reset_index(drop=True)
 
 
-def _add_row_problems(problems, path, column, positions, messages, kind) -> None:
+def _add_row_problems(problems, path, column, positions, messages) -> None:
+    """A problem per position, of the kind "bad <column>" (`common.problems.BAD_VALUE`)."""
+    kind = BAD_VALUE.format(column=column)
     for position, message in zip(positions, messages):
         problems.append(Problem(str(path), file_row(position), column, message, kind))
 
 
-def _check_numbers(table, column, allowed, path, problems, kind) -> pd.Series:
+def _check_numbers(table, column, allowed, path, problems) -> pd.Series:
     """The column as floats (NaN where empty); problems for text and values outside allowed."""
     text = cell_text(table[column])
     values = _numbers(table[column])
@@ -129,7 +131,6 @@ def _check_numbers(table, column, allowed, path, problems, kind) -> pd.Series:
         [f"{value!r} is not one of {', '.join(f'{v:g}' for v in allowed)}" for value in text[bad]]
         if allowed
         else [f"{value!r} is not a number" for value in text[bad]],
-        kind,
     )
     return values.where(~bad)
 
@@ -144,7 +145,7 @@ def _parse_column(raw, column, parse, path, problems, what) -> list:
             values.append([])
             positions.append(position)
             messages.append(f"cannot read {what} {value!r}: {error}")
-    _add_row_problems(problems, path, column, positions, messages, f"bad {column}")
+    _add_row_problems(problems, path, column, positions, messages)
     return values
 
 
@@ -162,7 +163,6 @@ def _check_booleans(raw, column, path, problems) -> pd.Series:
         column,
         np.flatnonzero(bad.to_numpy()),
         [f"{value!r} is not true or false" for value in text[bad]],
-        f"bad {column}",
     )
     return values
 
@@ -181,7 +181,6 @@ def _series_seconds(raw, path, problems) -> pd.Series:
         "SeriesTime",
         np.flatnonzero(bad.to_numpy()),
         [f"{value!r} is not a time HHMMSS" for value in text[bad]],
-        "bad SeriesTime",
     )
     return seconds.where(~bad)
 
@@ -249,9 +248,7 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
 
     num_column = _first_present(NUM_ROI_COLUMNS, raw.columns)
     images["num_roi"] = (
-        _check_numbers(raw, num_column, (), path, problems, f"bad {num_column}")
-        if num_column
-        else np.nan
+        _check_numbers(raw, num_column, (), path, problems) if num_column else np.nan
     )
     images["png_flipped"] = (
         _check_booleans(raw, "PNG_flipped", path, problems)
@@ -259,7 +256,7 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
         else np.nan
     )
     images["series_number"] = (
-        _check_numbers(raw, "SeriesNumber", (), path, problems, "bad SeriesNumber")
+        _check_numbers(raw, "SeriesNumber", (), path, problems)
         if "SeriesNumber" in raw.columns
         else np.nan
     )
@@ -268,9 +265,7 @@ def read_metadata(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     )
     for column, name in (("Rows", "meta_rows"), ("Columns", "meta_columns")):
         images[name] = (
-            _check_numbers(raw, column, (), path, problems, f"bad {column}")
-            if column in raw.columns
-            else np.nan
+            _check_numbers(raw, column, (), path, problems) if column in raw.columns else np.nan
         )
     images["manufacturer"] = cell_text(raw["Manufacturer"]) if "Manufacturer" in raw else ""
     images.attrs["columns"] = {
@@ -292,7 +287,6 @@ def _check_side(raw, column, path, problems) -> pd.Series:
         column,
         np.flatnonzero(bad.to_numpy()),
         [f"{value!r} is not L, R, B or empty" for value in side[bad]],
-        f"bad {column}",
     )
     return side.where(~bad, "")
 
@@ -310,9 +304,7 @@ def read_clinical(
         return None
     side = _check_side(raw, "side", path, problems)
     bside = _check_side(raw, "bside", path, problems) if "bside" in raw.columns else ""
-    severity = _check_numbers(
-        raw, "path_severity", PATH_SEVERITIES, path, problems, "bad path_severity"
-    )
+    severity = _check_numbers(raw, "path_severity", PATH_SEVERITIES, path, problems)
     asses = cell_text(raw["asses"]).str.upper()
     digits = {str(category): letter for letter, category in BIRADS.items()}
     asses = asses.map(lambda value: digits.get(value.removesuffix(".0"), value))
@@ -323,10 +315,9 @@ def read_clinical(
         "asses",
         np.flatnonzero(bad.to_numpy()),
         [f"{value!r} is not a BI-RADS letter (A N B P S M K X) or 0-6" for value in asses[bad]],
-        "bad asses",
     )
     density = (
-        _check_numbers(raw, "tissueden", (), path, problems, "bad tissueden")
+        _check_numbers(raw, "tissueden", (), path, problems)
         if "tissueden" in raw.columns
         else pd.Series(np.nan, index=raw.index)
     )
@@ -340,7 +331,6 @@ def read_clinical(
             "study_date_anon",
             np.flatnonzero(bad.to_numpy()),
             [f"{value!r} is not a date (YYYY-MM-DD)" for value in text[bad]],
-            "bad study_date_anon",
         )
     else:
         date = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")

@@ -7,7 +7,26 @@ import numpy as np
 import pandas as pd
 
 from common.defaults import MODALITIES
-from common.problems import Problem, ProblemsError
+from common.problems import (
+    ANNOTATED_NOT_BOOLEAN,
+    COORDINATE_NOT_A_NUMBER,
+    DUPLICATE_FFDM_PATH,
+    DUPLICATE_PAIR_ID,
+    DUPLICATE_SM_PATH,
+    EMPTY_VALUE,
+    LABEL_NOT_0_OR_1,
+    LESION_OF_UNKNOWN_PAIR,
+    MISSING_COLUMN,
+    PATIENT_IN_TWO_SPLITS,
+    SAME_SM_AND_FFDM_PATH,
+    UNKNOWN_LATERALITY,
+    UNKNOWN_MODALITY,
+    UNKNOWN_PATHOLOGY,
+    UNKNOWN_SPLIT,
+    UNKNOWN_VIEW,
+    Problem,
+    ProblemsError,
+)
 from common.tables import (
     BOX_AXES,
     BOX_COLUMNS,
@@ -66,7 +85,7 @@ def _check_required(table: pd.DataFrame, columns, problems: _Problems) -> list[s
     present = []
     for column in columns:
         if column not in table.columns:
-            problems.add_table(column, "missing required column", "missing column")
+            problems.add_table(column, "missing required column", MISSING_COLUMN)
         else:
             present.append(column)
     return present
@@ -104,11 +123,11 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
             )
         else:
             empty = (manifest[column] == "").to_numpy()
-        problems.add(empty, column, "empty value", "empty value")
+        problems.add(empty, column, "empty value", EMPTY_VALUE)
     if "laterality" in present:
-        _check_choice(manifest, "laterality", LATERALITIES, problems, "unknown laterality")
+        _check_choice(manifest, "laterality", LATERALITIES, problems, UNKNOWN_LATERALITY)
     if "view" in present:
-        _check_choice(manifest, "view", VIEWS, problems, "unknown view")
+        _check_choice(manifest, "view", VIEWS, problems, UNKNOWN_VIEW)
     if "label" in present:
         _, bad = _parse_labels(manifest["label"])
         bad &= (cell_text(manifest["label"]) != "").to_numpy()
@@ -116,7 +135,7 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
             bad,
             "label",
             [f"{v!r} is not 0 or 1" for v in manifest["label"][bad]],
-            "label not 0/1",
+            LABEL_NOT_0_OR_1,
         )
     if "annotated" in present:
         _, bad = _parse_booleans(manifest["annotated"])
@@ -125,18 +144,18 @@ def _manifest_problems(manifest: pd.DataFrame, name: str) -> list[Problem]:
             bad,
             "annotated",
             [f"{v!r} is not a boolean (true/false/1/0)" for v in manifest["annotated"][bad]],
-            "annotated not boolean",
+            ANNOTATED_NOT_BOOLEAN,
         )
     if "pair_id" in present:
-        _check_duplicates(manifest["pair_id"], "pair_id", problems, "duplicate pair_id")
-    for column in ("sm_path", "ffdm_path"):
+        _check_duplicates(manifest["pair_id"], "pair_id", problems, DUPLICATE_PAIR_ID)
+    for column, kind in (("sm_path", DUPLICATE_SM_PATH), ("ffdm_path", DUPLICATE_FFDM_PATH)):
         if column in present:
-            _check_duplicates(manifest[column], column, problems, f"duplicate {column}")
+            _check_duplicates(manifest[column], column, problems, kind)
     if "sm_path" in present and "ffdm_path" in present:
         same = (manifest["sm_path"] == manifest["ffdm_path"]) & (manifest["sm_path"] != "")
-        problems.add(same.to_numpy(), "ffdm_path", "same file as sm_path", "sm_path = ffdm_path")
+        problems.add(same.to_numpy(), "ffdm_path", "same file as sm_path", SAME_SM_AND_FFDM_PATH)
     if "split" in manifest.columns:
-        _check_choice(manifest, "split", SPLITS, problems, "unknown split")
+        _check_choice(manifest, "split", SPLITS, problems, UNKNOWN_SPLIT)
         if "patient_id" in present:
             _check_patient_splits(manifest, problems)
     return problems.items
@@ -157,7 +176,7 @@ def _check_patient_splits(manifest: pd.DataFrame, problems: _Problems) -> None:
                 f"this row's patient is in split {split!r} here and in {other!r} at row {row}; "
                 "a patient must be in one split"
             )
-    problems.add(positions, "split", messages, "patient in two splits")
+    problems.add(positions, "split", messages, PATIENT_IN_TWO_SPLITS)
 
 
 def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | None) -> list[Problem]:
@@ -165,7 +184,7 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
     present = _check_required(lesions, LESION_COLUMNS, problems)
     for column in present:
         if column in ("pair_id", "modality", "pathology"):
-            problems.add((lesions[column] == "").to_numpy(), column, "empty value", "empty value")
+            problems.add((lesions[column] == "").to_numpy(), column, "empty value", EMPTY_VALUE)
     if "pair_id" in present and pair_ids is not None:
         known = set(pair_ids)  # (arrow-backed isin converts its argument element by element)
         unknown = (lesions["pair_id"] != "") & ~np.array(
@@ -175,12 +194,12 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
             unknown.to_numpy(),
             "pair_id",
             [f"pair {v!r} is not in the manifest" for v in lesions["pair_id"][unknown]],
-            "lesion of unknown pair",
+            LESION_OF_UNKNOWN_PAIR,
         )
     if "modality" in present:
-        _check_choice(lesions, "modality", MODALITIES, problems, "unknown modality")
+        _check_choice(lesions, "modality", MODALITIES, problems, UNKNOWN_MODALITY)
     if "pathology" in present:
-        _check_choice(lesions, "pathology", PATHOLOGIES, problems, "unknown pathology")
+        _check_choice(lesions, "pathology", PATHOLOGIES, problems, UNKNOWN_PATHOLOGY)
     numbers = {}
     for column in BOX_COLUMNS:
         if column in present:
@@ -190,7 +209,7 @@ def _lesion_problems(lesions: pd.DataFrame, name: str, pair_ids: pd.Series | Non
                 bad,
                 column,
                 [f"{v!r} is not a finite number" for v in lesions[column][bad]],
-                "coordinate not a number",
+                COORDINATE_NOT_A_NUMBER,
             )
     for low, high in BOX_AXES:
         if low in numbers and high in numbers:

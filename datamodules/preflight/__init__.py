@@ -9,28 +9,23 @@ its image) are listed apart and do not fail.
 Identifiers read from the DICOMs (PatientID, StudyInstanceUID, SOPInstanceUID) are compared
 by hash and never printed.
 
-Read in this order: ``settings`` (thresholds, problem kinds, `CheckSettings`, `CheckReport`),
-``dicom_checks`` (one DICOM's header), ``pair_checks`` (each pair's images, in worker
-processes), ``table_checks`` (the tables against the images), ``runner`` (`setup_check`).
+The problem kinds are named in `common.problems` (and importable from here too).
+Read in this order: ``settings`` (thresholds, the kinds that are warnings, `CheckSettings`,
+`CheckReport`), ``dicom_checks`` (one DICOM's header), ``pair_checks`` (each pair's images, in
+worker processes), ``table_checks`` (the tables against the images), ``runner``
+(`setup_check`).
 """
 
-from datamodules.preflight.dicom_checks import read_header, structure_problems, tag_problems
-from datamodules.preflight.runner import PARALLEL_FROM, setup_check
-from datamodules.preflight.settings import (
+from common.problems import (
     BOX_LOST,
     BOX_OUTSIDE,
-    BOX_TOLERANCE,
     CACHE_ENTRY_DIFFERS,
     CACHE_SETTINGS,
     COLOUR,
     CORRUPT_DICOM,
     CROP_ENLARGED,
     CROP_SMALL,
-    EXPECTED_MODALITY,
     LATERALITY,
-    MAX_UPSCALE,
-    MIN_CROP_SHARE,
-    MIN_TARGET_SIDE,
     MISSING_FILE,
     MULTI_FRAME,
     NO_LESION_TABLE,
@@ -38,7 +33,6 @@ from datamodules.preflight.settings import (
     NO_TARGET,
     NOT_DICOM,
     NOT_MG,
-    PIXEL_TOLERANCE,
     SWAPPED,
     TOO_SMALL,
     TRUNCATED_DICOM,
@@ -47,8 +41,18 @@ from datamodules.preflight.settings import (
     UNREADABLE_FILE,
     UNUSED_CLASS,
     VIEW,
-    WARNINGS,
     WRONG_KIND,
+)
+from datamodules.preflight.dicom_checks import read_header, structure_problems, tag_problems
+from datamodules.preflight.runner import PARALLEL_FROM, setup_check
+from datamodules.preflight.settings import (
+    BOX_TOLERANCE,
+    EXPECTED_MODALITY,
+    MAX_UPSCALE,
+    MIN_CROP_SHARE,
+    MIN_TARGET_SIDE,
+    PIXEL_TOLERANCE,
+    WARNINGS,
     CheckReport,
     CheckSettings,
     DataCheckError,

@@ -15,14 +15,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from datamodules.dicom import dicom_laterality
-from datamodules.manifest import LATERALITIES, VIEWS
-from datamodules.preflight.settings import (
+from common.problems import (
     COLOUR,
     CORRUPT_DICOM,
-    EXPECTED_MODALITY,
     LATERALITY,
-    MAX_UPSCALE,
     MISSING_FILE,
     MULTI_FRAME,
     NO_PIXEL_DATA,
@@ -32,8 +28,10 @@ from datamodules.preflight.settings import (
     TRUNCATED_DICOM,
     UNREADABLE_FILE,
     VIEW,
-    ImageProblem,
 )
+from datamodules.dicom import dicom_laterality
+from datamodules.manifest import LATERALITIES, VIEWS
+from datamodules.preflight.settings import EXPECTED_MODALITY, MAX_UPSCALE, ImageProblem
 
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _LONG_VRS = {

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.problems import (
+    CACHE_ENTRY_DIFFERS,
+    CROP_ENLARGED,
+    CROP_SMALL,
+    MISSING_FILE,
+    TOO_SMALL,
+    UNDECODABLE,
+    UNREADABLE_CACHE_ENTRY,
+)
 from datamodules.cache import CacheEntryError, ImageCache
 from datamodules.dicom import (
     DicomReadError,
@@ -23,16 +32,9 @@ from datamodules.preflight.dicom_checks import (
     tag_problems,
 )
 from datamodules.preflight.settings import (
-    CACHE_ENTRY_DIFFERS,
-    CROP_ENLARGED,
-    CROP_SMALL,
     MAX_UPSCALE,
     MIN_CROP_SHARE,
-    MISSING_FILE,
     PIXEL_TOLERANCE,
-    TOO_SMALL,
-    UNDECODABLE,
-    UNREADABLE_CACHE_ENTRY,
     CheckSettings,
     ImageProblem,
 )

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from common.parallel import run_parallel
-from common.problems import Problem
+from common.problems import CACHE_SETTINGS, Problem
 from datamodules.cache import CACHE_INFO, ImageCache
 from datamodules.manifest import ROW_COLUMN, resolve_table_paths
 from datamodules.preflight.pair_checks import _check_pair, _init_worker, _PairTask
-from datamodules.preflight.settings import CACHE_SETTINGS, CheckReport, CheckSettings
+from datamodules.preflight.settings import CheckReport, CheckSettings
 from datamodules.preflight.table_checks import box_problems, kind_problems, target_problems
 
 

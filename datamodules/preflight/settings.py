@@ -1,5 +1,6 @@
-"""The data check's thresholds and problem kinds, its errors, what it checks
-(`CheckSettings`) and what it found (`CheckReport`)."""
+"""The data check's thresholds, the problem kinds it reports as warnings (the kinds themselves
+are named in `common.problems`), its errors, what it checks (`CheckSettings`) and what it found
+(`CheckReport`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common.defaults import IMAGE_SIZE, MODALITIES, SPLIT_FRACTIONS
-from common.problems import Problem, ProblemsError
+from common.problems import BOX_LOST, CROP_SMALL, Problem, ProblemsError
 from datamodules.dicom import DEFAULT_MARGIN
 
 EXPECTED_MODALITY = "MG"
@@ -26,32 +27,6 @@ BOX_TOLERANCE = 1.0
 # A cache entry and its DICOM read now may differ by the entry's uint16 rounding.
 PIXEL_TOLERANCE = 2.0 / 65535
 
-# Problem kinds (the report counts them).
-MISSING_FILE = "missing file"
-UNREADABLE_FILE = "unreadable file"
-NOT_DICOM = "not a DICOM file"
-CORRUPT_DICOM = "corrupt DICOM"
-TRUNCATED_DICOM = "truncated DICOM"
-NO_PIXEL_DATA = "no pixel data"
-UNDECODABLE = "pixel data cannot be decoded"
-NOT_MG = "modality not MG"
-MULTI_FRAME = "multi-frame image"
-COLOUR = "colour image"
-TOO_SMALL = "image far smaller than the input"
-CROP_ENLARGED = "breast crop enlarged too much"
-CROP_SMALL = "breast crop keeps little of the image"
-WRONG_KIND = "image of the other modality"
-SWAPPED = "SM and FFDM swapped"
-LATERALITY = "laterality disagrees with the manifest"
-VIEW = "view disagrees with the manifest"
-BOX_OUTSIDE = "box outside its image"
-NO_TARGET = "label 1 without a target box"
-BOX_LOST = "box lost in preprocessing"
-UNUSED_CLASS = "pathology class without lesions"
-NO_LESION_TABLE = "no lesion table"
-UNREADABLE_CACHE_ENTRY = "unreadable cache entry"
-CACHE_SETTINGS = "cache made with other settings"
-CACHE_ENTRY_DIFFERS = "cache entry differs from its DICOM"
 # Kinds reported without failing: the data still trains, but not quite as the table says.
 WARNINGS = frozenset({CROP_SMALL, BOX_LOST})
 

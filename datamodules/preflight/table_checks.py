@@ -10,21 +10,20 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from common.problems import Problem
-from datamodules.dicom import Geometry, input_boxes
-from datamodules.manifest import ROW_COLUMN
-from datamodules.preflight.pair_checks import _PairOutcome
-from datamodules.preflight.settings import (
+from common.problems import (
     BOX_LOST,
     BOX_OUTSIDE,
-    BOX_TOLERANCE,
-    MIN_TARGET_SIDE,
     NO_LESION_TABLE,
     NO_TARGET,
     SWAPPED,
     UNUSED_CLASS,
     WRONG_KIND,
+    Problem,
 )
+from datamodules.dicom import Geometry, input_boxes
+from datamodules.manifest import ROW_COLUMN
+from datamodules.preflight.pair_checks import _PairOutcome
+from datamodules.preflight.settings import BOX_TOLERANCE, MIN_TARGET_SIDE
 
 
 def box_problems(

@@ -6,7 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.problems import Problem, ProblemsError
+from common.problems import (
+    DETECTION_OUTSIDE,
+    DUPLICATE_ROW,
+    EMPTY_VALUE,
+    IMAGE_ID_NOT_LISTED,
+    LESION_OUTSIDE,
+    MISSING_COLUMN,
+    NOT_A_NUMBER,
+    SCORE_OUTSIDE,
+    Problem,
+    ProblemsError,
+)
 from common.tables import BOX_AXES, BOX_COLUMNS, file_row, inverted, inverted_kind, inverted_reason
 
 _LISTED = 50  # rows listed of each problem in each column of each file; the rest counted
@@ -66,7 +77,7 @@ class _Problems:
             np.flatnonzero(ids.to_numpy(dtype=str) == ""),
             "image_id",
             "empty value",
-            "empty value",
+            EMPTY_VALUE,
         )
 
 
@@ -76,7 +87,7 @@ def _has_columns(
     absent = [column for column in required if column not in columns]
     has = ", ".join(map(repr, columns))
     for column in absent:
-        problems.whole(name, f"missing required column (has {has})", "missing column", column)
+        problems.whole(name, f"missing required column (has {has})", MISSING_COLUMN, column)
     return not absent
 
 
@@ -86,7 +97,7 @@ def _unlisted(name, rows, id_of, images, problems: _Problems) -> None:
         rows,
         "image_id",
         lambda row: f"{id_of(row)!r} is not listed in {images}",
-        "image_id not listed",
+        IMAGE_ID_NOT_LISTED,
     )
 
 
@@ -120,7 +131,7 @@ def _check_numbers(
             np.flatnonzero(bad) + offset,
             column,
             lambda row, c=column: f"{shown(c)(row)} is not a finite number",
-            "not a number",
+            NOT_A_NUMBER,
         )
     if "score" in columns:
         score = columns["score"]
@@ -130,7 +141,7 @@ def _check_numbers(
             outside,
             "score",
             lambda row: f"{score[row - offset]:g} is not in [0, 1]",
-            "score outside [0, 1]",
+            SCORE_OUTSIDE,
         )
     if "x1" not in columns:
         return
@@ -163,7 +174,7 @@ def _check_numbers(
                     wrong + offset,
                     column,
                     lambda row, v=values, w=why: f"{v[row - offset]:g} {w}",
-                    "lesion outside its image",
+                    LESION_OUTSIDE,
                 )
             else:
                 wrong = np.flatnonzero(values > limit)
@@ -174,7 +185,7 @@ def _check_numbers(
                     lambda row, v=values, m=limit, s=side: (
                         f"{v[row - offset]:g} lies past the image's {s}, {m[row - offset]:g}"
                     ),
-                    "lesion outside its image",
+                    LESION_OUTSIDE,
                 )
         return
     # A detector's box may reach past the border, or lie just outside it (the demo's BASE_UB:
@@ -201,7 +212,7 @@ def _check_numbers(
             + _size_text(height[row - offset], width[row - offset])
             + ": x1, y1, x2, y2 are not in this image's pixels"
         ),
-        "detection outside its image",
+        DETECTION_OUTSIDE,
     )
 
 
@@ -232,7 +243,7 @@ def _check_duplicates(
         where[later],
         None,
         lambda row: f"repeats row {file_row(first_of[row])}: {what}",
-        "duplicate row",
+        DUPLICATE_ROW,
     )
 
 

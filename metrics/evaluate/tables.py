@@ -11,6 +11,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.problems import (
+    DUPLICATE_IMAGE_ID,
+    EMPTY_FILE,
+    EMPTY_VALUE,
+    FILE_NOT_FOUND,
+    NO_DETECTIONS,
+    NO_IMAGES,
+    UNREADABLE_FILE,
+)
 from common.tables import BOX_COLUMNS, cell_text, file_row
 from metrics.evaluate.checks import (
     EvaluationInputError,
@@ -64,10 +73,10 @@ def read_evaluation_tables(
                     f"{ids[row]!r} is listed more than once (first at "
                     f"row {file_row(first_row[ids[row]])})"
                 ),
-                "duplicate image_id",
+                DUPLICATE_IMAGE_ID,
             )
         elif ids.empty:
-            image_problems.whole(str(images), "no images listed", "no images")
+            image_problems.whole(str(images), "no images listed", NO_IMAGES)
         else:
             image_index = pd.Index(ids)
         if "dropped_score" in image_table.columns:
@@ -136,14 +145,14 @@ def _read_frame(
         else:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        problems.whole(name, "file not found", "file not found")
+        problems.whole(name, "file not found", FILE_NOT_FOUND)
         return None
     except pd.errors.EmptyDataError:
-        problems.whole(name, "empty file (no header line)", "empty file")
+        problems.whole(name, "empty file (no header line)", EMPTY_FILE)
         return None
     except (pd.errors.ParserError, UnicodeDecodeError, pa.ArrowException, OSError) as error:
         kind = "Parquet" if _is_parquet(path) else "CSV"
-        problems.whole(name, f"not a readable {kind} file ({error})", "unreadable file")
+        problems.whole(name, f"not a readable {kind} file ({error})", UNREADABLE_FILE)
         return None
     if not _has_columns(name, list(table.columns), required, problems):
         return None
@@ -223,7 +232,7 @@ def _read_predictions(
         return None
     before = len(problems)
     if frame.empty:
-        problems.whole(name, "no detections (a header and no rows)", "no detections")
+        problems.whole(name, "no detections (a header and no rows)", NO_DETECTIONS)
     problems.empty_ids(name, frame["image_id"])
     _index(frame, image_index, name, images, problems)
     numbers = {column: _numbers(frame[column]) for column in (*BOX_COLUMNS, "score")}
@@ -254,10 +263,10 @@ def _read_parquet_predictions(
     try:
         parquet = pq.ParquetFile(path)
     except FileNotFoundError:
-        problems.whole(name, "file not found", "file not found")
+        problems.whole(name, "file not found", FILE_NOT_FOUND)
         return None
     except (pa.ArrowException, OSError) as error:
-        problems.whole(name, f"not a readable Parquet file ({error})", "unreadable file")
+        problems.whole(name, f"not a readable Parquet file ({error})", UNREADABLE_FILE)
         return None
     columns = parquet.schema_arrow.names
     if not _has_columns(name, columns, PREDICTION_COLUMNS, problems):
@@ -265,10 +274,10 @@ def _read_parquet_predictions(
     before = len(problems)
     n_rows = parquet.metadata.num_rows
     if n_rows == 0:
-        problems.whole(name, "no detections (the table has no rows)", "no detections")
+        problems.whole(name, "no detections (the table has no rows)", NO_DETECTIONS)
     ids, codes = _parquet_ids(path, parquet)
     empty = ids == ""
-    problems.rows(name, np.flatnonzero(empty[codes]), "image_id", "empty value", "empty value")
+    problems.rows(name, np.flatnonzero(empty[codes]), "image_id", "empty value", EMPTY_VALUE)
     if image_index is None:
         index = np.full(n_rows, -1, dtype=np.int64)
     else:
