@@ -333,7 +333,7 @@ def _artifact_meta(path) -> dict | None:
 
 def expected_model(config) -> dict:
     """What the config builds, as an artifact spec records it (the fields it can say)."""
-    from lightning_modules.effdet_parts import _plain
+    from lightning_modules.effdet_parts.architecture import _plain
 
     model, data = _init_args(config, "model"), _init_args(config, "data")
     name = str(config.model.class_path).rsplit(".", 1)[-1]

@@ -108,7 +108,10 @@ def divisible(size: Sequence[int], stride: int, model: str) -> str | None:
 def model_stride(architecture: str, overrides: Mapping[str, Any] | None = None) -> int:
     """2**max_level of an effdet architecture and its overrides (ValueError for an unknown
     architecture)."""
-    from lightning_modules.effdet_parts import check_architecture, get_efficientdet_config
+    from lightning_modules.effdet_parts.architecture import (
+        check_architecture,
+        get_efficientdet_config,
+    )
 
     check_architecture(architecture)
     max_level = (overrides or {}).get("max_level", get_efficientdet_config(architecture).max_level)
