@@ -76,7 +76,7 @@ def lightning_cli_class(checkpoint: str | None = None):
             # The model is built for the images the data module makes.
             parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
             parser.link_arguments(
-                "data.init_args.hit_min_distance", "model.init_args.hit_min_distance"
+                "data.init_args.hit_min_distance", "model.init_args.evaluation.hit_min_distance"
             )
 
         def _parse_ckpt_path(self) -> None:
@@ -154,6 +154,8 @@ class ConfigValueError(ValueError):
 
 # Linked from the data config: checked there, once.
 _LINKED = ("image_size", "hit_min_distance")
+# The model's settings objects (nested keys), each checked by its own ``problems``.
+_SETTINGS = {"optimizer": "OptimizerSettings", "evaluation": "EvaluationSettings"}
 _FIT_LIMITS = ("max_steps", "max_epochs", "limit_train_batches", "limit_val_batches")
 
 
@@ -165,11 +167,13 @@ def _init_args(config, group: str) -> dict:
 
 def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str]]:
     """(key, what is wrong) of every value of a parsed run config that cannot work: each model
-    and data init argument by its rule in `datamodules.values.RULES`, then the rules that
+    and data init argument by its rule in `datamodules.values.RULES` (the model's settings
+    objects by their own ``problems``, `lightning_modules.settings`), then the rules that
     join two values (the model's stride and the input size, the classes, the modalities the
     model reads and the data holds, the trainer's limits of a ``fit``)."""
     from common.defaults import MODALITIES
     from datamodules.values import GROUP_RULES, RULES, divisible, model_stride
+    from lightning_modules import settings
 
     model, data = _init_args(config, "model"), _init_args(config, "data")
     problems = []
@@ -177,12 +181,26 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     skipped = {"sm_teacher", "partner"} if model.get("pretrained") and "partner" in model else set()
     for group, values in (("model", model), ("data", data)):
         for name, value in values.items():
+            if group == "model" and name.split(".", 1)[0] in _SETTINGS:
+                continue  # a settings object's field: checked below, by its class
             rule = RULES.get(name)
             if rule is None or name in skipped or (group == "model" and name in _LINKED):
                 continue
             wrong = rule(value)
             if wrong:
                 problems.append((f"{group}.init_args.{name}", wrong))
+    for name, kind in _SETTINGS.items():
+        # jsonargparse holds a settings object as nested keys (optimizer.learning_rate)
+        fields = {
+            key.split(".", 1)[1]: value
+            for key, value in model.items()
+            if key.startswith(f"{name}.")
+        }
+        problems.extend(
+            (f"model.init_args.{name}.{field}", wrong)
+            for field, wrong in getattr(settings, kind).problems(fields)
+            if field not in _LINKED
+        )
     for group, rules in GROUP_RULES.items():
         values = config.get(group) if hasattr(config, "get") else None
         values = dict(values) if values is not None and hasattr(values, "items") else {}
@@ -235,14 +253,6 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
                 "data.init_args.modalities",
                 f"{list(held)}, but the model reads {sorted(read)}: the data must "
                 f"hold every image the model reads",
-            )
-        )
-    if model.get("reference_batch_size") is not None and model.get("global_batch_size") is None:
-        problems.append(
-            (
-                "model.init_args.reference_batch_size",
-                "scales the learning rate to the global batch: set "
-                "model.init_args.global_batch_size too",
             )
         )
     if subcommand == "fit":
