@@ -1,7 +1,7 @@
-"""The range rule of every setting, each written once: `cli.check_values` applies them to a
-run's model, data and trainer values before any class is built, and the tools (``prepare``,
-``check-data``) to their command lines, so one value is refused with the same words wherever
-it is given.
+"""The range rule of every setting, each written once: `config_checks.check_values` applies
+them to a run's model, data and trainer values before any class is built, and the tools
+(``prepare``, ``check-data``) to their command lines, so one value is refused with the same
+words wherever it is given.
 
 A rule takes a value and returns what is wrong with it (a sentence), or None. `RULES` maps an
 init argument's name to its rule: one name, one meaning, in every stage and data module (a

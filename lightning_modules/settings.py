@@ -4,8 +4,8 @@
 A stage takes them as ``optimizer`` and ``evaluation``; in a run config they are nested keys
 (``model.init_args.optimizer.learning_rate``). Each class's ``problems`` says what is wrong
 with a mapping of its values (every problem at once, by field): a stage raises it when it
-takes the object (``of``), and ``cli.check_values`` reports it, by key, before any class is
-built.
+takes the object (``of``), and ``config_checks.check_values`` reports it, by key, before any
+class is built.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Settings:
         """``value`` as this class, checked (ValueError naming each field that cannot work):
         an instance, a mapping of fields (a checkpoint's hyperparameters hold plain dicts) or
         None (the defaults). The constructor itself does not check: jsonargparse builds these
-        objects while it parses, before ``cli.check_values`` names the key."""
+        objects while it parses, before ``config_checks.check_values`` names the key."""
         if value is None:
             value = cls()
         elif not isinstance(value, cls):
