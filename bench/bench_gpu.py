@@ -307,7 +307,7 @@ class WaitTimer(pl.Callback):
 
 
 def part_loader(args, settings, device, folder: Path, cache: Path, gpu_pairs_per_s) -> dict:
-    from lightning_modules import TeacherDetector
+    from lightning_modules import EvaluationSettings, TeacherDetector
 
     results = {}
     samples = settings["batch_size"] * (args.fit_steps + 2)
@@ -318,7 +318,7 @@ def part_loader(args, settings, device, folder: Path, cache: Path, gpu_pairs_per
             architecture=settings["architecture"],
             image_size=tuple(settings["image_size"]),
             architecture_overrides=settings["architecture_overrides"],
-            fauc_n_boot=0,
+            evaluation=EvaluationSettings(fauc_n_boot=0),
             channels_last=True,
         )
         timer = WaitTimer()
@@ -361,7 +361,7 @@ def part_loader(args, settings, device, folder: Path, cache: Path, gpu_pairs_per
 # -- 3. validation ------------------------------------------------------------------------------
 def part_validation(args, settings, device, folder: Path, cache: Path) -> dict:
     from callbacks import PredictionWriter
-    from lightning_modules import TeacherDetector
+    from lightning_modules import EvaluationSettings, TeacherDetector
 
     class TimedWriter(PredictionWriter):
         """The prediction writer, its time in the validation hooks summed (device idle)."""
@@ -397,7 +397,7 @@ def part_validation(args, settings, device, folder: Path, cache: Path) -> dict:
             architecture=settings["architecture"],
             image_size=tuple(settings["image_size"]),
             architecture_overrides=settings["architecture_overrides"],
-            fauc_n_boot=0,
+            evaluation=EvaluationSettings(fauc_n_boot=0),
         )
         TimedWriter.seconds, TimedWriter.scores = 0.0, []
         writer = TimedWriter(output_dir=str(folder / f"predictions-{precision}"))

@@ -81,14 +81,14 @@ def make_batches(settings, modalities, count=4, seed=0) -> list[dict[str, Any]]:
 
 
 def teacher(settings, modality="sm"):
-    from lightning_modules import TeacherDetector
+    from lightning_modules import OptimizerSettings, TeacherDetector
 
     return TeacherDetector(
         modality=modality,
         architecture=settings["architecture"],
         image_size=tuple(settings["image_size"]),
         architecture_overrides=settings["architecture_overrides"],
-        learning_rate=LR,
+        optimizer=OptimizerSettings(learning_rate=LR),
     )
 
 
@@ -104,7 +104,7 @@ def write_module_artifact(module, out: Path) -> str:
 
 def make_artifacts(settings, folder: Path) -> dict[str, str]:
     """Stage I SM and FFDM and Stage II artifacts of freshly initialised modules."""
-    from lightning_modules import DistillStudent
+    from lightning_modules import DistillStudent, OptimizerSettings
 
     torch.manual_seed(0)
     paths = {
@@ -112,14 +112,16 @@ def make_artifacts(settings, folder: Path) -> dict[str, str]:
         "ffdm": write_module_artifact(teacher(settings, "ffdm"), folder / "ffdm"),
     }
     student = DistillStudent(
-        ffdm_teacher=paths["ffdm"], image_size=tuple(settings["image_size"]), learning_rate=LR
+        ffdm_teacher=paths["ffdm"],
+        image_size=tuple(settings["image_size"]),
+        optimizer=OptimizerSettings(learning_rate=LR),
     )
     paths["stage2"] = write_module_artifact(student, folder / "stage2")
     return paths
 
 
 def stage_module(stage: str, settings, artifacts):
-    from lightning_modules import DistillStudent, FusedDetector
+    from lightning_modules import DistillStudent, FusedDetector, OptimizerSettings
 
     torch.manual_seed(0)
     size = tuple(settings["image_size"])
@@ -130,11 +132,14 @@ def stage_module(stage: str, settings, artifacts):
             ffdm_teacher=artifacts["ffdm"],
             image_size=size,
             init_from=artifacts["ffdm"],
-            learning_rate=LR,
+            optimizer=OptimizerSettings(learning_rate=LR),
         )
     partner = artifacts["stage2"] if stage == "stage3" else artifacts["ffdm"]
     return FusedDetector(
-        sm_teacher=artifacts["sm"], partner=partner, image_size=size, learning_rate=LR
+        sm_teacher=artifacts["sm"],
+        partner=partner,
+        image_size=size,
+        optimizer=OptimizerSettings(learning_rate=LR),
     )
 
 

@@ -1914,32 +1914,32 @@ def _(ws, d):
 
 @case("lightning", "learning_rate 0", "learning_rate", "> 0")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.learning_rate", "0"]
+    return fit(ws, d) + ["--model.init_args.optimizer.learning_rate", "0"]
 
 
 @case("lightning", "weight_decay -1", "weight_decay", ">= 0")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.weight_decay", "-1"]
+    return fit(ws, d) + ["--model.init_args.optimizer.weight_decay", "-1"]
 
 
 @case("lightning", "warmup_steps -5", "warmup_steps", ">= 0")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.warmup_steps", "-5"]
+    return fit(ws, d) + ["--model.init_args.optimizer.warmup_steps", "-5"]
 
 
 @case("lightning", "lr_schedule linear", "lr_schedule", "linear")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.lr_schedule", "linear"]
+    return fit(ws, d) + ["--model.init_args.optimizer.lr_schedule", "linear"]
 
 
 @case("lightning", "fauc_max_fp 0", "fauc_max_fp", "> 0")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.fauc_max_fp", "0"]
+    return fit(ws, d) + ["--model.init_args.evaluation.fauc_max_fp", "0"]
 
 
 @case("lightning", "fauc_n_boot -1", "fauc_n_boot", ">= 0")
 def _(ws, d):
-    return fit(ws, d) + ["--model.init_args.fauc_n_boot", "-1"]
+    return fit(ws, d) + ["--model.init_args.evaluation.fauc_n_boot", "-1"]
 
 
 @case("lightning", "batch_size 0", "batch_size", ">= 1")

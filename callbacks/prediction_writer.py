@@ -184,7 +184,7 @@ class PredictionWriter(pl.Callback):
                 # what the report needs to score these tables: whose boxes they are, the hit rule
                 "modality": module.modality,
                 "input_modalities": list(module.input_modalities),
-                "hit_min_distance": float(module.hit_min_distance),
+                "hit_min_distance": float(module.evaluation.hit_min_distance),
                 "trained_steps": None if trained_steps is None else int(trained_steps),
                 "ckpt_path": getattr(trainer, "ckpt_path", None),
                 "during_fit": trainer.state.fn == "fit",

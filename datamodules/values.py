@@ -1,12 +1,13 @@
-"""The range rule of every setting, each written once: `cli.check_values` applies them to a
-run's model, data and trainer values before any class is built, and the tools (``prepare``,
-``check-data``) to their command lines, so one value is refused with the same words wherever
-it is given.
+"""The range rule of every setting, each written once: `config_checks.check_values` applies
+them to a run's model, data and trainer values before any class is built, and the tools
+(``prepare``, ``check-data``) to their command lines, so one value is refused with the same
+words wherever it is given.
 
 A rule takes a value and returns what is wrong with it (a sentence), or None. `RULES` maps an
 init argument's name to its rule: one name, one meaning, in every stage and data module (a
-new setting gets its rule here); `GROUP_RULES` does the same for the other parts of a run
-config (the trainer, the callbacks), by key.
+new setting gets its rule here, or in its settings object: `lightning_modules.settings` holds
+the optimiser's and the evaluation's, made with these rule makers); `GROUP_RULES` does the
+same for the other parts of a run config (the trainer, the callbacks), by key.
 """
 
 from __future__ import annotations
@@ -232,16 +233,9 @@ RULES: dict[str, Rule] = {
     "num_classes": number(1, integer=True),
     "focal_alpha": number(0, 1),
     "focal_gamma": number(0),
-    "learning_rate": number(0, above=True),
-    "weight_decay": number(0),
-    "warmup_steps": number(0, integer=True),
-    "lr_schedule": one_of(LR_SCHEDULES),
-    "global_batch_size": number(1, integer=True, optional=True),
-    "reference_batch_size": number(1, integer=True, optional=True),
     "channels_last": boolean,
-    "fauc_max_fp": number(0, above=True),
-    "fauc_n_boot": number(0, integer=True),
-    "hit_min_distance": number(0, above=True),
+    # (the optimiser and evaluation settings: `lightning_modules.settings`)
+    "hit_min_distance": number(0, above=True),  # the data's, linked into the model's evaluation
     "freeze_extractor": boolean,
     "projection": one_of(("conv3x3", "shared")),
     "levels": levels,

@@ -8,8 +8,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lightning_modules.detector import DetectorModule  # noqa: E402
 from lightning_modules.fused import FusedDetector  # noqa: E402
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings  # noqa: E402
 from lightning_modules.stage import StageModule  # noqa: E402
 from lightning_modules.student import DistillStudent  # noqa: E402
 from lightning_modules.teacher import TeacherDetector  # noqa: E402
 
-__all__ = ["DetectorModule", "DistillStudent", "FusedDetector", "StageModule", "TeacherDetector"]
+__all__ = [
+    "DetectorModule",
+    "DistillStudent",
+    "EvaluationSettings",
+    "FusedDetector",
+    "OptimizerSettings",
+    "StageModule",
+    "TeacherDetector",
+]

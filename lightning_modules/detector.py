@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from common.defaults import HIT_MIN_DISTANCE
 from datamodules.batch import (
     PAIR_ID,
     boxes_key,
@@ -23,6 +22,7 @@ from datamodules.batch import (
     validate_batch,
 )
 from lightning_modules.effdet_parts import DetectionCriterion, DetectionHead
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings
 from lightning_modules.stage import StageModule
 from metrics.fauc import FAUC
 
@@ -40,29 +40,12 @@ class DetectorModule(StageModule):
 
     def __init__(
         self,
-        learning_rate: float,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: str = "cosine",
-        fauc_max_fp: float = 1.0,
-        fauc_n_boot: int = 2000,
-        hit_min_distance: float = HIT_MIN_DISTANCE,
-        global_batch_size: int | None = None,
-        reference_batch_size: int | None = None,
+        optimizer: OptimizerSettings = OptimizerSettings(),
+        evaluation: EvaluationSettings = EvaluationSettings(),
         channels_last: bool = False,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule,
-            global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size,
-            channels_last=channels_last,
-        )
-        self.hit_min_distance = float(hit_min_distance)
-        self.fauc_max_fp = fauc_max_fp
-        self.fauc_n_boot = fauc_n_boot
+        super().__init__(optimizer=optimizer, channels_last=channels_last)
+        self.evaluation = EvaluationSettings.of(evaluation)
         self.val_fauc: FAUC | None = None
         self.test_fauc: FAUC | None = None
 
@@ -70,14 +53,15 @@ class DetectorModule(StageModule):
         """Build the FAUC metrics (and ``StageModule.setup``); bootstrap CIs are skipped for the
         validation runs inside ``fit``, where only the value is wanted.
 
-        The hit rule's floor (``hit_min_distance``, 100 px in the paper) belongs to the data,
-        whose pixel size it depends on: the CLI links it from the data config.
+        The hit rule's floor (``evaluation.hit_min_distance``, 100 px in the paper) belongs
+        to the data, whose pixel size it depends on: the CLI links it from the data config.
         """
         super().setup(stage)
-        distance = self.hit_min_distance
-        val_boot = 0 if stage == "fit" else self.fauc_n_boot
-        self.val_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=val_boot)
-        self.test_fauc = FAUC(self.fauc_max_fp, min_distance=distance, n_boot=self.fauc_n_boot)
+        settings = self.evaluation
+        distance, max_fp = settings.hit_min_distance, settings.fauc_max_fp
+        val_boot = 0 if stage == "fit" else settings.fauc_n_boot
+        self.val_fauc = FAUC(max_fp, min_distance=distance, n_boot=val_boot)
+        self.test_fauc = FAUC(max_fp, min_distance=distance, n_boot=settings.fauc_n_boot)
 
     # -- what a stage defines -------------------------------------------------------------
     @abstractmethod

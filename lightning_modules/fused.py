@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE, MODALITIES
+from common.defaults import IMAGE_SIZE, MODALITIES
 from lightning_modules.artifacts import check_same_features
 from lightning_modules.detector import DetectorModule
 from lightning_modules.distillation import FeatureProjection
@@ -28,6 +28,7 @@ from lightning_modules.effdet_parts import (
     config_from_spec,
     widen_head,
 )
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings
 
 PARTNER_FEATURES = ("extractor", "projected")
 HEAD_INITS = ("sm_teacher", "random")
@@ -47,15 +48,13 @@ class FusedDetector(DetectorModule):
             head and those from the partner's channels set to zero, so training starts
             exactly at Model_SM; "random": effdet's fresh initialisation.
         focal_alpha, focal_gamma: Eq. 1's alpha and gamma.
-        learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
-        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
-            the batch its learning rate is given for, NHWC memory (``StageModule``).
-        fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and bootstrap replicates.
-        hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
-            linked from the data config's ``hit_min_distance`` by the CLI.
         pretrained: a Stage III artifact: the whole model (architecture and weights) is
             built from it, and ``sm_teacher``/``partner`` are not read (for predicting, or
             training on from a finished fused model).
+        optimizer: AdamW and its schedule (`OptimizerSettings`).
+        evaluation: FAUC-x's cut-off, its bootstrap replicates and the hit rule's floor
+            (`EvaluationSettings`; the floor is linked from the data config by the CLI).
+        channels_last: NHWC memory (``StageModule``).
     """
 
     stage = 3
@@ -69,30 +68,12 @@ class FusedDetector(DetectorModule):
         head_init: str = "sm_teacher",
         focal_alpha: float = 0.9,
         focal_gamma: float = 2.5,
-        learning_rate: float = 1.5e-4,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: str = "cosine",
-        fauc_max_fp: float = 1.0,
-        fauc_n_boot: int = 2000,
-        hit_min_distance: float = HIT_MIN_DISTANCE,
         pretrained: str | None = None,
-        global_batch_size: int | None = None,
-        reference_batch_size: int | None = None,
+        optimizer: OptimizerSettings = OptimizerSettings(),
+        evaluation: EvaluationSettings = EvaluationSettings(),
         channels_last: bool = False,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule,
-            fauc_max_fp=fauc_max_fp,
-            fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance,
-            global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size,
-            channels_last=channels_last,
-        )
+        super().__init__(optimizer=optimizer, evaluation=evaluation, channels_last=channels_last)
         self.save_hyperparameters()
         if partner_features not in PARTNER_FEATURES:
             raise ValueError(

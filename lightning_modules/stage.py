@@ -15,6 +15,7 @@ warm-up keeps its number of pairs. The artifact records the schedule it was trai
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Any
@@ -25,6 +26,7 @@ from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
 from lightning_modules.artifacts import CHECKPOINT_SPEC_KEY, Artifact, check_artifact, read_artifact
 from lightning_modules.effdet_parts import TimmSyncBatchNorm, freeze, use_channels_last
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings
 
 # The "true" half precisions cast the whole model, BatchNorm statistics and anchors included.
 REFUSED_PRECISIONS = {"bf16-true": "bfloat16", "16-true": "float16"}
@@ -58,18 +60,8 @@ class StageModule(pl.LightningModule, ABC):
     """Base of ``TeacherDetector``, ``DistillStudent`` and ``FusedDetector``.
 
     Args:
-        learning_rate, weight_decay: AdamW's (the paper: learning rate 1.5e-4); with
-            ``reference_batch_size``, the learning rate at a global batch of that many pairs.
-        warmup_steps: linear warm-up steps (at ``reference_batch_size`` when it is set); then
-            ``lr_schedule``: "cosine" (to zero at the last step) or "constant".
-        global_batch_size: pairs per optimiser step, whatever the devices and nodes: the
-            per-device ``batch_size`` of the data times devices times nodes times the gradient
-            accumulation, which is set to make it. None: no accumulation (the global batch is
-            then per-device batch x devices x nodes, and changes with them).
-        reference_batch_size: the global batch ``learning_rate`` and ``warmup_steps`` are given
-            for. At a global batch G the peak learning rate is ``learning_rate * G / reference``
-            (linear scaling) and the warm-up ``ceil(warmup_steps * reference / G)`` steps (the
-            same number of pairs). None: no scaling. Needs ``global_batch_size``.
+        optimizer: AdamW and its schedule (`OptimizerSettings`; a mapping of its fields, as a
+            checkpoint's hyperparameters hold it, is taken too).
         channels_last: weights and input images in channels_last (NHWC) memory: faster
             convolutions on a GPU's tensor cores; the same model.
     """
@@ -77,39 +69,10 @@ class StageModule(pl.LightningModule, ABC):
     stage: int
 
     def __init__(
-        self,
-        learning_rate: float,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: str = "cosine",
-        global_batch_size: int | None = None,
-        reference_batch_size: int | None = None,
-        channels_last: bool = False,
+        self, optimizer: OptimizerSettings = OptimizerSettings(), channels_last: bool = False
     ):
         super().__init__()
-        if not float(learning_rate) > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
-        for name, value in (
-            ("global_batch_size", global_batch_size),
-            ("reference_batch_size", reference_batch_size),
-        ):
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if reference_batch_size is not None and global_batch_size is None:
-            raise ValueError(
-                "reference_batch_size scales the learning rate to the global batch: "
-                "set global_batch_size too"
-            )
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.lr_schedule = lr_schedule
-        self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
-        self.reference_batch_size = (
-            None if reference_batch_size is None else int(reference_batch_size)
-        )
+        self.optimizer_settings = OptimizerSettings.of(optimizer)
         self.channels_last = bool(channels_last)
         self.schedule: dict[str, Any] | None = None  # set by configure_optimizers
         self.inputs: dict[str, dict[str, str]] = {}
@@ -124,6 +87,18 @@ class StageModule(pl.LightningModule, ABC):
         self._recent_pairs: dict[int, list[str]] = {}
         self._step_offset = 0
         self._batches_checked = 0
+
+    def save_hyperparameters(self, *args, ignore=None, frame=None, logger: bool = True) -> None:
+        """Lightning's, with the settings objects (`OptimizerSettings`, `EvaluationSettings`)
+        kept as plain dicts: a checkpoint then loads with ``weights_only=True``, and
+        LightningCLI reads its hyperparameters back as config."""
+        super().save_hyperparameters(
+            *args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger
+        )
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", {})):
+            for key, kind in (("optimizer", OptimizerSettings), ("evaluation", EvaluationSettings)):
+                if key in hparams:
+                    hparams[key] = kind.of(hparams[key]).as_dict()
 
     # -- earlier stages ---------------------------------------------------------------------
     def load_input(self, path: str, role: str, accepted, image_size=None) -> Artifact:
@@ -188,7 +163,7 @@ class StageModule(pl.LightningModule, ABC):
                 strategy._layer_sync = TimmSyncBatchNorm()
         if self.channels_last:
             use_channels_last(self)
-        if stage == "fit" and self.global_batch_size is not None:
+        if stage == "fit" and self.optimizer_settings.global_batch_size is not None:
             trainer.accumulate_grad_batches = self._accumulation()
 
     def _per_device_batch(self) -> int | None:
@@ -201,21 +176,22 @@ class StageModule(pl.LightningModule, ABC):
         batch = self._per_device_batch()
         if batch is None:
             raise ValueError(
-                "model.init_args.global_batch_size needs the per-device batch size: "
+                "model.init_args.optimizer.global_batch_size needs the per-device batch size: "
                 "train with a data module that has a batch_size"
             )
         share = batch * trainer.world_size
-        accumulation, remainder = divmod(self.global_batch_size, share)
+        global_batch = self.optimizer_settings.global_batch_size
+        accumulation, remainder = divmod(global_batch, share)
         if remainder or not accumulation:
             raise ValueError(
-                f"model.init_args.global_batch_size {self.global_batch_size} must be a multiple "
+                f"model.init_args.optimizer.global_batch_size {global_batch} must be a multiple "
                 f"of data.init_args.batch_size {batch} x {trainer.num_devices} devices x "
                 f"{trainer.num_nodes} nodes = {share}"
             )
         if trainer.accumulate_grad_batches not in (1, accumulation):
             raise ValueError(
                 f"trainer.accumulate_grad_batches {trainer.accumulate_grad_batches} contradicts "
-                f"model.init_args.global_batch_size {self.global_batch_size} ({accumulation} "
+                f"model.init_args.optimizer.global_batch_size {global_batch} ({accumulation} "
                 f"batches of {batch} on {trainer.world_size} processes): leave it unset"
             )
         return accumulation
@@ -306,20 +282,18 @@ class StageModule(pl.LightningModule, ABC):
     def configure_optimizers(self):
         trainer = self.trainer
         batch = self._per_device_batch()
-        global_batch = self.global_batch_size or (
+        settings = self.optimizer_settings
+        global_batch = settings.global_batch_size or (
             None if batch is None else batch * trainer.world_size * trainer.accumulate_grad_batches
         )
-        learning_rate, warmup = self.learning_rate, self.warmup_steps
-        if self.reference_batch_size is not None:  # linear scaling; the same warm-up pairs
-            learning_rate = self.learning_rate * self.global_batch_size / self.reference_batch_size
-            warmup = math.ceil(
-                self.warmup_steps * self.reference_batch_size / self.global_batch_size
-            )
+        learning_rate, warmup = settings.peak()
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(
+            parameters, lr=learning_rate, weight_decay=settings.weight_decay
+        )
         total_steps = max(int(trainer.estimated_stepping_batches), 1)
         warmup_steps = min(warmup, total_steps)
-        schedule = self.lr_schedule
+        schedule = settings.lr_schedule
         self.schedule = {
             "global_batch_size": global_batch,
             "batch_size": batch,
@@ -329,7 +303,7 @@ class StageModule(pl.LightningModule, ABC):
             "optimizer_steps": total_steps,
             "warmup_steps": warmup_steps,
             "learning_rate": learning_rate,
-            "reference_batch_size": self.reference_batch_size,
+            "reference_batch_size": settings.reference_batch_size,
             "lr_schedule": schedule,
         }
 

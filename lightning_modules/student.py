@@ -40,6 +40,7 @@ from lightning_modules.effdet_parts import (
     config_from_spec,
 )
 from lightning_modules.pretrained import load_pretrained, weights_reference
+from lightning_modules.settings import OptimizerSettings
 from lightning_modules.stage import StageModule
 
 DIAGNOSTIC_SPLITS = ("val", "test")
@@ -69,9 +70,8 @@ class DistillStudent(StageModule):
             ``levels``, ``level_weights`` and the kind's settings (see
             ``lightning_modules.distill_losses``); the loss is the weighted sum of the terms.
             ``levels`` and ``level_weights`` above then stay unset.
-        learning_rate, weight_decay, warmup_steps, lr_schedule: the optimiser's settings.
-        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
-            the batch its learning rate is given for, NHWC memory (``StageModule``).
+        optimizer: AdamW and its schedule (`OptimizerSettings`).
+        channels_last: NHWC memory (``StageModule``).
     """
 
     stage = 2
@@ -89,23 +89,10 @@ class DistillStudent(StageModule):
         eps: float = 1e-8,
         losses: list[dict[str, Any]] | None = None,
         sm_teacher: str | None = None,
-        learning_rate: float = 1.5e-4,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: str = "cosine",
-        global_batch_size: int | None = None,
-        reference_batch_size: int | None = None,
+        optimizer: OptimizerSettings = OptimizerSettings(),
         channels_last: bool = False,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule,
-            global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size,
-            channels_last=channels_last,
-        )
+        super().__init__(optimizer=optimizer, channels_last=channels_last)
         self.save_hyperparameters()
         self.modality = "sm"
         if (ffdm_teacher is None) == (sm_teacher is None):

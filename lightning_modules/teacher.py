@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from common.defaults import HIT_MIN_DISTANCE, IMAGE_SIZE
+from common.defaults import IMAGE_SIZE
 from datamodules.batch import check_modality
 from lightning_modules.detector import DetectorModule
 from lightning_modules.effdet_parts import (
@@ -21,6 +21,7 @@ from lightning_modules.effdet_parts import (
     build_config,
 )
 from lightning_modules.pretrained import load_pretrained, weights_reference
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings
 
 
 class TeacherDetector(DetectorModule):
@@ -33,21 +34,18 @@ class TeacherDetector(DetectorModule):
         image_size: model input (H, W), divisible by ``2**max_level``.
         num_classes: lesion classes (1: any lesion).
         focal_alpha, focal_gamma: Eq. 1's alpha and gamma (paper's best: 0.9, 2.5).
-        learning_rate: AdamW learning rate (paper: 1.5e-4).
         pretrained: a local effdet (COCO) checkpoint, a timm backbone weight file, a stage
             artifact or a Lightning checkpoint of one of our modules (its extractor and
             head); nothing is downloaded.
         architecture_overrides: effdet config keys to override (backbone, channels,
             repeats, levels, anchors): a small CPU detector is a config entry.
-        weight_decay, warmup_steps, lr_schedule: optimiser settings.
-        global_batch_size, reference_batch_size, channels_last: the schedule's global batch,
-            the batch its learning rate is given for, NHWC memory (``StageModule``).
-        fauc_max_fp, fauc_n_boot: FAUC-x's cut-off and the bootstrap replicates of its CIs
-            (on test and stand-alone validation).
-        hit_min_distance: the FROC hit rule's floor in original pixels (the paper's 100 px);
-            linked from the data config's ``hit_min_distance`` by the CLI.
         freeze_extractor: train the head alone on a frozen extractor (from ``pretrained``):
             a probe of what another stage's features carry, e.g. the student B's.
+        optimizer: AdamW and its schedule (`OptimizerSettings`: learning rate, the paper's
+            1.5e-4, weight decay, warm-up, schedule, global and reference batch).
+        evaluation: FAUC-x's cut-off, its bootstrap replicates and the hit rule's floor
+            (`EvaluationSettings`; the floor is linked from the data config by the CLI).
+        channels_last: NHWC memory (``StageModule``).
     """
 
     stage = 1
@@ -60,32 +58,14 @@ class TeacherDetector(DetectorModule):
         num_classes: int = 1,
         focal_alpha: float = 0.9,
         focal_gamma: float = 2.5,
-        learning_rate: float = 1.5e-4,
         pretrained: str | None = None,
         architecture_overrides: dict[str, Any] | None = None,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: str = "cosine",
-        fauc_max_fp: float = 1.0,
-        fauc_n_boot: int = 2000,
-        hit_min_distance: float = HIT_MIN_DISTANCE,
         freeze_extractor: bool = False,
-        global_batch_size: int | None = None,
-        reference_batch_size: int | None = None,
+        optimizer: OptimizerSettings = OptimizerSettings(),
+        evaluation: EvaluationSettings = EvaluationSettings(),
         channels_last: bool = False,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule,
-            fauc_max_fp=fauc_max_fp,
-            fauc_n_boot=fauc_n_boot,
-            hit_min_distance=hit_min_distance,
-            global_batch_size=global_batch_size,
-            reference_batch_size=reference_batch_size,
-            channels_last=channels_last,
-        )
+        super().__init__(optimizer=optimizer, evaluation=evaluation, channels_last=channels_last)
         self.save_hyperparameters()
         self.modality = check_modality(modality)
         self.architecture = architecture

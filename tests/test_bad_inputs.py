@@ -526,8 +526,8 @@ def _error_lines(capsys) -> list[str]:
             "data.init_args.split_fractions: must be three non-negative numbers summing to 1",
         ),
         (
-            "--model.init_args.lr_schedule=linear",
-            "model.init_args.lr_schedule: must be one of cosine, constant; got 'linear'",
+            "--model.init_args.optimizer.lr_schedule=linear",
+            "model.init_args.optimizer.lr_schedule: must be one of cosine, constant; got 'linear'",
         ),
     ],
 )

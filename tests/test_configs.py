@@ -79,7 +79,7 @@ def _tiny_overrides(phantom: Path, root: Path) -> list[str]:
         "[128, 128]",
         "--data.init_args.batch_size",
         "2",
-        "--model.init_args.global_batch_size",
+        "--model.init_args.optimizer.global_batch_size",
         "2",  # the real configs' 64 would accumulate 32
         "--data.init_args.num_workers",
         "0",

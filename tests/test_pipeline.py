@@ -32,7 +32,7 @@ def _lightning(subcommand: str, modality: str, phantom: Path, root: Path, *extra
         str(root),
         "--trainer.enable_progress_bar",
         "false",
-        "--model.init_args.fauc_n_boot",
+        "--model.init_args.evaluation.fauc_n_boot",
         "200",
         *extra,
     ]
@@ -149,7 +149,7 @@ def test_two_process_ddp_test_run_writes_the_same_predictions(runs, tiny_phantom
         "false",
         "--trainer.enable_progress_bar",
         "false",
-        "--model.init_args.fauc_n_boot",
+        "--model.init_args.evaluation.fauc_n_boot",
         "0",
         "--ckpt_path",
         str(base / "sm" / "checkpoints" / "last.ckpt"),

@@ -23,6 +23,7 @@ import cli
 from datamodules.dicom import load_image
 from lightning_modules import TeacherDetector
 from lightning_modules.artifacts import export_checkpoint
+from lightning_modules.settings import OptimizerSettings
 
 SIZE = (128, 128)
 HEIGHT, WIDTH, MARKER = 240, 180, 30  # the marker about an anchor's size at the input
@@ -74,8 +75,7 @@ def square_detector(tmp_path_factory):
         architecture=init["architecture"],
         image_size=SIZE,
         architecture_overrides=init["architecture_overrides"],
-        learning_rate=5e-3,
-        lr_schedule="constant",
+        optimizer=OptimizerSettings(learning_rate=5e-3, lr_schedule="constant"),
     )
     trainer = pl.Trainer(
         accelerator="cpu",

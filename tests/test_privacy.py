@@ -70,7 +70,7 @@ def test_no_phi_in_anything_a_pipeline_and_predict_write(tiny_phantom, tmp_path)
         samples_per_epoch=8,
     )
     data.write_text(yaml.safe_dump(loaded))
-    detector = {"model.init_args.fauc_n_boot": 20}
+    detector = {"model.init_args.evaluation.fauc_n_boot": 20}
     pipeline = {
         "data": str(data),
         "run": str(tmp_path / "run"),

@@ -22,6 +22,7 @@ from datamodules.manifest import load_tables
 from datamodules.paired import PairedMammoDataModule
 from datamodules.preflight import DataCheckError
 from lightning_modules import TeacherDetector
+from lightning_modules.settings import OptimizerSettings
 
 SIZE = (128, 128)
 # write_paired_folder(8 pairs): p0000, p0003 and p0006 are positive; p000i is manifest row i+2.
@@ -66,8 +67,7 @@ def _fit(module, architecture, counter: CountSteps, steps=3) -> None:
         architecture="efficientdet_d0",
         image_size=SIZE,
         architecture_overrides=architecture,
-        learning_rate=1e-3,
-        lr_schedule="constant",
+        optimizer=OptimizerSettings(learning_rate=1e-3, lr_schedule="constant"),
     )
     trainer = pl.Trainer(
         accelerator="cpu",

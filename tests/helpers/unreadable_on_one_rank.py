@@ -24,6 +24,7 @@ from tiny_runs import TINY_ARCHITECTURE  # noqa: E402
 
 from datamodules import PairedMammoDataModule  # noqa: E402
 from lightning_modules import TeacherDetector  # noqa: E402
+from lightning_modules.settings import EvaluationSettings, OptimizerSettings
 
 RANK = int(os.environ["LOCAL_RANK"])
 _open = builtins.open
@@ -54,8 +55,8 @@ def main(phantom: str, out: str, file_a: str, file_b: str) -> None:
         architecture="efficientdet_d0",
         image_size=(128, 128),
         architecture_overrides=TINY_ARCHITECTURE,
-        fauc_n_boot=0,
-        lr_schedule="constant",
+        evaluation=EvaluationSettings(fauc_n_boot=0),
+        optimizer=OptimizerSettings(lr_schedule="constant"),
     )
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -30,13 +30,13 @@ SCHEDULE = [
     "2",
     "--data.init_args.samples_per_epoch",
     "16",
-    "--model.init_args.global_batch_size",
+    "--model.init_args.optimizer.global_batch_size",
     "4",
-    "--model.init_args.reference_batch_size",
+    "--model.init_args.optimizer.reference_batch_size",
     "2",
-    "--model.init_args.learning_rate",
+    "--model.init_args.optimizer.learning_rate",
     "1e-3",
-    "--model.init_args.warmup_steps",
+    "--model.init_args.optimizer.warmup_steps",
     "4",
     "--trainer.max_steps",
     "8",
@@ -196,15 +196,15 @@ def test_a_global_batch_that_cannot_be_made_is_refused_naming_the_keys(
         "--data.init_args.batch_size",
         "2",
     ]
-    assert cli.main([*base, "--model.init_args.reference_batch_size", "4"]) == 2
+    assert cli.main([*base, "--model.init_args.optimizer.reference_batch_size", "4"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert lines == [
-        "error: model.init_args.reference_batch_size: scales the learning rate to "
-        "the global batch: set model.init_args.global_batch_size too"
+        "error: model.init_args.optimizer.reference_batch_size: scales the learning rate to "
+        "the global batch: set optimizer.global_batch_size too"
     ]
-    assert cli.main([*base, "--model.init_args.global_batch_size", "5"]) == 2
+    assert cli.main([*base, "--model.init_args.optimizer.global_batch_size", "5"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and lines[0].endswith(
-        "model.init_args.global_batch_size 5 must be a multiple of data.init_args.batch_size 2 "
-        "x 1 devices x 1 nodes = 2"
+        "model.init_args.optimizer.global_batch_size 5 must be a multiple of "
+        "data.init_args.batch_size 2 x 1 devices x 1 nodes = 2"
     ), lines

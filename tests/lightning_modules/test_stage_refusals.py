@@ -15,7 +15,10 @@ from lightning_modules.artifacts import read_artifact
     [
         ("--model.init_args.focal_alpha=2.0", "model.init_args.focal_alpha: must lie in [0, 1]"),
         ("--model.init_args.focal_gamma=-1", "model.init_args.focal_gamma: must be >= 0"),
-        ("--model.init_args.learning_rate=0", "model.init_args.learning_rate: must be > 0"),
+        (
+            "--model.init_args.optimizer.learning_rate=0",
+            "model.init_args.optimizer.learning_rate: must be > 0",
+        ),
         ("--data.init_args.batch_size=0", "data.init_args.batch_size: must be >= 1"),
         (
             "--model.init_args.architecture=efficientdet_d9",
@@ -67,11 +70,11 @@ def test_the_modules_refuse_the_same_values_when_built_in_python(tiny_architectu
         )
     with pytest.raises(ValueError, match="did you mean efficientdet_d0"):
         TeacherDetector(architecture="efficientdet_d00", image_size=SIZE)
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate: must be > 0"):
         TeacherDetector(
             architecture="efficientdet_d0",
             image_size=SIZE,
-            learning_rate=0.0,
+            optimizer={"learning_rate": 0.0},
             architecture_overrides=tiny_architecture,
         )
 

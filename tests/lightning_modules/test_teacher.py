@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules import TeacherDetector
+from lightning_modules.settings import OptimizerSettings
 
 SIZE = 128
 
@@ -45,8 +46,7 @@ def test_teacher_overfits_one_batch_under_a_real_trainer(tiny_architecture):
         architecture="efficientdet_d0",
         image_size=(SIZE, SIZE),
         architecture_overrides=tiny_architecture,
-        learning_rate=5e-3,
-        lr_schedule="constant",
+        optimizer=OptimizerSettings(learning_rate=5e-3, lr_schedule="constant"),
     )
     recorder = RecordLoss()
     trainer = pl.Trainer(

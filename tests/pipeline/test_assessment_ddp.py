@@ -39,7 +39,7 @@ def test_two_process_assessment_equals_one_process(tiny_phantom, tmp_path):
                     "trainer.num_sanity_val_steps": 0,
                     "trainer.enable_progress_bar": False,
                     "trainer.logger": False,
-                    "model.init_args.fauc_n_boot": 0,
+                    "model.init_args.evaluation.fauc_n_boot": 0,
                 },
                 "stages": {"stage1_sm": {"config": str(CONFIGS / "demo" / "stage1_sm.yaml")}},
             }

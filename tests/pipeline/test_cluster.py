@@ -50,7 +50,7 @@ def submitted(tiny_phantom, tmp_path_factory):
         samples_per_epoch=4,
     )
     data.write_text(yaml.safe_dump(loaded))
-    detector = {"model.init_args.fauc_n_boot": 0}
+    detector = {"model.init_args.evaluation.fauc_n_boot": 0}
     # 4 epochs of 6 steps, validated after the 2nd and 4th; the signal is acted on at any step
     longer = {
         **detector,

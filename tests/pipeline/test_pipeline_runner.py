@@ -21,7 +21,7 @@ from lightning_modules.artifacts import read_artifact
 from pipeline.config import load_pipeline
 from pipeline.runner import run_pipeline
 
-DETECTOR = {"model.init_args.fauc_n_boot": 0}  # DistillStudent has no bootstrap to skip
+DETECTOR = {"model.init_args.evaluation.fauc_n_boot": 0}  # DistillStudent has no bootstrap to skip
 
 
 def _write_pipeline(folder: Path, phantom: Path, ffdm_overrides: dict | None = None) -> Path:

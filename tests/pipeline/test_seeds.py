@@ -20,7 +20,7 @@ from pipeline.config import load_pipeline
 from pipeline.hashing import stage_hash
 from pipeline.runner import run_pipeline
 
-DETECTOR = {"model.init_args.fauc_n_boot": 0}
+DETECTOR = {"model.init_args.evaluation.fauc_n_boot": 0}
 
 
 def _data_config(folder, phantom, name="data.yaml"):

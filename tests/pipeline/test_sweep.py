@@ -42,7 +42,7 @@ def _tiny_sweep(tmp_path: Path, phantom: Path, grid: dict, extra: list[str] = ()
         "--trainer.check_val_every_n_epoch=1",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
-        "--model.init_args.fauc_n_boot=0",
+        "--model.init_args.evaluation.fauc_n_boot=0",
         *extra,
     ]
     path = tmp_path / "sweep.yaml"
