@@ -20,6 +20,7 @@ from config_checks import (
     check_model_source,
     check_values,
     model_source,
+    moved_settings,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -321,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
             "configs/data/....yaml) or --data FILE",
             file=sys.stderr,
         )
+        return 2
+    moved = moved_settings(argv) if argv and argv[0] in LIGHTNING_COMMANDS else []
+    if moved:
+        print("\n".join(f"error: {line}" for line in moved), file=sys.stderr)
         return 2
     if (
         argv

@@ -294,3 +294,45 @@ def _artifact_as_pretrained(config) -> None:
         )
     init_args.pretrained = str(checkpoint)
     config.ckpt_path = None
+
+
+def moved_settings(argv: list[str]) -> list[str]:
+    """``old key: moved to new key`` for each optimiser or evaluation setting that a command
+    line argument or a ``--config`` file gives at its place before the settings objects
+    (directly under ``model.init_args``), where jsonargparse would only say it "is not
+    accepted"."""
+    from dataclasses import fields
+
+    import yaml
+
+    from lightning_modules.settings import EvaluationSettings, OptimizerSettings
+
+    moved = {
+        item.name: f"{group}.{item.name}"
+        for group, kind in (("optimizer", OptimizerSettings), ("evaluation", EvaluationSettings))
+        for item in fields(kind)
+        if item.name != "hit_min_distance"  # the data's; the model's is linked from it
+    }
+    found = []
+    for index, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        key = name.removeprefix("--model.init_args.")
+        if key != name and key in moved:
+            found.append((f"model.init_args.{key}", "the command line"))
+        if name not in ("--config", "-c"):
+            continue
+        value = value or (argv[index + 1] if index + 1 < len(argv) else "")
+        try:
+            with open(value) as stream:
+                config = yaml.safe_load(stream)
+        except (OSError, yaml.YAMLError):
+            continue  # jsonargparse names the file it cannot read
+        model = config.get("model") if isinstance(config, dict) else None
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        if isinstance(init_args, dict):
+            found += [(f"model.init_args.{key}", value) for key in init_args if key in moved]
+    return [
+        f"{key} ({where}): moved to model.init_args.{moved[key.rsplit('.', 1)[1]]}, "
+        f'one object for the optimiser and one for the evaluation (README, "Stage by stage")'
+        for key, where in found
+    ]

@@ -118,3 +118,33 @@ def test_a_stage_keeps_its_settings_as_plain_values_a_checkpoint_loads_without_c
     rebuilt = TeacherDetector(**{key: value for key, value in loaded.items()})
     assert rebuilt.optimizer_settings == model.optimizer_settings
     assert rebuilt.evaluation == model.evaluation
+
+
+def test_a_setting_at_its_old_place_is_refused_naming_where_it_moved(tmp_path, capsys):
+    import yaml
+    from repo_paths import CONFIGS
+
+    import cli
+
+    stage = yaml.safe_load((CONFIGS / "demo" / "stage1_sm.yaml").read_text())
+    init_args = stage["model"]["init_args"]
+    init_args["learning_rate"] = init_args.pop("optimizer")["learning_rate"]
+    init_args["fauc_n_boot"] = init_args.pop("evaluation")["fauc_n_boot"]
+    old = tmp_path / "old_stage1_sm.yaml"
+    old.write_text(yaml.safe_dump(stage))
+    data = str(CONFIGS / "data" / "phantom.yaml")
+    argv = ["fit", "--config", data, "--config", str(old), "--model.init_args.warmup_steps=5"]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    # in the order given: the file's keys (as safe_dump sorts them), then the flag
+    assert lines == [
+        f"error: model.init_args.fauc_n_boot ({old}): moved to "
+        "model.init_args.evaluation.fauc_n_boot, one object for the optimiser and one for the "
+        'evaluation (README, "Stage by stage")',
+        f"error: model.init_args.learning_rate ({old}): moved to "
+        "model.init_args.optimizer.learning_rate, one object for the optimiser and one for the "
+        'evaluation (README, "Stage by stage")',
+        "error: model.init_args.warmup_steps (the command line): moved to "
+        "model.init_args.optimizer.warmup_steps, one object for the optimiser and one for the "
+        'evaluation (README, "Stage by stage")',
+    ]
