@@ -21,6 +21,7 @@ from config_checks import (
     check_values,
     model_source,
     moved_settings,
+    yaml_arguments,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -279,19 +280,11 @@ def _names_a_data_module(argv: list[str]) -> bool:
     """Whether a run's command line gives a data module: a ``--config`` or ``--data`` file whose
     ``data`` (or top level) names a ``class_path``, or ``--data.class_path``. Without one,
     jsonargparse would say that the stage config's ``modalities`` "is not accepted"."""
-    import yaml
-
-    for index, arg in enumerate(argv):
-        if arg.startswith(("--data.class_path", "--data={", "--data.init_args.class_path")):
-            return True
-        name, _, value = arg.partition("=")
-        if name not in ("--config", "-c", "--data"):
-            continue
-        value = value or (argv[index + 1] if index + 1 < len(argv) else "")
-        try:
-            with open(value) as stream:
-                config = yaml.safe_load(stream)
-        except (OSError, yaml.YAMLError):
+    given = ("--data.class_path", "--data={", "--data.init_args.class_path")
+    if any(arg.startswith(given) for arg in argv):
+        return True
+    for _, name, _, config in yaml_arguments(argv, ("--config", "-c", "--data")):
+        if config is None:
             return True  # jsonargparse names the file it cannot read
         part = config.get("data", config) if isinstance(config, dict) else None
         if name == "--data" and isinstance(config, dict) and config.get("class_path"):

@@ -17,8 +17,6 @@ class ConfigValueError(ValueError):
 
 # Linked from the data config: checked there, once.
 _LINKED = ("image_size", "hit_min_distance")
-# The model's settings objects (nested keys), each checked by its own ``problems``.
-_SETTINGS = {"optimizer": "OptimizerSettings", "evaluation": "EvaluationSettings"}
 _FIT_LIMITS = ("max_steps", "max_epochs", "limit_train_batches", "limit_val_batches")
 
 
@@ -36,7 +34,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     model reads and the data holds, the trainer's limits of a ``fit``)."""
     from common.defaults import MODALITIES
     from datamodules.values import GROUP_RULES, RULES, divisible, model_stride
-    from lightning_modules import settings
+    from lightning_modules.settings import STAGE_SETTINGS
 
     model, data = _init_args(config, "model"), _init_args(config, "data")
     problems = []
@@ -44,15 +42,13 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
     skipped = {"sm_teacher", "partner"} if model.get("pretrained") and "partner" in model else set()
     for group, values in (("model", model), ("data", data)):
         for name, value in values.items():
-            if group == "model" and name.split(".", 1)[0] in _SETTINGS:
-                continue  # a settings object's field: checked below, by its class
             rule = RULES.get(name)
             if rule is None or name in skipped or (group == "model" and name in _LINKED):
                 continue
             wrong = rule(value)
             if wrong:
                 problems.append((f"{group}.init_args.{name}", wrong))
-    for name, kind in _SETTINGS.items():
+    for name, kind in STAGE_SETTINGS.items():
         # jsonargparse holds a settings object as nested keys (optimizer.learning_rate)
         fields = {
             key.split(".", 1)[1]: value
@@ -61,7 +57,7 @@ def value_problems(config, subcommand: str | None = None) -> list[tuple[str, str
         }
         problems.extend(
             (f"model.init_args.{name}.{field}", wrong)
-            for field, wrong in getattr(settings, kind).problems(fields)
+            for field, wrong in kind.problems(fields)
             if field not in _LINKED
         )
     for group, rules in GROUP_RULES.items():
@@ -296,6 +292,25 @@ def _artifact_as_pretrained(config) -> None:
     config.ckpt_path = None
 
 
+def yaml_arguments(argv: list[str], flags: tuple[str, ...]):
+    """(position in ``argv``, flag, path, content) of each YAML file the command line gives
+    with one of ``flags`` (``--config FILE`` or ``--config=FILE``); content None for a file
+    that cannot be read or parsed."""
+    import yaml
+
+    for index, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name not in flags:
+            continue
+        value = value or (argv[index + 1] if index + 1 < len(argv) else "")
+        try:
+            with open(value) as stream:
+                content = yaml.safe_load(stream)
+        except (OSError, yaml.YAMLError):
+            content = None
+        yield index, name, value, content
+
+
 def moved_settings(argv: list[str]) -> list[str]:
     """``old key: moved to new key`` for each optimiser or evaluation setting that a command
     line argument or a ``--config`` file gives at its place before the settings objects
@@ -303,36 +318,29 @@ def moved_settings(argv: list[str]) -> list[str]:
     accepted"."""
     from dataclasses import fields
 
-    import yaml
-
-    from lightning_modules.settings import EvaluationSettings, OptimizerSettings
+    from lightning_modules.settings import STAGE_SETTINGS
 
     moved = {
         item.name: f"{group}.{item.name}"
-        for group, kind in (("optimizer", OptimizerSettings), ("evaluation", EvaluationSettings))
+        for group, kind in STAGE_SETTINGS.items()
         for item in fields(kind)
         if item.name != "hit_min_distance"  # the data's; the model's is linked from it
     }
-    found = []
+    found = []  # (position in argv, key, where): reported in the order given
     for index, arg in enumerate(argv):
-        name, _, value = arg.partition("=")
+        name = arg.partition("=")[0]
         key = name.removeprefix("--model.init_args.")
         if key != name and key in moved:
-            found.append((f"model.init_args.{key}", "the command line"))
-        if name not in ("--config", "-c"):
-            continue
-        value = value or (argv[index + 1] if index + 1 < len(argv) else "")
-        try:
-            with open(value) as stream:
-                config = yaml.safe_load(stream)
-        except (OSError, yaml.YAMLError):
-            continue  # jsonargparse names the file it cannot read
+            found.append((index, f"model.init_args.{key}", "the command line"))
+    for index, _, value, config in yaml_arguments(argv, ("--config", "-c")):
+        # a file that cannot be read: jsonargparse names it
         model = config.get("model") if isinstance(config, dict) else None
         init_args = model.get("init_args") if isinstance(model, dict) else None
         if isinstance(init_args, dict):
-            found += [(f"model.init_args.{key}", value) for key in init_args if key in moved]
+            found += [(index, f"model.init_args.{key}", value) for key in init_args if key in moved]
+    found.sort(key=lambda item: item[0])  # stable: a file's keys keep their order
     return [
         f"{key} ({where}): moved to model.init_args.{moved[key.rsplit('.', 1)[1]]}, "
         f'one object for the optimiser and one for the evaluation (README, "Stage by stage")'
-        for key, where in found
+        for _, key, where in found
     ]

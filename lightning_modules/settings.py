@@ -153,3 +153,10 @@ class EvaluationSettings(Settings):
         "fauc_n_boot": number(0, integer=True),
         "hit_min_distance": RULES["hit_min_distance"],  # the data's rule: linked from it
     }
+
+
+# The init argument each settings object comes in as, in every stage that takes it.
+STAGE_SETTINGS: dict[str, type[Settings]] = {
+    "optimizer": OptimizerSettings,
+    "evaluation": EvaluationSettings,
+}

@@ -26,7 +26,7 @@ from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
 from lightning_modules.artifacts import CHECKPOINT_SPEC_KEY, Artifact, check_artifact, read_artifact
 from lightning_modules.effdet_parts import TimmSyncBatchNorm, freeze, use_channels_last
-from lightning_modules.settings import EvaluationSettings, OptimizerSettings
+from lightning_modules.settings import STAGE_SETTINGS, OptimizerSettings
 
 # The "true" half precisions cast the whole model, BatchNorm statistics and anchors included.
 REFUSED_PRECISIONS = {"bf16-true": "bfloat16", "16-true": "float16"}
@@ -96,7 +96,7 @@ class StageModule(pl.LightningModule, ABC):
             *args, ignore=ignore, frame=frame or inspect.currentframe().f_back, logger=logger
         )
         for hparams in (self._hparams, getattr(self, "_hparams_initial", {})):
-            for key, kind in (("optimizer", OptimizerSettings), ("evaluation", EvaluationSettings)):
+            for key, kind in STAGE_SETTINGS.items():
                 if key in hparams:
                     hparams[key] = kind.of(hparams[key]).as_dict()
 
